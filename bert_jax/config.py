@@ -1,0 +1,141 @@
+"""The config schema every `configs/*.py` starts from, and its validation.
+
+One ConfigDict holds model, data, train, mesh and checkpoint settings; `configs/*.py`
+override the deltas (size, batch, recipe). `validate` turns bad values into one clear
+error line before any long work starts.
+"""
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+# BERT-Base (Devlin et al. 2018, Table/appendix A): the model every other size overrides.
+BERT_SIZES = {
+    # name: (num_layers, hidden_size, num_heads)
+    "tiny": (2, 128, 2),
+    "mini": (4, 256, 4),
+    "small": (4, 512, 8),
+    "medium": (8, 512, 8),
+    "base": (12, 768, 12),
+    "large": (24, 1024, 16),
+}
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources")
+
+
+def model_config(size: str = "base") -> ml_collections.ConfigDict:
+  """Encoder hyper-parameters; names follow Google's bert_config.json where one exists."""
+  num_layers, hidden, heads = BERT_SIZES[size]
+  m = ml_collections.ConfigDict()
+  m.vocab_size = 30522
+  m.hidden_size = hidden
+  m.num_layers = num_layers
+  m.num_heads = heads
+  # 4 * hidden by default; set explicitly to decouple.
+  m.intermediate_size = 4 * hidden
+  m.hidden_act = "gelu"  # exact erf GELU; "gelu_tanh" for the tanh approximation.
+  m.max_position_embeddings = 512
+  m.type_vocab_size = 2
+  m.dropout_rate = 0.1
+  m.attention_dropout_rate = 0.1
+  m.layer_norm_eps = 1e-12
+  m.initializer_range = 0.02
+  m.dtype = "float32"  # compute dtype; "bfloat16" on TPU. Softmax and LayerNorm stay float32.
+  m.param_dtype = "float32"
+  m.remat = "none"  # "none" | "full" (recompute each layer) | "dots" (save matmul outputs).
+  m.scan_layers = True  # nn.scan over layers: compile time independent of depth.
+  m.attention = "einsum"  # "einsum" | "dot_product_attention" (jax.nn; flash on GPU/TPU).
+  return m
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """BERT-Base pre-training with the paper's phase-1 recipe."""
+  c = ml_collections.ConfigDict()
+  c.task = "pretrain"  # pretrain | glue | squad | swag
+  c.seed = 0
+  # Warm start: our orbax checkpoint, a Google TF checkpoint, or a Hugging Face directory.
+  c.init_checkpoint = ""
+  c.init_mode = "encoder"  # "encoder" (fine-tune / new heads) | "full" (continue pre-training)
+  # WordPiece vocab.txt or SentencePiece .model; "" = the vocabulary bundled with the repo.
+  c.vocab_file = ""
+  c.do_lower_case = True
+  c.model = model_config("base")
+
+  c.data = ml_collections.ConfigDict()
+  # Pre-training: text files (one sentence per line, blank line between documents) or a
+  # directory of shards written by `bert_jax.data.create_pretraining_data`.
+  c.data.train_files = ""
+  c.data.eval_files = ""
+  c.data.max_seq_length = 128
+  c.data.max_predictions_per_seq = 20
+  c.data.masked_lm_prob = 0.15
+  c.data.short_seq_prob = 0.1
+  c.data.dupe_factor = 1
+  c.data.whole_word_mask = False
+  c.data.dynamic_masking = True
+  c.data.prefetch = 2
+  c.data.num_workers = 0
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 256  # global batch, over all hosts and devices.
+  c.train.num_steps = 1_000_000
+  c.train.learning_rate = 1e-4
+  c.train.warmup_steps = 10_000
+  c.train.schedule = "linear"  # linear warmup then linear decay to 0 at num_steps.
+  c.train.optimizer = "adamw"  # adamw | lamb | bert_adam (original: no bias correction)
+  c.train.b1 = 0.9
+  c.train.b2 = 0.999
+  c.train.eps = 1e-6
+  c.train.weight_decay = 0.01  # never on LayerNorm scales or biases.
+  c.train.max_grad_norm = 1.0
+  c.train.grad_accum_steps = 1
+  c.train.nan_policy = "skip"  # skip (drop the update, count it) | stop
+  c.train.log_every = 100
+  c.train.eval_every = 10_000
+  c.train.eval_steps = 100
+  c.train.checkpoint_every = 10_000
+  c.train.keep_checkpoints = 3
+  c.train.async_checkpointing = True
+  c.train.profile = False
+
+  # Device mesh: axis names and sizes (-1 = all remaining devices). Data parallel is
+  # (-1,1,1); FSDP (ZeRO-3) is (1,-1,1); Megatron tensor parallel puts devices on "tensor".
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.axes = ("data", "fsdp", "tensor")
+  c.mesh.shape = (-1, 1, 1)
+  return c
+
+
+def size_overrides(config: ml_collections.ConfigDict, size: str) -> ml_collections.ConfigDict:
+  """Sets num_layers/hidden/heads/intermediate to one of BERT_SIZES."""
+  num_layers, hidden, heads = BERT_SIZES[size]
+  config.model.num_layers = num_layers
+  config.model.hidden_size = hidden
+  config.model.num_heads = heads
+  config.model.intermediate_size = 4 * hidden
+  return config
+
+
+class ConfigError(ValueError):
+  """A config value is wrong; the message names the key and the fix."""
+
+
+def validate_model(m: ml_collections.ConfigDict) -> None:
+  """One clear error for an impossible model shape, before anything is built."""
+  if m.hidden_size % m.num_heads:
+    raise ConfigError(
+        f"config.model.hidden_size={m.hidden_size} is not divisible by "
+        f"config.model.num_heads={m.num_heads}: pick num_heads that divides hidden_size "
+        f"(e.g. --config.model.num_heads={max(1, m.hidden_size // 64)}).")
+  if m.hidden_act not in ("gelu", "gelu_tanh", "relu"):
+    raise ConfigError(f"config.model.hidden_act={m.hidden_act!r}: use 'gelu' or 'gelu_tanh'.")
+  if m.remat not in ("none", "full", "dots"):
+    raise ConfigError(f"config.model.remat={m.remat!r}: use 'none', 'full' or 'dots'.")
+  if m.attention not in ("einsum", "dot_product_attention"):
+    raise ConfigError(
+        f"config.model.attention={m.attention!r}: use 'einsum' or 'dot_product_attention'.")
+  for key in ("dtype", "param_dtype"):
+    if m[key] not in ("float32", "bfloat16", "float16"):
+      raise ConfigError(f"config.model.{key}={m[key]!r}: use 'float32' or 'bfloat16'.")

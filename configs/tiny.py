@@ -1,0 +1,23 @@
+"""A 2-layer, H=128 BERT that pre-trains on a laptop CPU in minutes on the bundled corpus.
+
+python -m bert_jax.main --config=configs/tiny.py --workdir=/tmp/bert_tiny
+"""
+from bert_jax import config as config_lib
+
+
+def get_config():
+  c = config_lib.default_config()
+  config_lib.size_overrides(c, "tiny")
+  c.model.max_position_embeddings = 128
+  c.data.max_seq_length = 64
+  c.data.max_predictions_per_seq = 10
+  c.train.batch_size = 32
+  c.train.num_steps = 600
+  c.train.learning_rate = 1e-3
+  c.train.warmup_steps = 60
+  c.train.log_every = 25
+  c.train.eval_every = 200
+  c.train.eval_steps = 5
+  c.train.checkpoint_every = 200
+  c.model.scan_layers = False
+  return c
