@@ -139,6 +139,34 @@ class Embeddings(nn.Module):
     return self.word_embeddings.attend(x)
 
 
+class MultiDense(nn.Module):
+  """Dense over several input/output dims with a kernel of shape in_shape + out_shape.
+
+  (flax's DenseGeneral initialises a flattened kernel, which breaks logical names on
+  the multi-dimensional one; this keeps one named kernel, e.g. [embed, 3, heads, kv].)
+  """
+  config: BertConfig
+  in_shape: tuple[int, ...]
+  out_shape: tuple[int, ...]
+  in_axes: tuple[str | None, ...]
+  out_axes: tuple[str | None, ...]
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    c = self.config
+    kernel = self.param("kernel", _init(c, self.in_axes + self.out_axes),
+                        self.in_shape + self.out_shape, c.weight_dtype)
+    bias = self.param("bias", _zeros(self.out_axes), self.out_shape, c.weight_dtype)
+    n_in = len(self.in_shape)
+    letters = "abcdefgh"
+    lhs = "...".__add__(letters[:n_in])
+    ker = letters[:n_in] + letters[n_in:n_in + len(self.out_shape)]
+    out = "..." + letters[n_in:n_in + len(self.out_shape)]
+    y = jnp.einsum(f"{lhs},{ker}->{out}", x.astype(c.compute_dtype),
+                   kernel.astype(c.compute_dtype))
+    return y + bias.astype(c.compute_dtype)
+
+
 class EncoderLayer(nn.Module):
   """One post-LN Transformer layer: self-attention + FFN, each with residual and LN.
 
@@ -153,10 +181,8 @@ class EncoderLayer(nn.Module):
     c = self.config
     dt, pdt = c.compute_dtype, c.weight_dtype
     x = nn.with_logical_constraint(x, ("batch", "length", "embed_act"))
-    qkv = nn.DenseGeneral(
-        features=(3, c.num_heads, c.head_dim), axis=-1, dtype=dt, param_dtype=pdt,
-        kernel_init=_init(c, ("embed", None, "heads", "kv")),
-        bias_init=_zeros((None, "heads", "kv")), name="qkv")(x)
+    qkv = MultiDense(c, (c.hidden_size,), (3, c.num_heads, c.head_dim),
+                     ("embed",), (None, "heads", "kv"), name="qkv")(x)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     q = nn.with_logical_constraint(q, ("batch", "length", "heads_act", "kv"))
     k = nn.with_logical_constraint(k, ("batch", "length", "heads_act", "kv"))
@@ -170,10 +196,8 @@ class EncoderLayer(nn.Module):
       probs = nn.Dropout(c.attention_dropout_rate)(probs, deterministic=self.deterministic)
       ctx = jnp.einsum("bnqk,bknd->bqnd", probs.astype(dt), v)
     ctx = nn.with_logical_constraint(ctx, ("batch", "length", "heads_act", "kv"))
-    attn_out = nn.DenseGeneral(
-        features=c.hidden_size, axis=(-2, -1), dtype=dt, param_dtype=pdt,
-        kernel_init=_init(c, ("heads", "kv", "embed")), bias_init=_zeros(("embed",)),
-        name="attention_output")(ctx)
+    attn_out = MultiDense(c, (c.num_heads, c.head_dim), (c.hidden_size,),
+                          ("heads", "kv"), ("embed",), name="attention_output")(ctx)
     attn_out = nn.Dropout(c.dropout_rate)(attn_out, deterministic=self.deterministic)
     x = LayerNorm(c, name="attention_layer_norm")(x + attn_out)
 
