@@ -38,6 +38,9 @@ setup(
     version="0.1.0",
     description="BERT in JAX/Flax: pre-training (MLM + NSP) and GLUE/SQuAD/SWAG fine-tuning on TPU pods.",
     packages=find_packages(include=["bert_jax", "bert_jax.*"]),
+    # The bundled corpus + vocab (bert_jax/resources) ship with every install.
+    include_package_data=True,
+    package_data={"bert_jax": ["resources/*.txt", "resources/*.md", "resources/corpus/*.txt"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
