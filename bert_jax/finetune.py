@@ -1,0 +1,752 @@
+"""The fine-tuning loop shared by GLUE, SQuAD and SWAG (and any sentence(-pair) task).
+
+A task supplies its data, model head, per-example loss, metrics and prediction files (the
+`Task` protocol below); `run(config, workdir, task)` does the rest the same way for all:
+load the pretrained checkpoint (checkpoints.load_pretrained) and check its vocabulary,
+featurize, train with the paper's recipe (AdamW, 10% warmup, linear decay, dropout 0.1)
+on train_lib's sharded step, evaluate on dev after every epoch, keep the best params,
+predict the test splits with them, and write metrics.jsonl, TensorBoard events,
+results.json and prediction files into the workdir. `sweep` repeats `run` over learning
+rates and seeds and prints one table (the paper's restarts, best on dev).
+
+Batches are grouped by length: every batch is cut to a bucket length (the longest row,
+rounded up to `bucket_multiple`), so short-sentence tasks do not pay for max_seq_length.
+Rows added to fill a batch carry `example_weight` 0 and are dropped from predictions, so
+training losses and dev metrics are exact. Feature dicts use the model's argument names:
+input_ids, token_type_ids, attention_mask ([N, S] or [N, C, S]), labels, example_weight.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from bert_jax import checkpoints, optim, partitioning, train_lib
+from bert_jax.config import ConfigError
+from bert_jax.model import BertConfig
+from bert_jax.tokenization import load_tokenizer
+
+MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+# Architecture keys taken from the checkpoint; the rest of config.model (dropout, dtype,
+# remat, scan, attention kernel) stays as the fine-tuning config sets it.
+_ARCH_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+              "hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps",
+              "initializer_range")
+
+
+class FinetuneError(ValueError):
+  """Fine-tuning cannot start (bad checkpoint/vocab/data); the message names the fix."""
+
+
+class Task(Protocol):
+  """What a fine-tuning task provides to `run` (see tasks/glue.py for a full example).
+
+  Attributes:
+    name: short name used in logs and file names ("mrpc", "squad", "swag").
+    selection_metric: "<eval split>/<metric>" maximised to pick the best epoch/run.
+    train_split, eval_splits, predict_splits: split names passed to load_examples;
+      eval splits have labels, predict splits may not.
+    sequence_keys (optional): feature keys whose LAST axis is the sequence (cut to the
+      bucket length); default MODEL_INPUTS.
+    output_dir (optional): where test prediction files go (default workdir/submission).
+  """
+  name: str
+  selection_metric: str
+  train_split: str
+  eval_splits: Sequence[str]
+  predict_splits: Sequence[str]
+
+  def load_examples(self, split: str) -> Sequence[Any]:
+    """The examples of a split (raise a clear error for a missing/bad file)."""
+
+  def featurize(self, examples: Sequence[Any], tokenizer, max_seq_length: int
+                ) -> dict[str, Any]:
+    """Examples -> {MODEL_INPUTS..., labels, ...: numpy [N, ...]}; non-array values are
+    kept on the host and handed back to evaluate/write_predictions."""
+
+  def make_model(self, bert_config: BertConfig) -> nn.Module:
+    """The Flax model; called as model(input_ids, token_type_ids, attention_mask,
+    deterministic) and holding the encoder under params['bert']."""
+
+  def example_losses(self, outputs: Any, batch: dict[str, jax.Array]
+                     ) -> dict[str, jax.Array]:
+    """Per-example values [B] ('loss' required, e.g. 'accuracy' optional); the loop
+    weights them by example_weight and averages over the real rows of the batch."""
+
+  def evaluate(self, outputs: Any, examples: Sequence[Any], features: dict[str, Any],
+               split: str) -> dict[str, float]:
+    """Metrics over a whole split from the stacked outputs (padding rows removed)."""
+
+  def write_predictions(self, outputs: Any, examples: Sequence[Any],
+                        features: dict[str, Any], split: str, output_dir: str) -> list[str]:
+    """Writes prediction file(s) for a split into output_dir; returns their paths."""
+
+
+# ---------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------
+
+def finetune_config() -> ml_collections.ConfigDict:
+  """config.finetune defaults: the paper's recipe (Devlin et al. 2018, section A.3)."""
+  f = ml_collections.ConfigDict()
+  f.num_epochs = 3.0  # paper: 2-4 epochs (3 for GLUE).
+  f.warmup_proportion = 0.1  # linear warmup over the first 10% of steps.
+  f.max_steps = 0  # >0 caps the number of steps (quick runs); 0 = num_epochs of data.
+  f.eval_batch_size = 64  # (sequence length: config.data.max_seq_length)
+  # Length bucketing: each batch is cut to its longest row rounded up to this multiple.
+  f.bucket_multiple = 32
+  # Train batches drawn from windows of this many batches sorted by length (0 = plain
+  # shuffled batches, still cut to their own bucket length).
+  f.group_by_length_window = 50
+  f.save_best = True  # write the best params to workdir/best (orbax) for later use.
+  f.write_dev_predictions = True  # workdir/predictions/<split>... for error analysis.
+  # Sweep (python -m bert_jax.tasks.<task> --config.finetune.sweep=True): one run per
+  # (learning rate, seed), best on dev; the paper's grid.
+  f.sweep = False
+  f.sweep_learning_rates = (5e-5, 4e-5, 3e-5, 2e-5)
+  f.sweep_seeds = (0,)
+  return f
+
+
+def add_finetune_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds config.finetune and sets the paper's fine-tuning train defaults on `c`."""
+  c.finetune = finetune_config()
+  c.train.batch_size = 32
+  c.train.learning_rate = 2e-5
+  c.train.weight_decay = 0.01
+  c.train.optimizer = "adamw"
+  c.model.dropout_rate = 0.1
+  c.model.attention_dropout_rate = 0.1
+  c.init_mode = "encoder"
+  c.data.max_seq_length = 128
+  c.train.log_every = 20  # steps between progress lines.
+  c.train.eval_every = 0  # >0: also evaluate every N steps (0: after each epoch only).
+  return c
+
+
+# ---------------------------------------------------------------------------------------
+# Featurization helpers
+# ---------------------------------------------------------------------------------------
+
+def truncate_seq_pair(tokens_a: list, tokens_b: list, max_length: int) -> None:
+  """The original's _truncate_seq_pair: pop the last token of the longer list (of B on a
+  tie) until the pair fits in max_length tokens. In place."""
+  while len(tokens_a) + len(tokens_b) > max_length:
+    (tokens_a if len(tokens_a) > len(tokens_b) else tokens_b).pop()
+
+
+def encode_sentence_pairs(tokenizer, texts_a: Sequence[str],
+                          texts_b: Sequence[str] | None, max_seq_length: int
+                          ) -> dict[str, np.ndarray]:
+  """[CLS] a [SEP] (b [SEP]) per example, as the original run_classifier.py.
+
+  Returns int32 input_ids / token_type_ids (0 for a, 1 for b) / attention_mask, each
+  [N, max_seq_length], zero-padded. Single sentences are cut to max_seq_length - 2,
+  pairs truncated with `truncate_seq_pair` to max_seq_length - 3.
+  """
+  if max_seq_length < 4:
+    raise ConfigError(f"max_seq_length={max_seq_length}: need room for [CLS] a [SEP] b [SEP].")
+  ids_a = tokenizer.encode_batch(list(texts_a))
+  ids_b = tokenizer.encode_batch(list(texts_b)) if texts_b is not None else None
+  n = len(ids_a)
+  input_ids = np.full((n, max_seq_length), tokenizer.pad_id, np.int32)
+  token_type_ids = np.zeros((n, max_seq_length), np.int32)
+  attention_mask = np.zeros((n, max_seq_length), np.int32)
+  for i in range(n):
+    a = list(ids_a[i])
+    if ids_b is None:
+      a = a[:max_seq_length - 2]
+      ids = [tokenizer.cls_id, *a, tokenizer.sep_id]
+    else:
+      b = list(ids_b[i])
+      truncate_seq_pair(a, b, max_seq_length - 3)
+      ids = [tokenizer.cls_id, *a, tokenizer.sep_id, *b, tokenizer.sep_id]
+      token_type_ids[i, len(a) + 2:len(ids)] = 1
+    input_ids[i, :len(ids)] = ids
+    attention_mask[i, :len(ids)] = 1
+  return {"input_ids": input_ids, "token_type_ids": token_type_ids,
+          "attention_mask": attention_mask}
+
+
+# ---------------------------------------------------------------------------------------
+# Batching with length buckets
+# ---------------------------------------------------------------------------------------
+
+def num_examples(features: dict[str, Any]) -> int:
+  return len(features["input_ids"])
+
+
+def sequence_lengths(features: dict[str, Any]) -> np.ndarray:
+  """Real length of every example: [N] from attention_mask [N, S] or [N, C, S] (max over C)."""
+  mask = np.asarray(features["attention_mask"])
+  lengths = mask.reshape(mask.shape[0], -1, mask.shape[-1]).sum(-1).max(-1)
+  return lengths.astype(np.int64)
+
+
+def bucket_length(length: int, multiple: int, max_length: int) -> int:
+  """`length` rounded up to a multiple of `multiple`, at most max_length."""
+  if multiple <= 0:
+    return max_length
+  return int(min(max_length, max(multiple, -(-int(length) // multiple) * multiple)))
+
+
+def _batch_keys(features: dict[str, Any]) -> list[str]:
+  """Feature keys that go to the device: numeric numpy arrays with one row per example."""
+  n = num_examples(features)
+  return [k for k, v in features.items()
+          if isinstance(v, np.ndarray) and v.dtype.kind in "biuf" and v.shape[:1] == (n,)]
+
+
+def make_batch(features: dict[str, Any], indices: np.ndarray, batch_size: int,
+               bucket_multiple: int, sequence_keys: Sequence[str] = MODEL_INPUTS,
+               keys: Sequence[str] | None = None, lengths: np.ndarray | None = None
+               ) -> dict[str, np.ndarray]:
+  """Rows `indices` padded to `batch_size` rows (example_weight 0) and cut to a bucket.
+
+  Padding rows are all zeros (attention_mask 0); sequence keys lose every position past
+  the bucket length, which holds only padding for the rows of this batch.
+  """
+  keys = list(keys if keys is not None else _batch_keys(features))
+  lengths = sequence_lengths(features) if lengths is None else lengths
+  max_len = np.asarray(features["input_ids"]).shape[-1]
+  cut = bucket_length(int(lengths[indices].max()) if len(indices) else 1,
+                      bucket_multiple, max_len)
+  pad = batch_size - len(indices)
+  if pad < 0:
+    raise ValueError(f"{len(indices)} rows do not fit in a batch of {batch_size}")
+  batch = {}
+  for k in keys:
+    x = np.asarray(features[k])[indices]
+    if k in sequence_keys:
+      x = x[..., :cut]
+    if pad:
+      x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+    batch[k] = x
+  weight = (np.asarray(features["example_weight"], np.float32)[indices]
+            if "example_weight" in features else np.ones(len(indices), np.float32))
+  batch["example_weight"] = np.concatenate([weight, np.zeros(pad, np.float32)])
+  return batch
+
+
+def train_batch_indices(lengths: np.ndarray, batch_size: int, seed: int, epoch: int,
+                        window: int) -> list[np.ndarray]:
+  """One epoch of shuffled batches; with window>0, rows are sorted by length inside
+  windows of `window` batches and the batches shuffled (Hugging Face's group_by_length),
+  so each batch holds similar lengths. The last batch may be short (padded by make_batch)."""
+  rng = np.random.default_rng([seed, epoch])
+  order = rng.permutation(len(lengths))
+  if window > 0:
+    span = window * batch_size
+    order = np.concatenate([
+        chunk[np.argsort(-lengths[chunk], kind="stable")]
+        for chunk in np.array_split(order, max(1, -(-len(order) // span)))])
+  batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+  if window > 0:
+    batches = [batches[i] for i in rng.permutation(len(batches))]
+  return batches
+
+
+def eval_batch_indices(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+  """All rows once, sorted by length (fewest padded positions); outputs are put back in
+  the original order by `predict`."""
+  order = np.argsort(-lengths, kind="stable")
+  return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+# ---------------------------------------------------------------------------------------
+# Logging
+# ---------------------------------------------------------------------------------------
+
+class MetricWriter:
+  """metrics.jsonl (one JSON object per write) + TensorBoard events, on process 0 only."""
+
+  def __init__(self, workdir: str, enabled: bool | None = None):
+    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if self.enabled:
+      os.makedirs(workdir, exist_ok=True)
+      try:
+        from tensorboardX import SummaryWriter
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      except ImportError:  # events are optional; the JSONL log is always written.
+        self._tb = None
+
+  def write(self, step: int, metrics: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
+    record = {"step": int(step), **{k: _to_py(v) for k, v in metrics.items()}}
+    with open(self.path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(record) + "\n")
+    if self._tb is not None:
+      for k, v in record.items():
+        if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+          self._tb.add_scalar(k, v, int(step))
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def _to_py(v):
+  if isinstance(v, (np.generic, np.ndarray, jax.Array)):
+    v = np.asarray(v)
+    return v.item() if v.size == 1 else v.tolist()
+  return v
+
+
+def _fmt_time(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  h, rem = divmod(seconds, 3600)
+  return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
+
+
+def log(msg: str) -> None:
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Model, checkpoint and vocabulary
+# ---------------------------------------------------------------------------------------
+
+def _vocab_first_difference(path_a: str, path_b: str) -> str | None:
+  """None if the two vocab files list the same tokens; else 'line N: x vs y'."""
+  with open(path_a, encoding="utf-8") as fa, open(path_b, encoding="utf-8") as fb:
+    a, b = fa.read().splitlines(), fb.read().splitlines()
+  for i, (x, y) in enumerate(zip(a, b), start=1):
+    if x != y:
+      return f"line {i}: {x!r} vs {y!r}"
+  if len(a) != len(b):
+    return f"{len(a)} vs {len(b)} lines"
+  return None
+
+
+def check_vocab(tokenizer, vocab_file: str, model_vocab_size: int, init_checkpoint: str,
+                checkpoint_vocab: str = "") -> None:
+  """Raises FinetuneError when the vocabulary cannot be the checkpoint's.
+
+  Checks the size against the checkpoint's vocab_size (word-embedding rows) and, when
+  the checkpoint ships its own vocab.txt, that config.vocab_file lists the same tokens.
+  """
+  if checkpoint_vocab and os.path.abspath(checkpoint_vocab) != os.path.abspath(vocab_file):
+    diff = _vocab_first_difference(vocab_file, checkpoint_vocab)
+    if diff is not None:
+      raise FinetuneError(
+          f"config.vocab_file={vocab_file} differs from the vocabulary of init_checkpoint "
+          f"{checkpoint_vocab} ({diff}): token ids would not match the embeddings; leave "
+          "config.vocab_file empty to use the checkpoint's vocab.txt.")
+  if tokenizer.vocab_size != model_vocab_size:
+    where = init_checkpoint or "config.model"
+    raise FinetuneError(
+        f"vocabulary {vocab_file} has {tokenizer.vocab_size} tokens but {where} has "
+        f"vocab_size={model_vocab_size} word embeddings: use the vocab.txt that was "
+        "trained with that checkpoint (config.vocab_file).")
+
+
+def _checkpoint_vocab(path: str) -> str:
+  return checkpoints.vocab_file_of(path) if path else ""
+
+
+def load_init(config) -> tuple[ml_collections.ConfigDict, dict | None, str]:
+  """(config.model with the checkpoint's architecture, pretrained params or None, vocab).
+
+  Without config.init_checkpoint the model is trained from scratch with config.model
+  (tests, ablations); config.vocab_file is then required.
+  """
+  model_cfg = ml_collections.ConfigDict(config.model.to_dict())
+  params = None
+  path = config.init_checkpoint
+  if path:
+    if not os.path.exists(path):
+      raise FinetuneError(
+          f"config.init_checkpoint={path!r} does not exist: pass a Hugging Face BERT "
+          "directory, a Google TF checkpoint or a bert_jax checkpoint.")
+    ckpt_cfg, params = checkpoints.load_pretrained(path)
+    for k in _ARCH_KEYS:
+      model_cfg[k] = ckpt_cfg[k]
+  vocab = config.vocab_file or _checkpoint_vocab(path)
+  if not vocab:
+    raise FinetuneError(
+        f"no vocabulary: init_checkpoint {path or '(none)'} has no vocab.txt beside it; "
+        "set --config.vocab_file=PATH/vocab.txt.")
+  return model_cfg, params, vocab
+
+
+def _fill_missing(pretrained: dict, initial: Any, path: str = "bert") -> dict:
+  """Pretrained subtree with params it lacks (e.g. a checkpoint without a pooler) taken
+  from the fresh initialisation, each named in a log line."""
+  out = {}
+  for k, v in initial.items():
+    if k in pretrained:
+      out[k] = (_fill_missing(pretrained[k], v, f"{path}/{k}") if isinstance(v, dict)
+                else pretrained[k])
+    else:
+      log(f"  {path}/{k}: not in the checkpoint, randomly initialised")
+      out[k] = jax.tree_util.tree_map(np.asarray, v)
+  return out
+
+
+# ---------------------------------------------------------------------------------------
+# Loss and steps
+# ---------------------------------------------------------------------------------------
+
+def apply_model(model: nn.Module, params, batch: dict, deterministic: bool = True,
+                dropout_rng=None):
+  """model(input_ids, token_type_ids, attention_mask) on a feature batch."""
+  rngs = None if deterministic else {"dropout": dropout_rng}
+  return model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
+                     batch["attention_mask"], deterministic=deterministic, rngs=rngs)
+
+
+def make_compute_loss(task: Task, model: nn.Module):
+  """train_lib's (compute_loss, denominators_fn) from task.example_losses: weighted sums
+  over the micro-batch divided by the real rows of the whole batch (exact accumulation)."""
+
+  def compute_loss(params, batch, dropout_rng, denominators):
+    outputs = apply_model(model, params, batch, deterministic=False, dropout_rng=dropout_rng)
+    values = task.example_losses(outputs, batch)
+    w = batch["example_weight"]
+    sums = {k: jnp.sum(v.astype(jnp.float32) * w) / denominators["n"]
+            for k, v in values.items()}
+    return sums.pop("loss"), sums
+
+  def denominators_fn(batch):
+    return {"n": jnp.maximum(jnp.sum(batch["example_weight"]), 1.0)}
+
+  return compute_loss, denominators_fn
+
+
+def _gather(tree):
+  """Global (sharded) outputs -> numpy on every host."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def _pad_to(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+  if x.shape[1:] == shape:
+    return x
+  widths = [(0, 0)] + [(0, t - s) for s, t in zip(x.shape[1:], shape)]
+  return np.pad(x, widths)
+
+
+def predict(predict_fn: Callable, params, features: dict[str, Any], batch_size: int,
+            mesh, bucket_multiple: int, sequence_keys: Sequence[str] = MODEL_INPUTS):
+  """Model outputs for every example, in the original order, as a numpy pytree [N, ...].
+
+  Batches are sorted by length and cut to buckets; outputs with a length axis (e.g.
+  SQuAD logits [N, S]) are right-padded with 0 to the longest bucket.
+  """
+  lengths = sequence_lengths(features)
+  keys = [k for k in MODEL_INPUTS if k in features]
+  n_local = batch_size // jax.process_count()
+  lo = jax.process_index() * n_local
+  chunks, order = [], []
+  for idx in eval_batch_indices(lengths, batch_size):
+    batch = make_batch(features, idx, batch_size, bucket_multiple, sequence_keys, keys,
+                       lengths)
+    local = {k: v[lo:lo + n_local] for k, v in batch.items()}
+    out = _gather(predict_fn(params, train_lib.global_batch(local, mesh)))
+    chunks.append(jax.tree_util.tree_map(lambda x, m=len(idx): x[:m], out))
+    order.append(idx)
+  order = np.concatenate(order)
+  inverse = np.empty_like(order)
+  inverse[order] = np.arange(len(order))
+
+  def stack(*xs):
+    shape = tuple(max(s) for s in zip(*(x.shape[1:] for x in xs)))
+    return np.concatenate([_pad_to(x, shape) for x in xs])[inverse]
+
+  return jax.tree_util.tree_map(stack, *chunks)
+
+
+# ---------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Split:
+  examples: Sequence[Any]
+  features: dict[str, Any]
+
+
+def _load_split(task: Task, split: str, tokenizer, max_seq_length: int,
+                cache: dict | None) -> _Split:
+  key = (task.name, split, max_seq_length, getattr(tokenizer, "vocab_file", ""))
+  if cache is not None and key in cache:
+    return cache[key]
+  t0 = time.time()
+  examples = task.load_examples(split)
+  features = task.featurize(examples, tokenizer, max_seq_length)
+  features.setdefault("example_weight", np.ones(num_examples(features), np.float32))
+  lengths = sequence_lengths(features)
+  log(f"{task.name}/{split}: {len(examples)} examples -> {num_examples(features)} "
+      f"features, mean length {lengths.mean():.1f} (max {lengths.max()}), "
+      f"{time.time() - t0:.1f}s")
+  out = _Split(examples, features)
+  if cache is not None:
+    cache[key] = out
+  return out
+
+
+def _select(metrics: dict[str, float], key: str) -> float:
+  if key not in metrics:
+    raise FinetuneError(
+        f"task selection_metric {key!r} is not among the dev metrics {sorted(metrics)}.")
+  v = float(metrics[key])
+  return v if math.isfinite(v) else -math.inf
+
+
+def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[str, Any]:
+  """Fine-tunes `task` per `config` (with config.finetune); returns the results dict.
+
+  Results: {'task', 'best_step', 'best_epoch', 'best': {split/metric: value},
+  'history': [eval records], 'predictions': {split: [paths]}, 'num_steps',
+  'train_seconds', 'learning_rate', 'seed'}; also written to workdir/results.json.
+  """
+  ft = config.finetune
+  t_start = time.time()
+  os.makedirs(workdir, exist_ok=True)
+  model_cfg, pretrained, vocab_file = load_init(config)
+  bert_config = BertConfig.from_config(model_cfg)
+  max_seq_length = int(config.data.max_seq_length)
+  if max_seq_length > bert_config.max_position_embeddings:
+    raise ConfigError(
+        f"config.data.max_seq_length={max_seq_length} exceeds the checkpoint's "
+        f"max_position_embeddings={bert_config.max_position_embeddings}.")
+  tokenizer = load_tokenizer(vocab_file, config.do_lower_case)
+  check_vocab(tokenizer, vocab_file, bert_config.vocab_size, config.init_checkpoint,
+              _checkpoint_vocab(config.init_checkpoint))
+
+  mesh = partitioning.make_mesh(config.mesh)
+  batch_size = int(config.train.batch_size)
+  eval_batch_size = int(ft.eval_batch_size)
+  partitioning.check_batch_size(batch_size, mesh, micro_steps=config.train.grad_accum_steps)
+  partitioning.check_batch_size(eval_batch_size, mesh, key="config.finetune.eval_batch_size")
+  seq_keys = tuple(getattr(task, "sequence_keys", MODEL_INPUTS))
+
+  train = _load_split(task, task.train_split, tokenizer, max_seq_length, cache)
+  evals = {s: _load_split(task, s, tokenizer, max_seq_length, cache) for s in task.eval_splits}
+  n_train = num_examples(train.features)
+  steps_per_epoch = -(-n_train // batch_size)
+  total = int(math.ceil(steps_per_epoch * float(ft.num_epochs)))
+  if ft.max_steps:
+    total = min(total, int(ft.max_steps))
+  total = max(total, 1)
+  train_cfg = ml_collections.ConfigDict(config.train.to_dict())
+  train_cfg.num_steps = total
+  train_cfg.warmup_steps = int(total * float(ft.warmup_proportion))
+  tx = optim.make_optimizer(train_cfg)
+
+  model = task.make_model(bert_config)
+  example = {k: np.zeros((1,) + v.shape[1:2] + (min(8, v.shape[-1]),), np.int32)
+             if v.ndim == 3 else np.zeros((1, min(8, v.shape[-1])), np.int32)
+             for k, v in train.features.items() if k in MODEL_INPUTS}
+  init_fn = lambda rng: model.init(rng, example["input_ids"], example["token_type_ids"],
+                                   example["attention_mask"])["params"]
+  state, shardings = train_lib.create_train_state(init_fn, tx, mesh, int(config.seed))
+  if pretrained is not None:
+    subtree = _fill_missing(pretrained["bert"], state.params["bert"])
+    state = train_lib.load_pretrained_subtree(state, shardings, subtree, "bert")
+    log(f"loaded the encoder from {config.init_checkpoint}")
+  if hasattr(task, "compute_loss") and hasattr(task, "denominators_fn"):
+    compute_loss, denominators_fn = task.compute_loss, task.denominators_fn
+  else:
+    compute_loss, denominators_fn = make_compute_loss(task, model)
+  train_step = train_lib.make_train_step(compute_loss, denominators_fn, tx, mesh, shardings,
+                                         grad_accum_steps=int(config.train.grad_accum_steps))
+  predict_fn = train_lib.make_predict_step(
+      lambda p, b: apply_model(model, p, b), mesh, shardings.params)
+
+  writer = MetricWriter(workdir)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  log(f"{task.name}: {n_train} train examples, batch {batch_size}, {steps_per_epoch} "
+      f"steps/epoch, {total} steps ({train_cfg.warmup_steps} warmup), lr "
+      f"{train_cfg.learning_rate:g}, seed {config.seed}, mesh {dict(mesh.shape)}")
+
+  lengths = sequence_lengths(train.features)
+  train_keys = _batch_keys(train.features)
+  n_local = batch_size // jax.process_count()
+  lo = jax.process_index() * n_local
+  history, best, best_outputs = [], None, {}
+  best_params = None
+  step, epoch, pending = 0, 0, []
+  t_train, t_log, seen_since = time.time(), time.time(), 0
+  schedule = optim.learning_rate_schedule(train_cfg)
+
+  def evaluate(at_step: int, at_epoch: float):
+    nonlocal best, best_params, best_outputs
+    t0 = time.time()
+    record, outputs = {}, {}
+    for split, data in evals.items():
+      out = predict(predict_fn, state.params, data.features, eval_batch_size, mesh,
+                    int(ft.bucket_multiple), seq_keys)
+      outputs[split] = out
+      for k, v in task.evaluate(out, data.examples, data.features, split).items():
+        record[f"{split}/{k}"] = float(v)
+    score = _select(record, task.selection_metric)
+    improved = best is None or score > best[0]
+    if improved:
+      best = (score, at_step, at_epoch, record)
+      best_params = jax.tree_util.tree_map(jnp.copy, state.params)
+      best_outputs = outputs
+    writer.write(at_step, {**record, "epoch": at_epoch})
+    history.append({"step": at_step, "epoch": at_epoch, **record})
+    shown = "  ".join(f"{k}={v:.4f}" for k, v in record.items())
+    log(f"eval step {at_step} (epoch {at_epoch:.2f}): {shown}"
+        f"{'  *best*' if improved else ''}  [{time.time() - t0:.1f}s]")
+
+  while step < total:
+    for idx in train_batch_indices(lengths, batch_size, int(config.seed), epoch,
+                                   int(ft.group_by_length_window)):
+      batch = make_batch(train.features, idx, batch_size, int(ft.bucket_multiple), seq_keys,
+                         train_keys, lengths)
+      local = {k: v[lo:lo + n_local] for k, v in batch.items()}
+      state, metrics = train_step(state, train_lib.global_batch(local, mesh))
+      step += 1
+      seen_since += len(idx)
+      pending.append(metrics)
+      if step % int(config.train.log_every) == 0 or step == total:
+        fetched = jax.device_get(pending)
+        mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]
+                if k != "skipped_steps"}
+        now = time.time()
+        rate = seen_since / max(now - t_log, 1e-9)
+        elapsed = now - t_train
+        eta = elapsed / step * (total - step)
+        mean.update(learning_rate=float(schedule(step - 1)), examples_per_sec=rate,
+                    skipped_steps=int(fetched[-1]["skipped_steps"]))
+        writer.write(step, {f"train/{k}": v for k, v in mean.items()})
+        log(f"step {step}/{total} epoch {step / steps_per_epoch:.2f} loss "
+            f"{mean['loss']:.4f} lr {mean['learning_rate']:.2e} {rate:.1f} ex/s "
+            f"elapsed {_fmt_time(elapsed)} ETA {_fmt_time(eta)}")
+        pending, t_log, seen_since = [], now, 0
+      end_of_epoch = step % steps_per_epoch == 0
+      if (step == total or end_of_epoch
+          or (config.train.eval_every and step % int(config.train.eval_every) == 0)):
+        evaluate(step, step / steps_per_epoch)
+      if step >= total:
+        break
+    epoch += 1
+  train_seconds = time.time() - t_train
+
+  score, best_step, best_epoch, best_record = best
+  params = best_params
+  predictions: dict[str, list[str]] = {}
+  if ft.write_dev_predictions:
+    dev_dir = os.path.join(workdir, "predictions")
+    for split, data in evals.items():
+      predictions[split] = task.write_predictions(best_outputs[split], data.examples,
+                                                  data.features, split, dev_dir)
+  test_dir = getattr(task, "output_dir", None) or os.path.join(workdir, "submission")
+  for split in task.predict_splits:
+    data = _load_split(task, split, tokenizer, max_seq_length, cache)
+    out = predict(predict_fn, params, data.features, eval_batch_size, mesh,
+                  int(ft.bucket_multiple), seq_keys)
+    predictions[split] = task.write_predictions(out, data.examples, data.features, split,
+                                                test_dir)
+  if ft.save_best:
+    save_params(os.path.join(workdir, "best"), params, model_cfg)
+  results = {
+      "task": task.name, "selection_metric": task.selection_metric, "score": score,
+      "best_step": best_step, "best_epoch": best_epoch, "best": best_record,
+      "history": history, "predictions": predictions, "num_steps": total,
+      "train_seconds": train_seconds, "total_seconds": time.time() - t_start,
+      "learning_rate": float(config.train.learning_rate), "seed": int(config.seed),
+      "skipped_steps": int(jax.device_get(state.skipped_steps)),
+  }
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+      json.dump(results, f, indent=2)
+  writer.close()
+  log(f"{task.name}: best {task.selection_metric}={score:.4f} at step {best_step} "
+      f"(epoch {best_epoch:.2f}); trained {_fmt_time(train_seconds)}; predictions: "
+      + ", ".join(p for ps in predictions.values() for p in ps))
+  return results
+
+
+def save_params(directory: str, params, model_cfg) -> None:
+  """Best params (orbax, params only) + config.json (HF/Google spelling) in directory."""
+  import orbax.checkpoint as ocp
+  directory = os.path.abspath(directory)
+  if os.path.exists(directory) and jax.process_index() == 0:
+    shutil.rmtree(directory)
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(os.path.join(directory, "params"), params)
+  ckptr.wait_until_finished()
+  if jax.process_index() == 0:
+    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
+      json.dump(checkpoints.model_config_to_bert_json(model_cfg), f, indent=2)
+
+
+# ---------------------------------------------------------------------------------------
+# Sweep over learning rates and seeds
+# ---------------------------------------------------------------------------------------
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  """A plain-text table (floats to 4 decimals) for logs and the README."""
+  cells = [[f"{c:.4f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+  widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+  line = lambda r: " | ".join(str(c).ljust(w) for c, w in zip(r, widths))
+  return "\n".join([line(header), "-+-".join("-" * w for w in widths)] +
+                   [line(r) for r in cells])
+
+
+def sweep(config, workdir: str, task: Task, learning_rates: Sequence[float] | None = None,
+          seeds: Sequence[int] | None = None) -> dict[str, Any]:
+  """One `run` per (learning rate, seed) into workdir/lr{lr}_seed{s}; the run best on
+  dev wins and its test predictions are copied to workdir/submission (or task.output_dir).
+
+  Returns {'runs': [results...], 'best': results of the best run, 'table': str}.
+  """
+  lrs = list(learning_rates if learning_rates is not None else config.finetune.sweep_learning_rates)
+  seeds = list(seeds if seeds is not None else config.finetune.sweep_seeds)
+  if not lrs or not seeds:
+    raise ConfigError("config.finetune.sweep_learning_rates and sweep_seeds must be non-empty.")
+  out_dir = getattr(task, "output_dir", None)
+  cache: dict = {}
+  runs = []
+  for lr in lrs:
+    for seed in seeds:
+      c = ml_collections.ConfigDict(config.to_dict())
+      c.train.learning_rate = float(lr)
+      c.seed = int(seed)
+      run_dir = os.path.join(workdir, f"lr{lr:g}_seed{seed}")
+      if out_dir:  # every restart writes its own files; only the best is copied out.
+        task.output_dir = os.path.join(run_dir, "submission")
+      log(f"=== sweep: lr {lr:g} seed {seed} -> {run_dir}")
+      runs.append(run(c, run_dir, task, cache=cache))
+  task.output_dir = out_dir
+  best = max(runs, key=lambda r: r["score"])
+  header = ["lr", "seed", "best epoch", *best["best"].keys(), "train time"]
+  rows = [[f"{r['learning_rate']:g}", r["seed"], f"{r['best_epoch']:.2f}",
+           *(r["best"].get(k, float("nan")) for k in best["best"]),
+           _fmt_time(r["train_seconds"])] for r in runs]
+  table = format_table(header, rows)
+  dest = out_dir or os.path.join(workdir, "submission")
+  if jax.process_index() == 0:
+    os.makedirs(dest, exist_ok=True)
+    for split, paths in best["predictions"].items():
+      if split in task.predict_splits:
+        for p in paths:
+          shutil.copy(p, os.path.join(dest, os.path.basename(p)))
+    with open(os.path.join(workdir, "sweep.json"), "w", encoding="utf-8") as f:
+      json.dump({"runs": runs, "best": best, "table": table}, f, indent=2)
+  log(f"sweep {task.name} ({task.selection_metric}; best: lr {best['learning_rate']:g} "
+      f"seed {best['seed']})\n{table}")
+  return {"runs": runs, "best": best, "table": table}

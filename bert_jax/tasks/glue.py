@@ -1,0 +1,206 @@
+"""GLUE fine-tuning: the nine tasks on the shared loop, official metrics, submission files.
+
+  python -m bert_jax.tasks.glue --config=configs/glue.py --config.glue.task=mrpc \
+      --config.init_checkpoint=PATH --workdir=runs/mrpc
+
+`--config.glue.task=all` (or a comma list) runs the tasks one after another into
+workdir/<task>, with every test prediction in workdir/submission (zip it for the GLUE
+server) and a GLUE score table at the end; `--config.finetune.sweep=True` runs the
+paper's learning-rate (x seed) grid per task and keeps the best on dev.
+`--summarize=DIR` prints the table of finished runs under DIR.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bert_jax import finetune
+from bert_jax.data import glue as glue_data
+from bert_jax.model import BertConfig, BertForSequenceClassification
+from bert_jax.tasks import glue_metrics
+
+
+class GlueTask:
+  """One GLUE task (finetune.Task): TSV/TFDS examples, classifier or regressor head."""
+
+  def __init__(self, name: str, data_dir: str, source: str = "tsv",
+               output_dir: str | None = None):
+    self.spec = glue_data.get_task(name)
+    self.name = self.spec.name
+    self.data_dir = data_dir
+    self.source = source
+    self.output_dir = output_dir or None
+    self.train_split = self.spec.train_split
+    self.eval_splits = self.spec.eval_splits
+    self.predict_splits = self.spec.predict_splits
+    # "score" = mean of the official metrics (GLUE's task score) on the first dev split.
+    self.selection_metric = f"{self.eval_splits[0]}/score"
+
+  def load_examples(self, split: str) -> list[glue_data.GlueExample]:
+    return glue_data.read_split(self.spec, split, self.data_dir, self.source)
+
+  def featurize(self, examples, tokenizer, max_seq_length: int) -> dict[str, Any]:
+    features = finetune.encode_sentence_pairs(
+        tokenizer, [e.text_a for e in examples],
+        [e.text_b for e in examples] if self.spec.text_b else None, max_seq_length)
+    features["labels"] = glue_data.label_ids(self.spec, examples)
+    return features
+
+  def make_model(self, bert_config: BertConfig):
+    return BertForSequenceClassification(bert_config, num_labels=self.spec.num_labels)
+
+  def example_losses(self, logits, batch) -> dict[str, jax.Array]:
+    if self.spec.is_regression:
+      err = logits[:, 0] - batch["labels"].astype(jnp.float32)
+      return {"loss": jnp.square(err)}
+    labels = batch["labels"]
+    return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits, labels),
+            "accuracy": (jnp.argmax(logits, -1) == labels).astype(jnp.float32)}
+
+  def predictions(self, logits: np.ndarray) -> np.ndarray:
+    """Float scores (STS-B) or label indices."""
+    return logits[:, 0] if self.spec.is_regression else np.argmax(logits, -1)
+
+  def evaluate(self, logits, examples, features, split: str) -> dict[str, float]:
+    labels = features["labels"]
+    preds = self.predictions(logits)
+    out = glue_metrics.compute(self.spec.metrics, labels, preds)
+    out["score"] = glue_metrics.task_score(out, self.spec.metrics)
+    if self.spec.is_regression:
+      out["loss"] = float(np.mean(np.square(logits[:, 0] - labels)))
+    else:
+      logp = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+      out["loss"] = float(-np.mean(logp[np.arange(len(labels)), labels]))
+    return out
+
+  def format_prediction(self, value) -> str:
+    return f"{float(value):.3f}" if self.spec.is_regression else self.spec.labels[int(value)]
+
+  def write_predictions(self, logits, examples, features, split: str,
+                        output_dir: str) -> list[str]:
+    """Test splits: the GLUE server's file (`index\\tprediction`); dev splits:
+    <TASK>-<split>.tsv with the gold label as a third column."""
+    if jax.process_index() != 0:
+      return []
+    os.makedirs(output_dir, exist_ok=True)
+    preds = self.predictions(logits)
+    submission = dict(self.spec.submission)
+    if split in submission:
+      path = os.path.join(output_dir, submission[split])
+      lines = ["index\tprediction"] + [
+          f"{e.index}\t{self.format_prediction(p)}" for e, p in zip(examples, preds)]
+    else:
+      path = os.path.join(output_dir, f"{self.spec.dirname}-{split}.tsv")
+      gold = lambda e: (f"{e.label:.3f}" if self.spec.is_regression else e.label)
+      lines = ["index\tprediction\tlabel"] + [
+          f"{e.index}\t{self.format_prediction(p)}\t{gold(e)}"
+          for e, p in zip(examples, preds)]
+    with open(path, "w", encoding="utf-8") as f:
+      f.write("\n".join(lines) + "\n")
+    return [path]
+
+
+def task_names(spec: str) -> list[str]:
+  """'all' -> the nine tasks; else a comma list, each checked (unknown -> GlueDataError)."""
+  names = list(glue_data.TASK_NAMES) if spec.strip().lower() == "all" else [
+      t for t in spec.split(",") if t.strip()]
+  if not names:
+    raise glue_data.GlueDataError("config.glue.task is empty: name a GLUE task or 'all'.")
+  return [glue_data.get_task(n).name for n in names]
+
+
+def make_task(config, name: str, output_dir: str | None = None) -> GlueTask:
+  g = config.glue
+  return GlueTask(name, g.data_dir, g.source, output_dir or g.output_dir or None)
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+  """Fine-tunes every task of config.glue.task; returns {task: results} (+ 'glue_score')."""
+  names = task_names(config.glue.task)
+  several = len(names) > 1
+  submission = config.glue.output_dir or (os.path.join(workdir, "submission")
+                                          if several else "")
+  results = {}
+  for name in names:
+    task = make_task(config, name, submission)
+    task_dir = os.path.join(workdir, name) if several else workdir
+    if config.finetune.sweep:
+      results[name] = finetune.sweep(config, task_dir, task)["best"]
+    else:
+      results[name] = finetune.run(config, task_dir, task)
+  table, score = summary_table(results)
+  finetune.log(f"GLUE (dev) over {len(results)} task(s): score {score:.2f}\n{table}")
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "glue_summary.json"), "w", encoding="utf-8") as f:
+      json.dump({"glue_score": score, "table": table,
+                 "tasks": {n: r["best"] for n, r in results.items()}}, f, indent=2)
+  return {**results, "glue_score": score}
+
+
+def task_dev_score(name: str, best: dict[str, float]) -> float:
+  """GLUE task score from a run's best dev record: mean of the official metrics over
+  the dev splits (MNLI: mean of matched and mismatched accuracy)."""
+  spec = glue_data.get_task(name)
+  return float(np.mean([best[f"{s}/{m}"] for s in spec.eval_splits for m in spec.metrics]))
+
+
+def summary_table(results: dict[str, dict]) -> tuple[str, float]:
+  """(table of every task's official dev metrics x100, GLUE score over these tasks)."""
+  rows, scores = [], {}
+  for name, r in results.items():
+    spec = glue_data.get_task(name)
+    best = r["best"]
+    scores[name] = 100 * task_dev_score(name, best)
+    label = lambda s, m: m if s == "dev" else f"{s.replace('dev_', '')}/{m}"
+    metrics = ", ".join(f"{label(s, m)} {100 * best[f'{s}/{m}']:.2f}"
+                        for s in spec.eval_splits for m in spec.metrics)
+    rows.append([spec.dirname, metrics, f"{scores[name]:.2f}",
+                 f"{r.get('learning_rate', float('nan')):g}", r.get("seed", "")])
+  score = glue_metrics.glue_score(scores)
+  rows.append(["GLUE score", "", f"{score:.2f}", "", ""])
+  return finetune.format_table(["task", "dev metrics", "score", "lr", "seed"], rows), score
+
+
+def summarize(directories: Sequence[str]) -> tuple[str, float]:
+  """Table over finished runs: every results.json under the directories, best per task."""
+  best: dict[str, dict] = {}
+  for d in directories:
+    for path in sorted(glob.glob(os.path.join(d, "**", "results.json"), recursive=True)):
+      with open(path, encoding="utf-8") as f:
+        r = json.load(f)
+      if r["task"] not in best or r["score"] > best[r["task"]]["score"]:
+        best[r["task"]] = r
+  if not best:
+    raise glue_data.GlueDataError(f"no results.json under {list(directories)}.")
+  return summary_table(dict(sorted(best.items(), key=lambda kv: glue_data.TASK_NAMES.index(kv[0]))))
+
+
+def main(argv):
+  del argv
+  from absl import app, flags, logging
+  FLAGS = flags.FLAGS
+  if not FLAGS["verbosity"].present:  # orbax logs every save at INFO; progress is printed.
+    logging.set_verbosity(logging.WARNING)
+  if FLAGS.summarize:
+    table, score = summarize(FLAGS.summarize.split(","))
+    print(f"GLUE score {score:.2f}\n{table}")
+    return
+  if not FLAGS.workdir:
+    raise app.UsageError("--workdir is required.")
+  run(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "configs/glue.py", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Output directory (metrics, predictions, best params).")
+  flags.DEFINE_string("summarize", None, "Comma list of workdirs: print the GLUE table.")
+  app.run(main)
