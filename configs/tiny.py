@@ -2,13 +2,24 @@
 
 python -m bert_jax.main --config=configs/tiny.py --workdir=/tmp/bert_tiny
 """
+import os
+
 from bert_jax import config as config_lib
+
+# The corpus bundled with the package (bert_jax/resources/README.md): two Gutenberg books +
+# Google's sample text for training, 6 held-out chapters for evaluation.
+_CORPUS = os.path.join(config_lib.BUNDLED_DIR, "corpus")
 
 
 def get_config():
   c = config_lib.default_config()
   config_lib.size_overrides(c, "tiny")
   c.model.max_position_embeddings = 128
+  # The bundled 8,000-token WordPiece vocabulary (config.vocab_file "" = bundled).
+  c.model.vocab_size = 8000
+  # Text files are paired in memory at start-up (seconds); big corpora use shards.
+  c.data.train_files = os.path.join(_CORPUS, "train-*.txt")
+  c.data.eval_files = os.path.join(_CORPUS, "eval-*.txt")
   c.data.max_seq_length = 64
   c.data.max_predictions_per_seq = 10
   c.train.batch_size = 32

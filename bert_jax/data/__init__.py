@@ -8,3 +8,9 @@ Pre-training follows Google's `create_pretraining_data.py`, split by concern:
   input_pipeline.py          shards or text -> masked, per-host, prefetched, resumable batches
 Fine-tuning readers (GLUE, SQuAD, SWAG, ...) sit beside them, one module per task family.
 """
+
+
+def make_pretraining_iterator(config, tokenizer, **kwargs):
+  """See input_pipeline.make_pretraining_iterator (imported lazily: no cost for task readers)."""
+  from bert_jax.data import input_pipeline
+  return input_pipeline.make_pretraining_iterator(config, tokenizer, **kwargs)

@@ -15,6 +15,17 @@ One deliberate difference: the original gives up finding a different random docu
 after 10 draws (then B may come from the same document); we keep drawing, so NotNext B
 always comes from another document (identical output whenever the original succeeds).
 
+`pairing="google"` is that algorithm. It does not give the shares its flags promise:
+`short_seq_prob` draws one target per *document* (a short-target document yields many
+short instances), and a chunk of one sentence (a sentence longer than the target, or the
+document's last one) is always NotNext. On the Gutenberg books at max_seq_length 128 that
+makes ~55% NotNext and ~17% short instances (benchmarks/data_pipeline.py). The default
+`pairing="balanced"` changes exactly three things so that the label is a fair coin and
+`short_seq_prob` is the share of short instances: the target is drawn per chunk; a chunk
+is closed only once it holds 2 sentences (joining the document's last sentence rather than
+leaving it alone); a lone sentence left at the document end (after a NotNext put-back) is
+dropped instead of being paired with a forced random B.
+
 `create_instances` processes one *window* of documents (the original processed a whole
 input file at once): the random-next document is drawn from the same window, which keeps
 memory bounded for any corpus size. Instances keep their provenance (document and
@@ -66,20 +77,32 @@ def truncate_seq_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: 
   return tokens_a[a0:a1], tokens_b[b0:b1]
 
 
+PAIRINGS = ("balanced", "google")
+
+
 def create_instances_from_document(
     all_documents: Sequence[Sequence[Sequence[int]]], document_index: int,
     max_seq_length: int, short_seq_prob: float, rng: random.Random, *,
-    cls_id: int, sep_id: int, doc_ids: Sequence[int] | None = None) -> list[Instance]:
+    cls_id: int, sep_id: int, doc_ids: Sequence[int] | None = None,
+    pairing: str = "google") -> list[Instance]:
   """Sentence pairs of one document; documents are lists of sentences of token ids."""
   document = all_documents[document_index]
   doc_id = lambda i: doc_ids[i] if doc_ids is not None else i  # pylint: disable=unnecessary-lambda-assignment
+  balanced = pairing == "balanced"
+  if pairing not in PAIRINGS:
+    raise ValueError(f"pairing={pairing!r}: use one of {PAIRINGS}.")
   # Account for [CLS], [SEP], [SEP].
   max_num_tokens = max_seq_length - 3
-  # Usually fill the whole sequence; sometimes (short_seq_prob) use a shorter one to
-  # reduce the mismatch between pre-training and fine-tuning. A target, not a hard limit.
-  target_seq_length = max_num_tokens
-  if rng.random() < short_seq_prob:
-    target_seq_length = rng.randint(2, max_num_tokens)
+
+  def draw_target() -> int:
+    # Usually fill the whole sequence; sometimes (short_seq_prob) use a shorter one to
+    # reduce the mismatch between pre-training and fine-tuning. A target, not a limit.
+    if rng.random() < short_seq_prob:
+      return rng.randint(2, max_num_tokens)
+    return max_num_tokens
+
+  target_seq_length = draw_target()  # google: once per document
+  first_chunk = True
 
   instances = []
   current_chunk: list[Sequence[int]] = []
@@ -90,9 +113,20 @@ def create_instances_from_document(
     segment = document[i]
     if not current_chunk:
       chunk_start = i
+      if balanced and not first_chunk:
+        target_seq_length = draw_target()  # balanced: once per chunk
+      first_chunk = False
     current_chunk.append(segment)
     current_length += len(segment)
-    if i == len(document) - 1 or current_length >= target_seq_length:
+    last = i == len(document) - 1
+    if balanced:
+      close = last or (current_length >= target_seq_length and len(current_chunk) >= 2
+                       and i != len(document) - 2)
+      if last and len(current_chunk) < 2:
+        break  # a lone last sentence: dropped rather than forced NotNext
+    else:
+      close = last or current_length >= target_seq_length
+    if close:
       if current_chunk:
         # `a_end` is how many segments from `current_chunk` go into A.
         a_end = 1
@@ -145,7 +179,8 @@ def create_instances_from_document(
 
 def create_instances(documents: Sequence[Sequence[Sequence[int]]], doc_ids: Sequence[int],
                      *, max_seq_length: int, short_seq_prob: float, dupe_factor: int,
-                     rng: random.Random, cls_id: int, sep_id: int) -> list[Instance]:
+                     rng: random.Random, cls_id: int, sep_id: int,
+                     pairing: str = "google") -> list[Instance]:
   """The original's `create_training_instances` over one window of tokenized documents.
 
   Shuffles the documents, runs `dupe_factor` passes of `create_instances_from_document`
@@ -160,7 +195,7 @@ def create_instances(documents: Sequence[Sequence[Sequence[int]]], doc_ids: Sequ
     for document_index in range(len(docs)):
       instances.extend(create_instances_from_document(
           docs, document_index, max_seq_length, short_seq_prob, rng,
-          cls_id=cls_id, sep_id=sep_id, doc_ids=ids))
+          cls_id=cls_id, sep_id=sep_id, doc_ids=ids, pairing=pairing))
   rng.shuffle(instances)
   return instances
 
@@ -177,6 +212,7 @@ class PairOptions:
   short_seq_prob: float = 0.1
   dupe_factor: int = 10
   random_seed: int = 12345
+  pairing: str = "balanced"  # or "google" (see the module docstring)
 
 
 def window_instances(documents: Sequence[Sequence[str]], first_doc_id: int, window_index: int,
@@ -189,8 +225,8 @@ def window_instances(documents: Sequence[Sequence[str]], first_doc_id: int, wind
   flat = [s for doc in documents for s in doc]
   encoded = tokenizer.encode_batch(flat) if flat else []
   max_num_tokens = options.max_seq_length - 3
-  counts = {"tokens": 0, "sentences": 0, "long_sentences": 0, "one_sentence_documents": 0,
-            "isolated_documents": 0}
+  counts = {"documents": 0, "tokens": 0, "sentences": 0, "long_sentences": 0,
+            "one_sentence_documents": 0, "isolated_documents": 0}
   docs: list[list[list[int]]] = []
   ids: list[int] = []
   k = 0
@@ -208,11 +244,12 @@ def window_instances(documents: Sequence[Sequence[str]], first_doc_id: int, wind
   if len(docs) < 2:  # nothing to pair with: every pair would be forced NotNext-from-self.
     counts["isolated_documents"] += len(docs)
     return [], counts
+  counts["documents"] = len(docs)
   insts = create_instances(
       docs, ids, max_seq_length=options.max_seq_length,
       short_seq_prob=options.short_seq_prob, dupe_factor=options.dupe_factor,
       rng=window_rng(options.random_seed, window_index), cls_id=tokenizer.cls_id,
-      sep_id=tokenizer.sep_id)
+      sep_id=tokenizer.sep_id, pairing=options.pairing)
   return insts, counts
 
 

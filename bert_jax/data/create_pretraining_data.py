@@ -1,0 +1,341 @@
+"""Text corpus -> ArrayRecord shards of unmasked sentence pairs, on every CPU core.
+
+python -m bert_jax.data.create_pretraining_data \
+    --input_file='corpus/*.txt,more/*.gz' --vocab_file=vocab.txt --output_dir=shards/ \
+    --max_seq_length=128 --dupe_factor=10
+
+The flags are the original's (`--output_dir` instead of `--output_file`). Pairs are built
+exactly as Google's script (see instances.py); masking is not stored but done in the input
+pipeline, fresh each epoch (`--max_predictions_per_seq`, `--masked_lm_prob` and
+`--do_whole_word_mask` are recorded in metadata.json, the pipeline warns if the config
+disagrees).
+
+How it scales:
+- Streaming: documents are read in order and cut into windows of `--documents_per_window`
+  documents; a window is the pool the random "NotNext" document is drawn from (the original
+  drew from its whole input file, which had to fit in memory). At most 2 windows per worker
+  are in flight, so memory is bounded whatever the corpus size.
+- Every core: a process pool tokenizes windows and builds pairs; each window is written to
+  its own shard `pairs-WWWWWW.array_record` through a temporary name and an atomic rename,
+  so a crash or kill never loses or half-writes completed shards. Shard contents depend only
+  on (--random_seed, window index): the output is the same for any number of workers.
+- `metadata.json` (written last) records the options, vocabulary, counts and shards.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+from bert_jax.data import corpus
+from bert_jax.data import instances as instances_lib
+
+SHARD_PATTERN = "pairs-{:06d}.array_record"
+SHARD_GLOB = "pairs-*.array_record"
+METADATA_FILE = "metadata.json"
+FORMAT = "bert_jax.pretraining_pairs.v1"
+# group_size:1 = one record per chunk: what Grain's random access wants (it warns otherwise).
+WRITER_OPTIONS = "group_size:1"
+
+
+class PreparationError(ValueError):
+  """Bad flags or output directory, reported before any work starts."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """Everything a worker needs (picklable)."""
+  vocab_file: str
+  do_lower_case: bool
+  output_dir: str
+  pairs: instances_lib.PairOptions
+
+
+def _file_sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def existing_shards(output_dir: str) -> list[str]:
+  """Finished shards and metadata already in `output_dir` (temporary files excluded)."""
+  if not os.path.isdir(output_dir):
+    return []
+  return sorted(n for n in os.listdir(output_dir)
+                if n == METADATA_FILE or (n.startswith("pairs-") and n.endswith(".array_record")))
+
+
+def _check_args(input_files: Sequence[str], vocab_file: str, do_lower_case: bool,
+                output_dir: str, pairs: instances_lib.PairOptions,
+                max_predictions_per_seq: int, masked_lm_prob: float, overwrite: bool):
+  """Every check that can fail, before any work starts; returns the tokenizer."""
+  from bert_jax.tokenization import load_tokenizer
+  if pairs.max_seq_length < 5:
+    raise PreparationError(f"--max_seq_length={pairs.max_seq_length}: need >= 5 "
+                           "([CLS] A [SEP] B [SEP] with one token each).")
+  if not 0.0 <= pairs.short_seq_prob <= 1.0:
+    raise PreparationError(f"--short_seq_prob={pairs.short_seq_prob}: use a value in [0, 1].")
+  if pairs.pairing not in instances_lib.PAIRINGS:
+    raise PreparationError(f"--pairing={pairs.pairing!r}: use one of {instances_lib.PAIRINGS}.")
+  if pairs.dupe_factor < 1:
+    raise PreparationError(f"--dupe_factor={pairs.dupe_factor}: use 1 or more.")
+  if not 0.0 < masked_lm_prob < 1.0 or max_predictions_per_seq < 1:
+    raise PreparationError(f"--masked_lm_prob={masked_lm_prob} / --max_predictions_per_seq="
+                           f"{max_predictions_per_seq}: use a probability in (0, 1) and >= 1.")
+  for f in input_files:
+    if not os.access(f, os.R_OK):
+      raise PreparationError(f"input file {f!r} is not readable.")
+  tokenizer = load_tokenizer(vocab_file, do_lower_case)  # TokenizerError if missing
+  found = existing_shards(output_dir)
+  if found and not overwrite:
+    raise PreparationError(
+        f"--output_dir={output_dir!r} already holds {len(found)} shard/metadata file(s) "
+        f"({', '.join(found[:3])}...): pass --overwrite to replace them, or choose an empty "
+        "directory.")
+  return tokenizer
+
+
+def _clear_output(output_dir: str) -> None:
+  for name in os.listdir(output_dir):
+    if name == METADATA_FILE or name.startswith("pairs-"):  # ours only, incl. stale .tmp
+      os.remove(os.path.join(output_dir, name))
+
+
+# --------------------------------------------------------------------------------------
+# Worker side.
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(options: Options) -> None:
+  from bert_jax.tokenization import load_tokenizer
+  _WORKER["options"] = options
+  _WORKER["tokenizer"] = load_tokenizer(options.vocab_file, options.do_lower_case)
+
+
+def write_shard(path: str, records: Sequence[bytes]) -> None:
+  """Writes an ArrayRecord file atomically: temporary name, then rename."""
+  from array_record.python.array_record_module import ArrayRecordWriter
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    writer = ArrayRecordWriter(tmp, WRITER_OPTIONS)
+    for r in records:
+      writer.write(r)
+    writer.close()
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def _process_window(window_index: int, first_doc_id: int,
+                    documents: list[list[str]]) -> dict[str, Any]:
+  """Tokenizes and pairs one window, writes its shard; returns its counts."""
+  options: Options = _WORKER["options"]
+  insts, counts = instances_lib.window_instances(
+      documents, first_doc_id, window_index, _WORKER["tokenizer"], options.pairs)
+  name = SHARD_PATTERN.format(window_index)
+  if insts:
+    write_shard(os.path.join(options.output_dir, name),
+                [instances_lib.encode_instance(i) for i in insts])
+  counts.update(window=window_index, shard=name if insts else None, instances=len(insts),
+                random_next=sum(i.is_random_next for i in insts),
+                short=sum(len(i.tokens) < options.pairs.max_seq_length for i in insts))
+  return counts
+
+
+# --------------------------------------------------------------------------------------
+# Driver.
+
+def _fmt_duration(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class _Progress:
+  """A progress line (documents, tokens, rate, ETA from the input bytes read)."""
+
+  def __init__(self, total_bytes: int, enabled: bool, every: float = 2.0):
+    self.total_bytes = max(1, total_bytes)
+    self.enabled = enabled
+    self.every = every
+    self.start = self.last = time.time()
+
+  def update(self, stats: corpus.CorpusStats, totals: dict[str, int], force=False) -> None:
+    now = time.time()
+    if not self.enabled or (not force and now - self.last < self.every):
+      return
+    self.last = now
+    elapsed = now - self.start
+    frac = min(1.0, stats.bytes_read / self.total_bytes)
+    eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
+    print(f"[create_pretraining_data] {stats.documents:,} documents read, "
+          f"{totals['tokens']:,} tokens, {totals['instances']:,} instances, "
+          f"{totals['tokens'] / max(elapsed, 1e-9):,.0f} tokens/s, input {100 * frac:.0f}%, "
+          f"ETA {_fmt_duration(eta) if frac > 0 else '?'}", file=sys.stderr, flush=True)
+
+
+def run(input_file: str | Sequence[str], vocab_file: str, output_dir: str, *,
+        do_lower_case: bool = True, max_seq_length: int = 128, short_seq_prob: float = 0.1,
+        dupe_factor: int = 10, random_seed: int = 12345, pairing: str = "balanced",
+        max_predictions_per_seq: int = 20,
+        masked_lm_prob: float = 0.15, do_whole_word_mask: bool = False,
+        input_format: str = "text", documents_per_window: int = 1000,
+        num_workers: int = 0, overwrite: bool = False, progress: bool = True) -> dict:
+  """Prepares shards (the CLI's body, callable); returns the summary written to metadata."""
+  start = time.time()
+  files = corpus.expand_input_patterns(input_file)
+  pairs = instances_lib.PairOptions(max_seq_length=max_seq_length,
+                                    short_seq_prob=short_seq_prob, dupe_factor=dupe_factor,
+                                    random_seed=random_seed, pairing=pairing)
+  tokenizer = _check_args(files, vocab_file, do_lower_case, output_dir, pairs,
+                          max_predictions_per_seq, masked_lm_prob, overwrite)
+  if documents_per_window < 2:
+    raise PreparationError(f"--documents_per_window={documents_per_window}: use >= 2.")
+  os.makedirs(output_dir, exist_ok=True)
+  _clear_output(output_dir)
+  options = Options(vocab_file=os.path.abspath(vocab_file), do_lower_case=do_lower_case,
+                    output_dir=output_dir, pairs=pairs)
+  num_workers = num_workers or os.cpu_count() or 1
+
+  stats = corpus.CorpusStats()
+  totals: dict[str, int] = collections.Counter(documents=0, tokens=0, instances=0,
+                                               isolated_documents=0)
+  shards: list[dict[str, Any]] = []
+  prog = _Progress(sum(os.path.getsize(f) for f in files), progress)
+
+  def collect(counts: dict[str, Any]) -> None:
+    if counts["shard"]:
+      shards.append({"file": counts["shard"], "instances": counts["instances"]})
+    for k, v in counts.items():
+      if k not in ("window", "shard"):
+        totals[k] += v
+    prog.update(stats, totals)
+
+  windows = corpus.iter_windows(files, stats, documents_per_window, input_format)
+  if num_workers == 1:
+    _init_worker(options)
+    for w, first, docs in windows:
+      collect(_process_window(w, first, docs))
+  else:
+    # spawn: workers start clean (no inherited threads of the tokenizer or of jax).
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(num_workers, initializer=_init_worker, initargs=(options,)) as pool:
+      pending: collections.deque = collections.deque()
+      for w, first, docs in windows:
+        pending.append(pool.apply_async(_process_window, (w, first, docs)))
+        while len(pending) >= 2 * num_workers or (pending and pending[0].ready()):
+          collect(pending.popleft().get())
+      while pending:
+        collect(pending.popleft().get())
+  prog.update(stats, totals, force=True)
+
+  seconds = time.time() - start
+  summary = {
+      "format": FORMAT,
+      "record": "instances.encode_instance: header <BBHqiiqii (version, flags: 1=NotNext "
+                "2=uint16 ids, num_a, a_doc, a_start, a_end, b_doc, b_start, b_end) + ids",
+      "max_seq_length": max_seq_length, "short_seq_prob": short_seq_prob,
+      "dupe_factor": dupe_factor, "random_seed": random_seed, "pairing": pairing,
+      "max_predictions_per_seq": max_predictions_per_seq, "masked_lm_prob": masked_lm_prob,
+      "do_whole_word_mask": do_whole_word_mask, "do_lower_case": do_lower_case,
+      "documents_per_window": documents_per_window, "input_format": input_format,
+      "vocab_file": os.path.abspath(vocab_file), "vocab_sha256": _file_sha256(vocab_file),
+      "vocab_size": tokenizer.vocab_size,
+      "input_files": [os.path.abspath(f) for f in files],
+      "num_instances": sum(s["instances"] for s in shards),
+      "shards": sorted(shards, key=lambda s: s["file"]),
+      "stats": {**stats.as_dict(), **{k: v for k, v in totals.items()}},
+      "seconds": round(seconds, 2),
+      "tokens_per_second": round(totals["tokens"] / max(seconds, 1e-9), 1),
+  }
+  # Skipped before tokenization (corpus) + after (sentences that tokenize to nothing).
+  summary["stats"]["one_sentence_documents"] = (
+      stats.one_sentence_documents + totals["one_sentence_documents"])
+  summary["stats"]["documents_read"] = stats.documents
+  tmp = os.path.join(output_dir, METADATA_FILE + ".tmp")
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(summary, f, indent=1)
+  os.replace(tmp, os.path.join(output_dir, METADATA_FILE))
+  return summary
+
+
+def format_summary(summary: dict) -> str:
+  """A few lines for the terminal: what was written and what was skipped."""
+  s = summary["stats"]
+  n = max(1, summary["num_instances"])
+  return "\n".join([
+      f"wrote {summary['num_instances']:,} instances in {len(summary['shards'])} shards "
+      f"({s['tokens']:,} tokens, {s['documents']:,} documents, {s['sentences']:,} sentences) "
+      f"in {summary['seconds']:.1f} s = {summary['tokens_per_second']:,.0f} tokens/s",
+      f"NotNext {100 * s['random_next'] / n:.1f}%, shorter than max_seq_length "
+      f"{100 * s['short'] / n:.1f}%",
+      f"skipped: {s['empty_files']} empty file(s), {s['unreadable_files']} unreadable "
+      f"file(s) (rest of file), {s['one_sentence_documents']} one-sentence document(s), "
+      f"{s['isolated_documents']} document(s) alone in a window; "
+      f"{s['invalid_utf8_lines']} line(s) with invalid UTF-8 (bad bytes dropped); "
+      f"{s['long_sentences']} sentence(s) longer than max_seq_length-3 tokens (kept, "
+      "truncated to fit as in the original)",
+  ])
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  f = FLAGS
+  try:
+    summary = run(
+        f.input_file, f.vocab_file, f.output_dir, do_lower_case=f.do_lower_case,
+        max_seq_length=f.max_seq_length, short_seq_prob=f.short_seq_prob,
+        dupe_factor=f.dupe_factor, random_seed=f.random_seed, pairing=f.pairing,
+        max_predictions_per_seq=f.max_predictions_per_seq, masked_lm_prob=f.masked_lm_prob,
+        do_whole_word_mask=f.do_whole_word_mask, input_format=f.input_format,
+        documents_per_window=f.documents_per_window, num_workers=f.num_workers,
+        overwrite=f.overwrite)
+  except (PreparationError, corpus.CorpusError, ValueError) as e:
+    sys.exit(f"error: {e}")
+  print(format_summary(summary))
+
+
+def define_flags():
+  """The original's flags (plus the output directory and scaling knobs)."""
+  from absl import flags
+  flags.DEFINE_string("input_file", None,
+                      "Input text: comma-separated globs; plain or gzip; one sentence per "
+                      "line, blank line between documents.")
+  flags.DEFINE_string("vocab_file", None, "WordPiece vocab.txt or SentencePiece .model.")
+  flags.DEFINE_string("output_dir", None, "Directory for the shards and metadata.json.")
+  flags.DEFINE_bool("do_lower_case", True, "Lower-case the input (uncased models).")
+  flags.DEFINE_bool("do_whole_word_mask", False,
+                    "Recorded for the pipeline: mask whole words (config.data.whole_word_mask).")
+  flags.DEFINE_integer("max_seq_length", 128, "Maximum sequence length.")
+  flags.DEFINE_integer("max_predictions_per_seq", 20,
+                       "Recorded for the pipeline: maximum masked LM predictions per sequence.")
+  flags.DEFINE_integer("random_seed", 12345, "Random seed for data generation.")
+  flags.DEFINE_integer("dupe_factor", 10,
+                       "Passes over the input (different pairs; masks differ every epoch).")
+  flags.DEFINE_float("masked_lm_prob", 0.15, "Recorded for the pipeline: masked LM share.")
+  flags.DEFINE_enum("pairing", "balanced", ["balanced", "google"],
+                    "google: the original algorithm draw for draw; balanced: NSP labels a "
+                    "fair coin, short_seq_prob = share of short instances (instances.py).")
+  flags.DEFINE_float("short_seq_prob", 0.1,
+                     "Probability of creating sequences shorter than the maximum length.")
+  flags.DEFINE_enum("input_format", "text", ["text", "gutenberg"],
+                    "text: BERT format; gutenberg: raw Project Gutenberg books.")
+  flags.DEFINE_integer("documents_per_window", 1000,
+                       "Documents per window (the pool for random-next segments; one shard "
+                       "each); bounds memory.")
+  flags.DEFINE_integer("num_workers", 0, "Worker processes; 0 = all CPU cores.")
+  flags.DEFINE_bool("overwrite", False, "Replace shards already in --output_dir.")
+  flags.mark_flags_as_required(["input_file", "vocab_file", "output_dir"])
+  return flags.FLAGS
+
+
+if __name__ == "__main__":
+  from absl import app
+  FLAGS = define_flags()
+  app.run(main)

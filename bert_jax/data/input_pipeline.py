@@ -1,0 +1,372 @@
+"""Pre-training batches: shards (or text) -> masked, per-host, prefetched, resumable.
+
+`make_pretraining_iterator(config, tokenizer, split=...)` returns this host's slice of
+every global batch, as numpy arrays with the original feature names (`input_ids`,
+`input_mask`, `segment_ids`, `masked_lm_positions`, `masked_lm_ids`, `masked_lm_weights`,
+`next_sentence_labels`; NSP label 1 = NotNext, as the original).
+
+The stream is a pure function of (seed, global position), which is what makes it exact to
+resume and independent of the host layout:
+- global position g = step * global_batch + row; epoch, k = divmod(g, N records);
+- record = a per-epoch random permutation of k (Grain's `index_shuffle`, O(1) memory,
+  random access into ArrayRecord shards);
+- host p of P takes rows [p*B/P, (p+1)*B/P) of each global batch: hosts read disjoint
+  records and together all of them, and the global batch is the same for any P;
+- masks are drawn from a counter-based hash of (seed, g) (masking.py): new masks every
+  epoch (dynamic masking), the same masks for the same g however the batch was built.
+The iterator state is {"position": g of the next batch, ...} (JSON); `set_state` restarts
+the stream there. A pool of daemon threads builds the next `config.data.prefetch` batches.
+
+`config.data.{train,eval}_files` is either a shard directory written by
+`python -m bert_jax.data.create_pretraining_data` (or globs of its .array_record files), or
+text files in the BERT format, which are paired in memory at start-up (fine for the small
+bundled corpus; use shards for anything large).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import threading
+from typing import Any, Callable, Sequence
+
+from absl import logging
+import numpy as np
+
+from bert_jax.data import corpus
+from bert_jax.data import create_pretraining_data as prep
+from bert_jax.data import instances as instances_lib
+from bert_jax.data import masking
+
+FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions",
+            "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
+STATE_VERSION = 1
+
+
+class DataError(ValueError):
+  """Data and config do not fit together; the message names both and the fix."""
+
+
+# --------------------------------------------------------------------------------------
+# Sources: random access to encoded instances.
+
+class ShardSource:
+  """ArrayRecord shards (Grain's random-access reader); `metadata` from metadata.json."""
+
+  def __init__(self, paths: Sequence[str], metadata: dict | None):
+    from grain.sources import ArrayRecordDataSource
+    self.paths = list(paths)
+    self.metadata = metadata
+    self._source = ArrayRecordDataSource(self.paths)
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def read(self, indices: Sequence[int]) -> list[bytes]:
+    return list(self._source.__getitems__([int(i) for i in indices]))
+
+
+class MemorySource:
+  """Encoded instances held in memory (text input paired at start-up)."""
+
+  def __init__(self, records: list[bytes], metadata: dict):
+    self.records = records
+    self.metadata = metadata
+
+  def __len__(self) -> int:
+    return len(self.records)
+
+  def read(self, indices: Sequence[int]) -> list[bytes]:
+    return [self.records[int(i)] for i in indices]
+
+
+_MEMORY_CACHE: dict[Any, MemorySource] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _text_source(files: list[str], tokenizer, options: instances_lib.PairOptions,
+                 documents_per_window: int) -> MemorySource:
+  """Pairs text files in memory, once per (files, options, vocabulary) per process."""
+  key = (tuple((f, os.path.getmtime(f)) for f in files), options, documents_per_window,
+         getattr(tokenizer, "vocab_file", id(tokenizer)),
+         getattr(tokenizer, "do_lower_case", None))
+  with _CACHE_LOCK:
+    if key in _MEMORY_CACHE:
+      return _MEMORY_CACHE[key]
+    stats = corpus.CorpusStats()
+    records: list[bytes] = []
+    counts: dict[str, int] = {}
+    for w, first, docs in corpus.iter_windows(files, stats, documents_per_window):
+      insts, c = instances_lib.window_instances(docs, first, w, tokenizer, options)
+      records.extend(instances_lib.encode_instance(i) for i in insts)
+      for k, v in c.items():
+        counts[k] = counts.get(k, 0) + v
+    logging.info("paired %d text file(s) in memory: %d instances, %s", len(files),
+                 len(records), counts)
+    source = MemorySource(records, {"max_seq_length": options.max_seq_length,
+                                    "vocab_size": tokenizer.vocab_size,
+                                    "num_instances": len(records)})
+    _MEMORY_CACHE[key] = source
+    return source
+
+
+def open_source(files: str, tokenizer, config, seed: int) -> ShardSource | MemorySource:
+  """config.data.*_files -> a source (shard dir, shard globs, or text files)."""
+  d = config.data
+  paths = [p.strip() for p in files.split(",") if p.strip()] if files else []
+  if not paths:
+    raise DataError("no pre-training data given: set config.data.train_files (and "
+                    "eval_files, or config.train.eval_steps=0) to text files or a shard "
+                    "directory from bert_jax.data.create_pretraining_data.")
+  if len(paths) == 1 and os.path.isdir(paths[0]):
+    shard_dir = paths[0]
+    shards = sorted(glob.glob(os.path.join(shard_dir, prep.SHARD_GLOB)))
+    if not shards:
+      raise DataError(f"{shard_dir}: no {prep.SHARD_GLOB} shards; write them with "
+                      f"python -m bert_jax.data.create_pretraining_data --output_dir={shard_dir}")
+  else:
+    try:
+      expanded = corpus.expand_input_patterns(paths)
+    except corpus.CorpusError as e:
+      raise DataError(str(e)) from None
+    shards = [p for p in expanded if p.endswith(".array_record")]
+    if shards and len(shards) != len(expanded):
+      raise DataError(f"{files!r} mixes .array_record shards and text files: use one kind.")
+    if not shards:
+      options = instances_lib.PairOptions(
+          max_seq_length=d.max_seq_length, short_seq_prob=d.short_seq_prob,
+          dupe_factor=d.dupe_factor, random_seed=seed,
+          pairing=d.get("pairing", "balanced"))
+      return _text_source(expanded, tokenizer, options, d.get("documents_per_window", 1000))
+    shard_dir = os.path.dirname(shards[0])
+  meta_path = os.path.join(shard_dir, prep.METADATA_FILE)
+  metadata = None
+  if os.path.exists(meta_path):
+    with open(meta_path, encoding="utf-8") as f:
+      metadata = json.load(f)
+    listed = {s["file"] for s in metadata.get("shards", [])}
+    missing = sorted(listed - {os.path.basename(s) for s in shards})
+    if missing and len(paths) == 1 and os.path.isdir(paths[0]):
+      raise DataError(f"{shard_dir}: shard(s) {missing[:3]} listed in {prep.METADATA_FILE} "
+                      "are missing; copy them back or re-run create_pretraining_data.")
+  else:
+    logging.warning("%s: no %s (preparation did not finish?); using the %d complete "
+                    "shard(s) found.", shard_dir, prep.METADATA_FILE, len(shards))
+  return ShardSource(shards, metadata)
+
+
+def _check_metadata(metadata: dict | None, config, tokenizer, where: str) -> None:
+  """Clear errors when shards and config/vocabulary disagree; warnings for masking flags."""
+  if not metadata:
+    return
+  d = config.data
+  if metadata.get("max_seq_length") != d.max_seq_length:
+    raise DataError(
+        f"{where} were written with max_seq_length={metadata.get('max_seq_length')} but "
+        f"config.data.max_seq_length={d.max_seq_length}: set --config.data.max_seq_length="
+        f"{metadata.get('max_seq_length')} or re-run create_pretraining_data.")
+  if metadata.get("vocab_size") not in (None, tokenizer.vocab_size):
+    raise DataError(
+        f"{where} were tokenized with a {metadata['vocab_size']}-token vocabulary "
+        f"({metadata.get('vocab_file')}) but the tokenizer has {tokenizer.vocab_size}: "
+        "set config.vocab_file to the vocabulary the shards were made with.")
+  for key, ours in (("max_predictions_per_seq", d.max_predictions_per_seq),
+                    ("masked_lm_prob", d.masked_lm_prob),
+                    ("do_whole_word_mask", d.whole_word_mask)):
+    if key in metadata and metadata[key] != ours:
+      logging.warning("%s record %s=%s but config.data gives %s; masking uses the config.",
+                      where, key, metadata[key], ours)
+
+
+# --------------------------------------------------------------------------------------
+# Ordered prefetching over a pool of daemon threads.
+
+class _Prefetcher:
+  """Computes fn(0), fn(1), ... ahead of the consumer on daemon threads, in order."""
+
+  def __init__(self, fn: Callable[[int], Any], num_threads: int, depth: int):
+    self._fn = fn
+    self._depth = max(1, depth)
+    self._cond = threading.Condition()
+    self._results: dict[int, tuple[bool, Any]] = {}
+    self._next_submit = self._next_consume = 0
+    self._stopped = False
+    self._threads = [threading.Thread(target=self._work, daemon=True, name=f"bert-data-{i}")
+                     for i in range(max(1, num_threads))]
+    for t in self._threads:
+      t.start()
+
+  def _work(self) -> None:
+    while True:
+      with self._cond:
+        while not self._stopped and self._next_submit - self._next_consume >= self._depth:
+          self._cond.wait()
+        if self._stopped:
+          return
+        i = self._next_submit
+        self._next_submit += 1
+      try:
+        result = (True, self._fn(i))
+      except BaseException as e:  # pylint: disable=broad-except  (re-raised in get())
+        result = (False, e)
+      with self._cond:
+        self._results[i] = result
+        self._cond.notify_all()
+
+  def get(self) -> Any:
+    with self._cond:
+      i = self._next_consume
+      while i not in self._results:
+        self._cond.wait()
+      ok, value = self._results.pop(i)
+      self._next_consume += 1
+      self._cond.notify_all()
+    if not ok:
+      raise value
+    return value
+
+  def close(self) -> None:
+    with self._cond:
+      self._stopped = True
+      self._cond.notify_all()
+
+
+# --------------------------------------------------------------------------------------
+# The iterator.
+
+class PretrainingIterator:
+  """This host's rows of each global pre-training batch; resumable via get/set_state."""
+
+  def __init__(self, source, spec: masking.MaskingSpec, *, max_seq_length: int,
+               global_batch_size: int, process_index: int = 0, process_count: int = 1,
+               seed: int = 0, shuffle: bool = True, dynamic_masking: bool = True,
+               prefetch: int = 2, num_threads: int = 1):
+    if global_batch_size % process_count:
+      raise DataError(f"global batch {global_batch_size} is not divisible by "
+                      f"{process_count} hosts: use a multiple of {process_count}.")
+    if not 0 <= process_index < process_count:
+      raise DataError(f"process_index={process_index} not in [0, {process_count}).")
+    if len(source) == 0:
+      raise DataError("the pre-training source holds no instances (see the preparation "
+                      "summary for what was skipped).")
+    self.source = source
+    self.spec = spec
+    self.max_seq_length = max_seq_length
+    self.global_batch_size = global_batch_size
+    self.local_batch_size = global_batch_size // process_count
+    self.process_index = process_index
+    self.process_count = process_count
+    self.seed = int(seed)
+    self.shuffle = shuffle
+    self.dynamic_masking = dynamic_masking
+    self.num_records = len(source)
+    self._prefetch = prefetch
+    self._num_threads = num_threads
+    self._position = 0  # global position of the next batch handed out
+    self._prefetcher: _Prefetcher | None = None
+
+  # --- the pure function of (seed, position) ---
+  def record_indices(self, positions: np.ndarray) -> np.ndarray:
+    """Global stream positions -> record indices (per-epoch permutation)."""
+    epoch, k = np.divmod(np.asarray(positions, np.int64), self.num_records)
+    if not self.shuffle or self.num_records == 1:
+      return k
+    from grain.experimental import index_shuffle
+    n = self.num_records - 1
+    return np.array([index_shuffle(int(ki), max_index=n, seed=(self.seed + int(e)) % 2**32,
+                                   rounds=4) for e, ki in zip(epoch, k)], np.int64)
+
+  def batch_at(self, position: int) -> dict[str, np.ndarray]:
+    """This host's rows of the global batch that starts at stream `position`."""
+    g = position + self.process_index * self.local_batch_size + np.arange(
+        self.local_batch_size, dtype=np.int64)
+    rec = self.record_indices(g)
+    batch = instances_lib.decode_batch(self.source.read(rec), self.max_seq_length)
+    keys = masking.example_keys(self.seed, g if self.dynamic_masking else rec)
+    masked = masking.mask_batch(batch["input_ids"], batch["lengths"], keys, self.spec)
+    return {
+        "input_ids": masked["input_ids"],
+        "input_mask": batch["input_mask"],
+        "segment_ids": batch["segment_ids"],
+        "masked_lm_positions": masked["masked_lm_positions"],
+        "masked_lm_ids": masked["masked_lm_ids"],
+        "masked_lm_weights": masked["masked_lm_weights"],
+        "next_sentence_labels": batch["next_sentence_labels"],
+    }
+
+  # --- iteration with prefetch ---
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._prefetcher is None:
+      start = self._position
+      self._prefetcher = _Prefetcher(
+          lambda i: self.batch_at(start + i * self.global_batch_size),
+          self._num_threads, self._prefetch + self._num_threads - 1)
+    batch = self._prefetcher.get()
+    self._position += self.global_batch_size
+    return batch
+
+  def get_state(self) -> dict[str, Any]:
+    """JSON-serialisable position in the stream (what the checkpoint stores)."""
+    return {"version": STATE_VERSION, "position": int(self._position),
+            "step": int(self._position // self.global_batch_size),
+            "global_batch_size": self.global_batch_size, "seed": self.seed,
+            "num_records": self.num_records}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    """Restarts the stream at a state from `get_state` (any host count, same data)."""
+    if isinstance(state, (str, bytes)):
+      state = json.loads(state)
+    if int(state.get("num_records", self.num_records)) != self.num_records or \
+        int(state.get("seed", self.seed)) != self.seed:
+      raise DataError(
+          f"the data iterator state is for {state.get('num_records')} records with seed "
+          f"{state.get('seed')}, but this pipeline has {self.num_records} records and seed "
+          f"{self.seed}: resume with the same config.data.train_files and config.seed.")
+    position = int(state["position"])
+    if position % self.global_batch_size:
+      raise DataError(f"the saved data position {position} is not a multiple of the "
+                      f"global batch {self.global_batch_size}: resume with the batch size "
+                      f"{state.get('global_batch_size')}.")
+    self.close()
+    self._position = position
+
+  def close(self) -> None:
+    if self._prefetcher is not None:
+      self._prefetcher.close()
+      self._prefetcher = None
+
+  def __del__(self):
+    self.close()
+
+
+def make_pretraining_iterator(config, tokenizer, *, split: str = "train",
+                              process_index: int | None = None,
+                              process_count: int | None = None,
+                              seed: int | None = None) -> PretrainingIterator:
+  """This host's slice of the masked pre-training batches of `split` ('train' | 'eval').
+
+  Per-host batch = config.train.batch_size // process_count; the arrays are numpy with the
+  original feature names (see FEATURES). process_index/count default to jax's.
+  """
+  if split not in ("train", "eval"):
+    raise DataError(f"split={split!r}: use 'train' or 'eval'.")
+  if process_index is None or process_count is None:
+    import jax
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  seed = config.seed if seed is None else seed
+  d = config.data
+  files = d.train_files if split == "train" else d.eval_files
+  source = open_source(files, tokenizer, config, seed)
+  _check_metadata(source.metadata, config, tokenizer, f"config.data.{split}_files={files!r}")
+  spec = masking.MaskingSpec.from_tokenizer(
+      tokenizer, max_predictions_per_seq=d.max_predictions_per_seq,
+      masked_lm_prob=d.masked_lm_prob, whole_word_mask=d.whole_word_mask)
+  return PretrainingIterator(
+      source, spec, max_seq_length=d.max_seq_length, global_batch_size=config.train.batch_size,
+      process_index=process_index, process_count=process_count, seed=seed,
+      shuffle=True, dynamic_masking=d.dynamic_masking if split == "train" else False,
+      prefetch=d.prefetch, num_threads=max(1, d.num_workers))
