@@ -273,8 +273,10 @@ def gutenberg_documents(lines: Iterable[str]) -> list[list[str]]:
 
 
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr st mme mlle messrs jr sr vs etc no nos capt col gen lt rev prof hon esq "
-    "mt ft vol ch viz cf sq gov sen sgt maj cpl pvt fig op ibid i.e e.g a.m p.m".split())
+    "mr mrs ms dr st mme mlle messrs jr sr vs etc capt col gen lt rev prof hon esq "
+    "mt ft viz cf sq gov sen sgt maj cpl pvt ibid i.e e.g a.m p.m".split())
+# Abbreviations only before a number ("No. 5", "vol. 2"); "No." alone ends a sentence.
+_NUMBER_ABBREVIATIONS = frozenset("no nos vol ch fig op pp".split())
 # End punctuation, optional closing quotes/brackets, whitespace, then something that can
 # start a sentence (an opening quote/bracket/dash, a capital or a digit).
 _BOUNDARY = re.compile(r"[.!?]+[”’\"')\]]*\s+(?=[“‘\"'(\[—_]*[A-Z0-9—])")
@@ -293,6 +295,8 @@ def split_sentences(text: str) -> list[str]:
       if last:
         word = last.group(1).lower().rstrip(".")
         if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha() and word != "i"):
+          continue
+        if word in _NUMBER_ABBREVIATIONS and text[m.end():m.end() + 1].isdigit():
           continue
     sentence = candidate.strip()
     if sentence:
