@@ -1,13 +1,24 @@
 """WordPiece (BERT vocab.txt) and SentencePiece tokenizers behind one interface.
 
-WordPiece runs on Hugging Face `tokenizers` (Rust) configured as BERT's BasicTokenizer +
-WordpieceTokenizer: clean text (control characters dropped), CJK characters split,
-accents stripped when lower-casing, punctuation split, words over 100 characters -> [UNK].
-It gives the same ids as the original Python loop, tens of times faster.
+WordPiece gives exactly the ids of the reference, Hugging Face's slow Python
+`BertTokenizer` (`BertTokenizerLegacy` in transformers 5; Google's original
+`tokenization.py` plus NFC and special-token splitting): special tokens written in the
+text ("[MASK]") stay whole; control characters are dropped; CJK characters split; text is
+NFC-normalised; uncased vocabularies lower-case and strip accents (cased ones keep both);
+punctuation splits; words over 100 characters become [UNK].
+
+The greedy WordPiece lookup runs in Hugging Face `tokenizers` (Rust). Its own BERT
+normaliser differs from the reference on rare inputs (final sigma, NFC, characters of
+Unicode versions Python does not know, which Python treats as control characters), so
+the basic tokenization before it is done here with Python's `unicodedata` — the same
+tables the reference uses — as whole-string C-level operations (regex, str.lower,
+unicodedata.normalize) rather than a per-character loop.
 """
 from __future__ import annotations
 
 import os
+import re
+import unicodedata
 from typing import Protocol, Sequence
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -54,41 +65,141 @@ def read_vocab(vocab_file: str) -> dict[str, int]:
   return vocab
 
 
+# ---------------------------------------------------------------------------------------
+# BERT's basic tokenization (the reference's BasicTokenizer), on whole strings.
+# ---------------------------------------------------------------------------------------
+
+# CJK Unified Ideographs blocks the reference surrounds with spaces (not Hangul or kana).
+_CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+               (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+# Special tokens written in the text are kept whole, as the reference's added-token split.
+_SPECIAL_RE = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
+
+
+class _CharMaps:
+  """str.translate tables of the reference's character classes, filled per new character.
+
+  Classifying all 1.1M code points up front costs seconds; a corpus uses a few thousand,
+  so each is classified (with this Python's unicodedata, as the reference) when first seen.
+  """
+
+  def __init__(self):
+    self.known: set[str] = set()
+    self.clean: dict[int, str | None] = {}  # control -> dropped, whitespace -> " ", CJK -> " c "
+    self.punct: dict[int, str] = {}  # punctuation -> " c "
+    self.punct_mark: dict[int, str | None] = {}  # + non-spacing marks dropped (uncased)
+    self.learn("".join(map(chr, range(128))))
+
+  def learn(self, text: str) -> None:
+    for ch in set(text).difference(self.known):
+      cp, cat = ord(ch), unicodedata.category(ch)
+      if cp == 0 or cp == 0xFFFD or (cat[0] == "C" and ch not in "\t\n\r"):
+        self.clean[cp] = None
+      elif ch in " \t\n\r" or cat == "Zs":
+        self.clean[cp] = " "
+      elif any(a <= cp <= b for a, b in _CJK_RANGES):
+        self.clean[cp] = f" {ch} "
+      if (33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126
+          or cat[0] == "P"):
+        self.punct[cp] = self.punct_mark[cp] = f" {ch} "
+      elif cat == "Mn":
+        self.punct_mark[cp] = None
+      self.known.add(ch)
+
+
+_CHAR_MAPS = _CharMaps()
+
+
+def basic_tokenize(text: str, do_lower_case: bool = True) -> list[str]:
+  """BERT's BasicTokenizer: text -> words, before WordPiece (ids equal the reference's).
+
+  Clean (drop control characters, whitespace -> " "), space out CJK characters, NFC,
+  split on whitespace, lower-case and strip accents (NFD, drop Mn) if uncased, split off
+  punctuation. Special tokens ([MASK], ...) written in the text stay one word.
+  """
+  words: list[str] = []
+  for i, part in enumerate(_SPECIAL_RE.split(text)):
+    if i % 2:
+      words.append(part)
+    elif part:
+      words.extend(_basic_words(part, do_lower_case))
+  return words
+
+
+def _basic_words(text: str, do_lower_case: bool) -> list[str]:
+  m = _CHAR_MAPS
+  ascii_only = text.isascii()
+  if not ascii_only:
+    m.learn(text)
+  text = text.translate(m.clean)
+  if not ascii_only:
+    text = unicodedata.normalize("NFC", text)
+  if "[" in text:  # A special token made whole only by cleaning stays whole, as the reference.
+    words = text.split()
+    if any(w in SPECIAL_TOKENS for w in words):
+      return [x for w in words
+              for x in ([w] if w in SPECIAL_TOKENS else _basic_words(w, do_lower_case))]
+  table = m.punct
+  if do_lower_case:
+    # Lower-casing the whole string equals the reference's per-word lower(): words are
+    # separated by spaces, which end a word for Python's final-sigma rule as well.
+    text = text.lower()
+    table = m.punct_mark
+    if not ascii_only:
+      text = unicodedata.normalize("NFD", text)
+  if not ascii_only:
+    m.learn(text)  # NFC / NFD / lower() can produce characters not seen yet.
+  return text.translate(table).split()
+
+
+# The reference's clean_up_tokenization after decoding, in its order.
+_DECODE_CLEANUP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
+                   (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"),
+                   (" 're", "'re"))
+
+
 class WordPieceTokenizer:
   """BERT's FullTokenizer (basic + WordPiece) from a vocab.txt."""
 
   def __init__(self, vocab_file: str, do_lower_case: bool = True):
     from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders, models, normalizers, pre_tokenizers
+    from tokenizers import models, pre_tokenizers
 
     self.vocab_file = vocab_file
     self.do_lower_case = do_lower_case
     self.vocab = read_vocab(vocab_file)
     self.inv_vocab = {i: t for t, i in self.vocab.items()}
+    # Rust runs only the greedy longest-match WordPiece on our space-joined words (words
+    # hold no whitespace, so its whitespace split gives back exactly our words).
     tok = HFTokenizer(models.WordPiece(vocab=self.vocab, unk_token="[UNK]",
                                        max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=do_lower_case,
-        lowercase=do_lower_case)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece(prefix="##")
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     self._tok = tok
     self.vocab_size = max(self.vocab.values()) + 1
     self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
         self.vocab[t] for t in SPECIAL_TOKENS)
 
+  def _encode(self, text: str):
+    return self._tok.encode(" ".join(basic_tokenize(text, self.do_lower_case)),
+                            add_special_tokens=False)
+
   def tokenize(self, text: str) -> list[str]:
-    return self._tok.encode(text, add_special_tokens=False).tokens
+    return self._encode(text).tokens
 
   def encode(self, text: str) -> list[int]:
-    return self._tok.encode(text, add_special_tokens=False).ids
+    return self._encode(text).ids
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-    """Many texts at once (multi-threaded in Rust)."""
-    return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+    """Many texts at once (WordPiece multi-threaded in Rust)."""
+    joined = [" ".join(basic_tokenize(t, self.do_lower_case)) for t in texts]
+    return [e.ids for e in self._tok.encode_batch(joined, add_special_tokens=False)]
 
   def decode(self, ids: Sequence[int]) -> str:
-    return self._tok.decode(list(ids), skip_special_tokens=False)
+    """Ids -> text as the reference decodes: join, glue ## pieces, tidy punctuation."""
+    text = " ".join(self.convert_ids_to_tokens(ids)).replace(" ##", "").strip()
+    for spaced, tidy in _DECODE_CLEANUP:
+      text = text.replace(spaced, tidy)
+    return text
 
   def convert_tokens_to_ids(self, tokens: Sequence[str]) -> list[int]:
     return [self.vocab.get(t, self.unk_id) for t in tokens]
@@ -124,7 +235,10 @@ class SentencePieceTokenizer:
         ids[t] for t in SPECIAL_TOKENS)
 
   def _prep(self, text: str) -> str:
-    return text.lower() if self.do_lower_case else text
+    """Lower-cases all but the special tokens ([MASK] stays a user-defined piece)."""
+    if not self.do_lower_case:
+      return text
+    return "".join(p if i % 2 else p.lower() for i, p in enumerate(_SPECIAL_RE.split(text)))
 
   def tokenize(self, text: str) -> list[str]:
     return self._sp.encode(self._prep(text), out_type=str)
