@@ -334,7 +334,8 @@ class PretrainingIterator:
     self._position = position
 
   def close(self) -> None:
-    if self._prefetcher is not None:
+    """Stops the prefetch threads (they are daemons: also harmless to just drop)."""
+    if getattr(self, "_prefetcher", None) is not None:
       self._prefetcher.close()
       self._prefetcher = None
 

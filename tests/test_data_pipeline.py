@@ -1,0 +1,180 @@
+"""Input pipeline: determinism, exact resume, per-host slices, dynamic masks, errors."""
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from bert_jax.data import create_pretraining_data as prep
+from bert_jax.data import input_pipeline as ip
+from bert_jax.data import make_pretraining_iterator
+from bert_jax.tokenization import load_tokenizer
+from configs import tiny
+
+RESOURCES = pathlib.Path(ip.__file__).parents[1] / "resources"
+TRAIN = str(RESOURCES / "corpus" / "train-*.txt")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+  return load_tokenizer(str(RESOURCES / "vocab.txt"))
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory):
+  out = tmp_path_factory.mktemp("shards")
+  prep.run(TRAIN, str(RESOURCES / "vocab.txt"), str(out), max_seq_length=64, dupe_factor=1,
+           random_seed=0, documents_per_window=20, num_workers=1, progress=False)
+  return str(out)
+
+
+def _config(files, batch_size=16, **data):
+  c = tiny.get_config()
+  c.data.train_files = files
+  c.train.batch_size = batch_size
+  for k, v in data.items():
+    c.data[k] = v
+  return c
+
+
+def _take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def _equal(a, b):
+  return all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in ip.FEATURES)
+
+
+def test_features_shapes_and_dtypes(shard_dir, tokenizer):
+  it = make_pretraining_iterator(_config(shard_dir), tokenizer, process_index=0,
+                                 process_count=1)
+  b = next(it)
+  assert tuple(b) == ip.FEATURES
+  shapes = {k: (v.shape, v.dtype.name) for k, v in b.items()}
+  assert shapes == {
+      "input_ids": ((16, 64), "int32"), "input_mask": ((16, 64), "int32"),
+      "segment_ids": ((16, 64), "int32"), "masked_lm_positions": ((16, 10), "int32"),
+      "masked_lm_ids": ((16, 10), "int32"), "masked_lm_weights": ((16, 10), "float32"),
+      "next_sentence_labels": ((16,), "int32")}
+  assert set(np.unique(b["next_sentence_labels"])) <= {0, 1}
+  assert (b["input_ids"][:, 0] == tokenizer.cls_id).all()
+  assert ((b["input_mask"] == 0) | (b["input_ids"] != tokenizer.pad_id)).all()
+  # masked_lm_ids are the original tokens: [MASK] sits where 80% of them were
+  pos, w = b["masked_lm_positions"], b["masked_lm_weights"] > 0
+  assert (np.take_along_axis(b["input_ids"], pos, 1)[w] == tokenizer.mask_id).mean() > 0.6
+
+
+def test_same_seed_same_batches_other_seed_other_batches(shard_dir, tokenizer):
+  c = _config(shard_dir)
+  a = _take(make_pretraining_iterator(c, tokenizer, process_index=0, process_count=1), 5)
+  b = _take(make_pretraining_iterator(c, tokenizer, process_index=0, process_count=1), 5)
+  other = _take(make_pretraining_iterator(c, tokenizer, process_index=0, process_count=1,
+                                          seed=1), 5)
+  assert _equal(a, b) and not _equal(a, other)
+
+
+def test_restored_state_continues_the_uninterrupted_stream(shard_dir, tokenizer):
+  c = _config(shard_dir, num_workers=2, prefetch=3)
+  straight = _take(make_pretraining_iterator(c, tokenizer, process_index=0,
+                                             process_count=1), 12)
+  first = make_pretraining_iterator(c, tokenizer, process_index=0, process_count=1)
+  _take(first, 5)
+  state = json.loads(json.dumps(first.get_state()))  # what a checkpoint stores
+  assert state["step"] == 5 and state["position"] == 80
+  first.close()
+  resumed = make_pretraining_iterator(c, tokenizer, process_index=0, process_count=1)
+  resumed.set_state(state)
+  assert _equal(_take(resumed, 7), straight[5:12])
+  # Resume on 4 hosts: their slices put together are the same global batches.
+  hosts = []
+  for p in range(4):
+    it = make_pretraining_iterator(c, tokenizer, process_index=p, process_count=4)
+    it.set_state(state)
+    hosts.append(_take(it, 3))
+  for s in range(3):
+    for k in ip.FEATURES:
+      assert np.array_equal(np.concatenate([h[s][k] for h in hosts]), straight[5 + s][k])
+
+
+def test_hosts_read_disjoint_records_that_cover_an_epoch(shard_dir, tokenizer):
+  c = _config(shard_dir, batch_size=32)
+  its = [make_pretraining_iterator(c, tokenizer, process_index=p, process_count=4)
+         for p in range(4)]
+  n = its[0].num_records
+  read = {}  # global position -> record, as each host computes its own rows
+  for s in range(n // 32 + 1):  # just over one epoch
+    host_sets = []
+    for p, it in enumerate(its):
+      g = s * 32 + p * 8 + np.arange(8)
+      recs = it.record_indices(g)
+      read.update(zip(g.tolist(), recs.tolist()))
+      host_sets.append(set(recs.tolist()))
+    assert sum(map(len, host_sets)) == len(set().union(*host_sets))  # disjoint
+  assert sorted(read) == list(range(len(read)))  # hosts together: no position skipped
+  assert sorted(r for g, r in read.items() if g < n) == list(range(n))  # epoch = all, once
+
+
+def test_dynamic_masks_change_every_epoch_static_ones_do_not(shard_dir, tokenizer):
+  for dynamic in (True, False):
+    it = make_pretraining_iterator(_config(shard_dir, dynamic_masking=dynamic), tokenizer,
+                                   process_index=0, process_count=1)
+    n = it.num_records
+    g0 = np.arange(16)
+    recs0 = it.record_indices(g0)
+    # The same records in epoch 1: find their positions there.
+    inv1 = {int(r): i for i, r in enumerate(it.record_indices(n + np.arange(n)))}
+    g1 = np.array([n + inv1[int(r)] for r in recs0])
+    assert np.array_equal(it.record_indices(g1), recs0)
+    keys = (lambda g: g) if dynamic else it.record_indices
+    from bert_jax.data import instances as I, masking
+    b0 = I.decode_batch(it.source.read(recs0), 64)
+    m0 = masking.mask_batch(b0["input_ids"], b0["lengths"],
+                            masking.example_keys(it.seed, keys(g0)), it.spec)
+    m1 = masking.mask_batch(b0["input_ids"], b0["lengths"],
+                            masking.example_keys(it.seed, keys(g1)), it.spec)
+    same = (m0["masked_lm_positions"] == m1["masked_lm_positions"]).all(axis=1).mean()
+    assert (same < 0.2) if dynamic else (same == 1.0)
+    batch0 = it.batch_at(0)  # the iterator applies exactly these masks
+    assert np.array_equal(batch0["masked_lm_positions"], m0["masked_lm_positions"])
+
+
+def test_text_files_are_paired_in_memory_like_the_cli(shard_dir, tokenizer):
+  """Text input gives the very batches of shards made with the same options."""
+  c_text = _config(TRAIN, dupe_factor=1, documents_per_window=20)
+  c_shard = _config(shard_dir)
+  a = _take(make_pretraining_iterator(c_text, tokenizer, process_index=0, process_count=1,
+                                      seed=0), 4)
+  b = _take(make_pretraining_iterator(c_shard, tokenizer, process_index=0, process_count=1,
+                                      seed=0), 4)
+  assert _equal(a, b)
+
+
+def test_tiny_config_eval_split_is_held_out_and_fixed(tokenizer):
+  c = tiny.get_config()
+  train = make_pretraining_iterator(c, tokenizer, process_index=0, process_count=1)
+  ev1 = make_pretraining_iterator(c, tokenizer, split="eval", process_index=0, process_count=1)
+  ev2 = make_pretraining_iterator(c, tokenizer, split="eval", process_index=0, process_count=1)
+  assert c.model.vocab_size == tokenizer.vocab_size == 8000
+  assert 500 < ev1.num_records < train.num_records // 3
+  assert _equal(_take(ev1, 3), _take(ev2, 3))  # the same eval batches at every eval
+
+
+def test_errors_name_the_problem_and_the_fix(shard_dir, tokenizer, tmp_path, minilm_path):
+  with pytest.raises(ip.DataError, match="max_seq_length=64.*--config.data.max_seq_length=64"):
+    make_pretraining_iterator(_config(shard_dir, max_seq_length=128), tokenizer,
+                              process_index=0, process_count=1)
+  other_vocab = load_tokenizer(str(pathlib.Path(minilm_path) / "vocab.txt"))
+  with pytest.raises(ip.DataError, match="8000-token vocabulary"):
+    make_pretraining_iterator(_config(shard_dir), other_vocab, process_index=0,
+                              process_count=1)
+  with pytest.raises(ip.DataError, match="not divisible by 3 hosts"):
+    make_pretraining_iterator(_config(shard_dir), tokenizer, process_index=0, process_count=3)
+  with pytest.raises(ip.DataError, match="no pre-training data"):
+    make_pretraining_iterator(_config(""), tokenizer, process_index=0, process_count=1)
+  with pytest.raises(ip.DataError, match="no pairs-"):
+    make_pretraining_iterator(_config(str(tmp_path)), tokenizer, process_index=0,
+                              process_count=1)
+  it = make_pretraining_iterator(_config(shard_dir), tokenizer, process_index=0,
+                                 process_count=1)
+  with pytest.raises(ip.DataError, match="same config.data.train_files"):
+    it.set_state({**it.get_state(), "num_records": 5})
