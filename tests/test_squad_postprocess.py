@@ -170,14 +170,14 @@ def test_prediction_files_survive_a_crash(tmp_path):
   mk = lambda i: pp.Prediction(f"a{i}", f"a{i}", -1.0 * i,
                                [{"text": f"a{i}", "probability": 1.0, "start_logit": 1.0,
                                  "end_logit": 2.0}])
-  w = pp.PredictionWriter(str(tmp_path), version_2=True)
+  w = pp.PredictionWriter(str(tmp_path), version_2=True, resume_key="model-a")
   for i in range(5):
     w.add(f"q{i}", mk(i))
   w.flush()
   with open(tmp_path / pp.PARTIAL_FILE, "a") as f:  # a crash in the middle of a line
     f.write('{"id": "q5", "te')
   del w
-  w = pp.PredictionWriter(str(tmp_path), version_2=True)  # the rerun
+  w = pp.PredictionWriter(str(tmp_path), version_2=True, resume_key="model-a")  # rerun
   assert w.done == {f"q{i}" for i in range(5)}
   for i in range(5, 8):
     w.add(f"q{i}", mk(i))
@@ -189,3 +189,5 @@ def test_prediction_files_survive_a_crash(tmp_path):
   assert json.loads(pathlib.Path(paths["null_odds"]).read_text())["q7"] == -7.0
   assert len(json.loads(pathlib.Path(paths["nbest_predictions"]).read_text())) == 8
   assert not [f for f in os.listdir(tmp_path) if ".tmp." in f]
+  # another model (key) in the same directory never reuses these predictions
+  assert not pp.PredictionWriter(str(tmp_path), True, resume_key="model-b").done

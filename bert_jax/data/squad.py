@@ -278,7 +278,8 @@ def featurize(examples: Sequence[SquadExample], tokenizer, max_seq_length: int =
   """Examples -> window features as numpy arrays, each row one window.
 
   Keys: input_ids, token_type_ids, attention_mask [N, S] int32; start_positions,
-  end_positions [N] (0 = [CLS]; all 0 when not training); example_index [N] (index into
+  end_positions [N] (0 = [CLS]; targets only for training examples, i.e. read with
+  is_training, else 0); example_index [N] (index into
   `examples`); token_to_orig [N, S] int32 (original word of a context token, -1
   elsewhere); token_is_max_context [N, S] bool. Windows of one example are consecutive.
   """
@@ -302,7 +303,7 @@ def featurize(examples: Sequence[SquadExample], tokenizer, max_seq_length: int =
       skipped["too_many_windows"].append(ex.qas_id)
       continue
     target = None
-    if is_training and not ex.is_impossible:
+    if is_training and not ex.is_impossible and ex.start_word is not None:
       target = answer_token_span(ex, ctx, tokenizer)
     is_max = max_context_mask(spans, len(ctx.ids)) if ctx.ids else None
     offset = len(query) + 2

@@ -83,6 +83,19 @@ def detokenize(tokens: Sequence[str]) -> str:
   return " ".join(text.split())
 
 
+def _masked(logits: np.ndarray, features, row: int) -> np.ndarray:
+  """Logits of one window over its full length, padding positions at -inf.
+
+  Logits may come cut to a length bucket (or 0-padded past it); padding positions are
+  never answers, and masking them makes the n-best independent of the bucketing.
+  """
+  mask = np.asarray(features["attention_mask"][row]) > 0
+  out = np.full(mask.shape, -np.inf, np.float32)
+  n = min(len(logits), len(mask))
+  out[:n] = np.where(mask[:n], logits[:n], -np.inf)
+  return out
+
+
 def _best_indexes(logits: np.ndarray, n: int) -> np.ndarray:
   # Stable descending order: ties keep position order, as the original's sorted().
   return np.argsort(-logits, kind="stable")[:n]
@@ -106,7 +119,8 @@ def predict_question(example, rows: Sequence[int], features: Mapping[str, np.nda
   prelim = []  # (score, start_logit, end_logit, row, start, end)
   score_null, null_row, null_s, null_e = math.inf, None, 0.0, 0.0
   for row in rows:
-    s_log, e_log = start_logits[row], end_logits[row]
+    s_log, e_log = _masked(start_logits[row], features, row), _masked(end_logits[row],
+                                                                       features, row)
     t2o = features["token_to_orig"][row]
     maxc = features["token_is_max_context"][row]
     if version_2:
@@ -195,9 +209,16 @@ def evaluate(dataset_json, preds: Mapping[str, Prediction], version_2: bool,
   if not version_2:
     return squad_eval.evaluate(dataset_json, {q: p.text for q, p in preds.items()},
                                version="1.1")
-  result = squad_eval.evaluate(
-      dataset_json, {q: p.best_non_null for q, p in preds.items()},
-      {q: p.null_odds for q, p in preds.items()}, na_prob_thresh=tau, version="2.0")
+  answers = {q: p.best_non_null for q, p in preds.items()}
+  odds = {q: p.null_odds for q, p in preds.items()}
+  result = squad_eval.evaluate(dataset_json, answers, odds, na_prob_thresh=tau, version="2.0")
+  for key in ("exact", "f1"):
+    # The official search reports 0.0 when answering nothing is best; give a τ that
+    # really predicts "" everywhere instead, so applying it reproduces the score.
+    t = result[f"best_{key}_thresh"]
+    at = squad_eval.evaluate(dataset_json, answers, odds, na_prob_thresh=t, version="2.0")
+    if abs(at[key] - result[f"best_{key}"]) > 1e-9 and odds:
+      result[f"best_{key}_thresh"] = min(odds.values()) - 1.0
   result["null_score_diff_threshold"] = tau
   return result
 
@@ -226,11 +247,19 @@ class PredictionWriter:
   (`done`), so a rerun only predicts the rest.
   """
 
-  def __init__(self, output_dir: str, version_2: bool):
+  def __init__(self, output_dir: str, version_2: bool, resume_key: str | None = None):
+    """resume_key: predictions of an earlier run are kept only if it used the same key
+    (e.g. params + data file); None always starts afresh."""
     os.makedirs(output_dir, exist_ok=True)
     self.output_dir = output_dir
     self.version_2 = version_2
     self.path = os.path.join(output_dir, PARTIAL_FILE)
+    key_path = self.path + ".key"
+    old_key = open(key_path, encoding="utf-8").read() if os.path.isfile(key_path) else None
+    if resume_key is None or old_key != resume_key:
+      open(self.path, "w").close()
+    with open(key_path, "w", encoding="utf-8") as f:
+      f.write(resume_key or "")
     self.preds: dict[str, Prediction] = self._read_partial()
     self._f = open(self.path, "a", encoding="utf-8")
 
@@ -264,15 +293,15 @@ class PredictionWriter:
     self._f.flush()
     os.fsync(self._f.fileno())
 
-  def finalize(self, qids: Sequence[str] | None = None, tau: float | None = None,
-               prefix: str = "") -> dict[str, str]:
+  def finalize(self, qids: Sequence[str] | None = None,
+               tau: float | None = None) -> dict[str, str]:
     """Writes the prediction files (in `qids` order; at τ if given) -> {name: path}."""
     self.flush()
     qids = list(qids) if qids is not None else list(self.preds)
     preds = {q: self.preds[q] for q in qids if q in self.preds}
     texts = (with_threshold(preds, tau) if tau is not None and self.version_2
              else {q: p.text for q, p in preds.items()})
-    join = lambda name: os.path.join(self.output_dir, prefix + name)
+    join = lambda name: os.path.join(self.output_dir, name)
     paths = {"predictions": write_json_atomic(join("predictions.json"), texts),
              "nbest_predictions": write_json_atomic(
                  join("nbest_predictions.json"), {q: p.nbest for q, p in preds.items()})}
@@ -281,7 +310,12 @@ class PredictionWriter:
           join("null_odds.json"), {q: p.null_odds for q, p in preds.items()})
     return paths
 
-  def close(self) -> None:
+  def close(self, complete: bool = False) -> None:
+    """Closes the partial file; `complete` (all files written) also removes it."""
     if not self._f.closed:
       self.flush()
       self._f.close()
+    if complete:
+      for path in (self.path, self.path + ".key"):
+        if os.path.exists(path):
+          os.remove(path)

@@ -1,0 +1,167 @@
+"""SQuAD task end to end on a tiny random BERT: train -> dev files and metrics, then
+prediction with the fine-tuned params that survives a crash and resumes; loss, config,
+TFDS conversion."""
+import importlib.util
+import json
+import pathlib
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from bert_jax.data import squad as squad_data
+from bert_jax.tasks import squad
+from bert_jax.tasks import squad_eval
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+FIX = REPO / "tests" / "fixtures" / "squad"
+
+
+def load_config():
+  spec = importlib.util.spec_from_file_location("squad_config", REPO / "configs/squad.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config()
+
+
+def tiny_config(minilm_path):
+  c = load_config()
+  c.vocab_file = f"{minilm_path}/vocab.txt"  # real vocab, random 1-layer H=32 model
+  c.model.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                 max_position_embeddings=64)
+  c.data.max_seq_length = 64
+  c.squad.update(doc_stride=24, max_query_length=16,
+                 train_file=str(FIX / "train-v2.0-sample.json"),
+                 dev_file=str(FIX / "dev-v2.0-sample.json"))
+  c.train.update(batch_size=16, learning_rate=3e-3, log_every=2)
+  c.finetune.update(eval_batch_size=32, num_epochs=1.0, max_steps=8, bucket_multiple=64,
+                    group_by_length_window=0)
+  return c
+
+
+@pytest.fixture(scope="module")
+def trained(minilm_path, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("squad_run")
+  c = tiny_config(minilm_path)
+  results = squad.run(c, str(workdir))
+  return c, workdir, results
+
+
+def test_train_writes_files_and_consistent_metrics(trained):
+  c, workdir, results = trained
+  dev = json.loads((FIX / "dev-v2.0-sample.json").read_text())
+  qids = [qa["id"] for a in dev["data"] for p in a["paragraphs"] for qa in p["qas"]]
+  out = workdir / "predictions"
+  preds = json.loads((out / "predictions.json").read_text())
+  odds = json.loads((out / "null_odds.json").read_text())
+  nbest = json.loads((out / "nbest_predictions.json").read_text())
+  assert list(preds) == qids and list(odds) == qids and list(nbest) == qids
+  for entries in nbest.values():
+    assert 1 <= len(entries) <= 21
+    assert sum(e["probability"] for e in entries) == pytest.approx(1.0, abs=1e-6)
+  ev = json.loads((workdir / "eval_results.json").read_text())
+  assert ev == results["eval_results"]
+  for key in ("exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total",
+              "NoAns_exact", "NoAns_f1", "NoAns_total", "best_exact", "best_exact_thresh",
+              "best_f1", "best_f1_thresh"):
+    assert key in ev
+  # the written files, scored by the standalone evaluator, give the reported numbers
+  again = squad_eval.evaluate(dev, preds, odds, na_prob_thresh=0.0)
+  assert (again["exact"], again["f1"]) == pytest.approx((ev["exact"], ev["f1"]))
+  best = json.loads((out / "predictions_best_f1_thresh.json").read_text())
+  assert squad_eval.evaluate(dev, best)["f1"] == pytest.approx(ev["best_f1"])
+  assert ev["best_f1"] >= ev["f1"]
+  # training ran and learned something: logged loss falls
+  losses = [r["train/loss"] for r in map(json.loads, open(workdir / "metrics.jsonl"))
+            if "train/loss" in r]
+  assert len(losses) == 4 and all(np.isfinite(losses)) and losses[-1] < losses[0]
+  assert (workdir / "best" / "params").is_dir()
+  assert results["best"]["dev/total"] == 21
+
+
+def test_predict_mode_crash_resume_matches_training_predictions(trained, tmp_path, capsys):
+  c, workdir, _ = trained
+  task = squad.make_task(c)
+  out = tmp_path / "pred"
+  c.finetune.eval_batch_size = 8  # several batches, so the crash hits half way
+  with pytest.raises(RuntimeError, match="simulated crash"):
+    squad.predict_file(task, c, "dev", str(out), str(workdir / "best"), fail_after_batches=3)
+  partial = (out / "predictions.partial.jsonl").read_text().splitlines()
+  assert 0 < len(partial) < 21  # those made before the crash are on disk
+  assert not (out / "predictions.json").exists()
+  paths = squad.predict_file(squad.make_task(c), c, "dev", str(out), str(workdir / "best"))
+  assert f"resuming: {len(partial)} questions already predicted" in capsys.readouterr().out
+  assert not (out / "predictions.partial.jsonl").exists()
+  assert str(out / "eval_results.json") in paths
+  got = json.loads((out / "predictions.json").read_text())
+  ref = json.loads((workdir / "predictions" / "predictions.json").read_text())
+  assert got == ref  # file-order incremental == sorted-bucket batch prediction
+  got_odds = json.loads((out / "null_odds.json").read_text())
+  ref_odds = json.loads((workdir / "predictions" / "null_odds.json").read_text())
+  assert got_odds == pytest.approx(ref_odds, abs=1e-3)
+
+
+def test_span_loss_is_mean_of_start_and_end_cross_entropy():
+  rng = np.random.default_rng(0)
+  start, end = rng.normal(size=(3, 6)), rng.normal(size=(3, 6))
+  mask = np.array([[1] * 6, [1] * 4 + [0] * 2, [1] * 3 + [0] * 3])
+  sp, ep = np.array([2, 0, 1]), np.array([4, 3, 2])
+  out = squad.span_losses(start, end, sp, ep, mask)
+
+  def ce(logits, pos):
+    x = np.where(mask > 0, logits, -np.inf)
+    logp = x - np.log(np.exp(x - x.max(1, keepdims=True)).sum(1, keepdims=True)) - x.max(
+        1, keepdims=True)
+    return -logp[np.arange(3), pos]
+
+  np.testing.assert_allclose(out["loss"], 0.5 * (ce(start, sp) + ce(end, ep)), rtol=1e-5)
+  assert out["span_accuracy"].shape == (3,)
+
+
+def test_config_defaults_and_errors():
+  c = load_config()
+  assert (c.task, c.data.max_seq_length, c.train.batch_size, c.train.learning_rate,
+          c.finetune.num_epochs) == ("squad", 384, 32, 3e-5, 2.0)
+  s = c.squad
+  assert (s.version, s.doc_stride, s.max_query_length, s.max_answer_length, s.n_best_size,
+          s.null_score_diff_threshold, s.mode) == ("2.0", 128, 64, 30, 20, 0.0, "all")
+  task = squad.make_task(c)
+  assert task.files["dev"].endswith("shared/data/squad/v2.0/dev.json")
+  assert task.selection_metric == "dev/best_f1"
+  s.version = "1.1"
+  assert squad.make_task(c).files["train"].endswith("squad/v1.1/train.json")
+  for key, bad, match in (("version", "3.0", "use '1.1' or '2.0'"),
+                          ("mode", "serve", "use one of"), ("doc_stride", 0, "positive")):
+    c2 = load_config()
+    c2.squad[key] = bad
+    with pytest.raises(squad.ConfigError, match=match):
+      squad.make_task(c2)
+
+
+def test_bad_train_file_fails_before_training(tmp_path, minilm_path):
+  c = tiny_config(minilm_path)
+  (tmp_path / "train.json").write_text('{"data": [')
+  c.squad.train_file = str(tmp_path / "train.json")
+  with pytest.raises(squad_data.SquadDataError, match="train.json: not valid JSON"):
+    squad.run(c, str(tmp_path / "w"))
+  assert not (tmp_path / "w" / "metrics.jsonl").exists()
+
+
+def test_tfds_records_become_official_json(monkeypatch):
+  rec = lambda i, title, ctx, q, texts, starts, imp: {
+      "id": f"q{i}".encode(), "title": title.encode(), "context": ctx.encode(),
+      "question": q.encode(), "is_impossible": imp,
+      "answers": {"text": [t.encode() for t in texts], "answer_start": np.array(starts)}}
+  records = [rec(0, "A", "Paris is big.", "What?", ["Paris"], [0], False),
+             rec(1, "A", "Paris is big.", "Size?", [], [], True),
+             rec(2, "B", "Rome.", "City?", ["Rome"], [0], False)]
+  fake = types.SimpleNamespace(load=lambda name, split: (name, split),
+                               as_numpy=lambda ds: iter(records))
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+  data = squad.load_tfds("squad/v2.0", "validation")
+  assert [a["title"] for a in data["data"]] == ["A", "B"]
+  assert len(data["data"][0]["paragraphs"]) == 1
+  examples, stats = squad_data.read_squad(data, is_training=True)
+  assert [e.qas_id for e in examples] == ["q0", "q1", "q2"] and examples[1].is_impossible
+  assert examples[0].answer_text == "Paris" and not stats.skipped
