@@ -1,0 +1,148 @@
+"""Entry point: `python -m bert_jax.main --config=configs/tiny.py --workdir=runs/tiny`.
+
+Any config value can be overridden on the command line (`--config.train.batch_size=512`);
+the config is locked, so a misspelt key is an error, not a silently ignored new field.
+A wrong override fails at once (no jax import needed) with one line naming the key and
+the fix, and the values are checked (mesh vs devices, batch vs data axes, ...) before
+anything is compiled. Then `config.task` picks the job: "pretrain" runs
+`bert_jax.train.train_and_evaluate`; a fine-tuning task (glue, squad, swag) runs
+`bert_jax.tasks.<task>.run(config, workdir)`.
+
+Multi-host: on a TPU pod every worker runs the same command and JAX finds the others;
+elsewhere pass --coordinator_address, --num_processes and --process_id (launch/tpu.py
+does both).
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import os
+import re
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file (configs/*.py); override values with --config.KEY=VALUE.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Checkpoints, metrics and outputs go here (local path or gs://).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (multi-host without TPU metadata).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+
+PRETRAIN = "pretrain"
+FINETUNE_TASKS = ("glue", "squad", "swag")
+PROG = "bert_jax.main"
+
+
+def _fail(message: str) -> None:
+  print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
+def _config_file(argv) -> str | None:
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      return a.split("=", 1)[1]
+    if a == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _load_defaults(path: str):
+  """The config file's get_config() (to name the valid keys in an error message)."""
+  path, _, arg = path.partition(":")
+  spec = importlib.util.spec_from_file_location("_bert_jax_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def explain_override_error(argv, error: Exception) -> str:
+  """A flag-parsing error -> one line naming the --config.KEY at fault and the fix."""
+  msg = str(error).strip().strip("'\"").replace("\\n", " ").replace("\n", " ")
+  config_path = _config_file(argv)
+  if config_path is None:
+    return f"{msg} (usage: python -m {PROG} --config=configs/tiny.py --workdir=DIR)"
+  try:
+    config = _load_defaults(config_path)
+  except Exception as e:  # a broken config file: say so.
+    return f"cannot load --config={config_path}: {type(e).__name__}: {e}"
+  for a in argv:
+    m = re.match(r"--config\.([^=]+)(?:=(.*))?$", a)
+    if not m:
+      continue
+    key, value = m.group(1), m.group(2)
+    node, walked = config, []
+    for part in key.split("."):
+      children = list(node.keys()) if hasattr(node, "keys") else []
+      if part not in children:
+        where = ".".join(["config"] + walked)
+        close = difflib.get_close_matches(part, children, n=1)
+        hint = (f"did you mean --config.{'.'.join(walked + [close[0]])}?" if close else
+                f"valid keys of {where}: {', '.join(sorted(children))}" if children else
+                f"{where} is a value, not a group")
+        return f"--config.{key}: unknown config key {part!r} in {where}; {hint}"
+      node = node[part]
+      walked.append(part)
+    if value is not None and not hasattr(node, "keys") and key in msg:
+      return (f"--config.{key}={value}: expected a {type(node).__name__} (default "
+              f"{node!r}); fix the value, e.g. --config.{key}={node!r}")
+  return msg
+
+
+def parse_flags(argv):
+  """absl flag parsing with every config/flag error turned into one clear line."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
+    _fail(explain_override_error(argv, e))
+
+
+def initialize_distributed() -> None:
+  """jax.distributed on a multi-host TPU slice (auto) or with explicit flags."""
+  import jax
+  if _COORDINATOR.value:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):  # a multi-host TPU slice
+    jax.distributed.initialize()
+
+
+def run(config, workdir: str):
+  """Dispatches on config.task; returns what the task returns."""
+  from bert_jax.config import ConfigError
+  task = config.task
+  if task == PRETRAIN:
+    from bert_jax import train
+    train.check_config(config)  # fails fast, before building or compiling anything
+    return train.train_and_evaluate(config, workdir)
+  if task in FINETUNE_TASKS:
+    module = importlib.import_module(f"bert_jax.tasks.{task}")
+    return module.run(config, workdir)
+  raise ConfigError(f"config.task={task!r} is not a task: use one of "
+                    f"{', '.join((PRETRAIN,) + FINETUNE_TASKS)} (e.g. --config.task=pretrain).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f"unexpected arguments {argv[1:]}; overrides look like --config.train.batch_size=64")
+  if _CONFIG.value is None or not _WORKDIR.value:
+    _fail(f"--config and --workdir are required: python -m {PROG} "
+          "--config=configs/tiny.py --workdir=runs/tiny")
+  initialize_distributed()
+  try:
+    run(_CONFIG.value, _WORKDIR.value)
+  except ValueError as e:
+    # Our own error classes (ConfigError, CheckpointError, TokenizerError, DataError, ...)
+    # already say what is wrong and how to fix it: one line, no traceback.
+    if type(e).__module__.startswith("bert_jax."):
+      _fail(str(e))
+    raise
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,531 @@
+"""BERT pre-training (MLM + NSP): the loss, the sharded loop, eval, checkpoints, metrics.
+
+`train_and_evaluate(config, workdir)` is what `python -m bert_jax.main` runs for
+`config.task == "pretrain"`. It builds the mesh from `config.mesh`, initialises the
+model and optimizer directly into their shardings (train_lib), and runs one jitted,
+donated step per global batch. Every `train.eval_every` steps it measures MLM accuracy,
+NSP accuracy and loss on held-out data; every `train.checkpoint_every` steps it writes
+an orbax checkpoint (train state + each host's data-iterator position + config),
+asynchronously, keeping the last `train.keep_checkpoints`.
+
+Where the run starts (big_vision's order): the workdir's latest checkpoint (exact
+resume: model, optimizer, dropout RNG, data iterator) > `config.init_checkpoint` (warm
+start of the encoder, or of everything with `init_mode="full"`) > random init.
+
+Process 0 writes `metrics.jsonl`, TensorBoard events under `tensorboard/` and
+`config.json`, and prints one progress line every `train.log_every` steps.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+
+from bert_jax import finetune  # MetricWriter: one writer for every task's metrics
+from bert_jax import flops as flops_lib
+from bert_jax import model as model_lib
+from bert_jax import optim
+from bert_jax import partitioning
+from bert_jax import paths
+from bert_jax import train_lib
+from bert_jax.config import BUNDLED_DIR, ConfigError, validate_model
+
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+
+
+# ---------------------------------------------------------------------------------------
+# Config checks: everything that can be wrong is found here, before anything compiles.
+# ---------------------------------------------------------------------------------------
+
+def check_config(config: ml_collections.ConfigDict, devices=None) -> jax.sharding.Mesh:
+  """Raises ConfigError (naming the key and the fix) for a bad config; returns the mesh."""
+  validate_model(config.model)
+  d, t = config.data, config.train
+  if d.max_seq_length > config.model.max_position_embeddings:
+    raise ConfigError(
+        f"config.data.max_seq_length={d.max_seq_length} exceeds config.model."
+        f"max_position_embeddings={config.model.max_position_embeddings}: lower it or raise "
+        "max_position_embeddings (only before pre-training starts).")
+  if not 0 < d.max_predictions_per_seq <= d.max_seq_length:
+    raise ConfigError(
+        f"config.data.max_predictions_per_seq={d.max_predictions_per_seq}: must be in "
+        f"1..max_seq_length={d.max_seq_length} (the paper: 20 at seq 128, 80 at seq 512).")
+  if config.init_mode not in ("encoder", "full"):
+    raise ConfigError(f"config.init_mode={config.init_mode!r}: use 'encoder' (new heads) "
+                      "or 'full' (continue pre-training with the checkpoint's heads).")
+  for key in ("log_every", "eval_every", "checkpoint_every", "grad_accum_steps",
+              "keep_checkpoints", "batch_size"):
+    if t[key] < 1:
+      raise ConfigError(f"config.train.{key}={t[key]}: must be >= 1.")
+  if t.eval_steps < 0:
+    raise ConfigError(f"config.train.eval_steps={t.eval_steps}: must be >= 0 (0 = no eval).")
+  if t.nan_policy not in ("skip", "stop"):
+    raise ConfigError(f"config.train.nan_policy={t.nan_policy!r}: use 'skip' or 'stop'.")
+  optim.make_optimizer(t)  # optimizer name, num_steps, warmup_steps
+  shape = tuple(config.mesh.shape)
+  if not all(isinstance(s, int) for s in shape):
+    raise ConfigError(
+        f"config.mesh.shape={shape!r}: must be integers, one per axis of config.mesh.axes="
+        f"{tuple(config.mesh.axes)}, e.g. --config.mesh.shape='(-1,1,1)' (-1 = the rest).")
+  mesh = partitioning.make_mesh(config.mesh, devices)
+  if t.batch_size % jax.process_count():
+    raise ConfigError(
+        f"config.train.batch_size={t.batch_size} is not divisible by the "
+        f"{jax.process_count()} hosts: use a multiple of {jax.process_count()}.")
+  partitioning.check_batch_size(t.batch_size, mesh, micro_steps=t.grad_accum_steps)
+  return mesh
+
+
+def vocab_file(config) -> str:
+  """config.vocab_file, or the vocabulary bundled with the repository."""
+  return config.vocab_file or os.path.join(BUNDLED_DIR, "vocab.txt")
+
+
+# ---------------------------------------------------------------------------------------
+# Model, loss, metrics
+# ---------------------------------------------------------------------------------------
+
+def make_model(config) -> model_lib.BertForPreTraining:
+  return model_lib.BertForPreTraining(model_lib.BertConfig.from_config(config.model))
+
+
+def make_init_fn(model, config) -> Callable[[jax.Array], Any]:
+  """rng -> boxed params; shapes do not depend on the dummy batch (positions are a table)."""
+  seq, preds = config.data.max_seq_length, config.data.max_predictions_per_seq
+
+  def init(rng):
+    ids = jnp.zeros((1, seq), jnp.int32)
+    positions = jnp.zeros((1, preds), jnp.int32)
+    return model.init({"params": rng}, ids, ids, jnp.ones_like(ids), positions,
+                      deterministic=True)["params"]
+  return init
+
+
+def pretraining_sums(mlm_logits, nsp_logits, batch) -> dict[str, jax.Array]:
+  """Sums over the batch: MLM/NSP cross-entropy, correct predictions, counts.
+
+  MLM terms are weighted by masked_lm_weights (0 for padded prediction slots), as the
+  original's `get_masked_lm_output`; dividing by the weight total gives its mean loss.
+  """
+  w = batch["masked_lm_weights"].astype(jnp.float32)
+  ids = batch["masked_lm_ids"]
+  labels = batch["next_sentence_labels"].reshape(-1)
+  mlm_xent = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, ids)
+  nsp_xent = optax.softmax_cross_entropy_with_integer_labels(nsp_logits, labels)
+  return {
+      "mlm_loss": jnp.sum(mlm_xent * w),
+      "mlm_correct": jnp.sum((jnp.argmax(mlm_logits, -1) == ids) * w),
+      "mlm_weight": jnp.sum(w),
+      "nsp_loss": jnp.sum(nsp_xent),
+      "nsp_correct": jnp.sum(jnp.argmax(nsp_logits, -1) == labels).astype(jnp.float32),
+      "nsp_count": jnp.float32(labels.shape[0]),
+  }
+
+
+def denominators(batch: dict) -> dict[str, jax.Array]:
+  """Full-batch normalisers: real MLM predictions (+1e-5, as the original) and sequences."""
+  return {"mlm": jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)) + 1e-5,
+          "nsp": jnp.float32(batch["input_ids"].shape[0])}
+
+
+def means(sums: dict, den: dict) -> dict[str, jax.Array]:
+  """Sums -> mean losses and accuracies (loss = MLM mean + NSP mean, as the original)."""
+  m = {"mlm_loss": sums["mlm_loss"] / den["mlm"],
+       "mlm_accuracy": sums["mlm_correct"] / den["mlm"],
+       "nsp_loss": sums["nsp_loss"] / den["nsp"],
+       "nsp_accuracy": sums["nsp_correct"] / den["nsp"]}
+  m["loss"] = m["mlm_loss"] + m["nsp_loss"]
+  return m
+
+
+def _apply(model, params, batch, deterministic, rng=None):
+  return model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
+                     batch["input_mask"], batch["masked_lm_positions"],
+                     deterministic=deterministic, rngs=None if rng is None else {"dropout": rng})
+
+
+def make_compute_loss(model) -> train_lib.ComputeLoss:
+  """The train_lib loss: additive over micro-batches (sums / full-batch denominators)."""
+  def compute_loss(params, batch, rng, den):
+    mlm_logits, nsp_logits = _apply(model, params, batch, False, rng)
+    m = means(pretraining_sums(mlm_logits, nsp_logits, batch), den)
+    loss = m.pop("loss")
+    return loss, m
+  return compute_loss
+
+
+def make_eval_step(model, mesh, params_shardings):
+  """Jitted, sharded (params, batch) -> sums of pretraining_sums (no dropout)."""
+  def apply(params, batch):
+    mlm_logits, nsp_logits = _apply(model, params, batch, True)
+    return pretraining_sums(mlm_logits, nsp_logits, batch)
+  return train_lib.make_predict_step(apply, mesh, params_shardings)
+
+
+def evaluate(eval_step, params, batches, mesh, num_batches: int) -> dict[str, float]:
+  """Mean loss and accuracies over `num_batches` held-out batches (exact, not averaged)."""
+  total = None
+  n = 0
+  for local in batches:
+    if n >= num_batches:
+      break
+    sums = eval_step(params, train_lib.global_batch(local, mesh))
+    total = sums if total is None else jax.tree_util.tree_map(jnp.add, total, sums)
+    n += 1
+  if total is None:
+    return {}
+  total = jax.device_get(total)
+  den = {"mlm": total["mlm_weight"] + 1e-5, "nsp": total["nsp_count"]}
+  return {k: float(v) for k, v in means(total, den).items()}
+
+
+# ---------------------------------------------------------------------------------------
+# Checkpoints: orbax CheckpointManager with the train state, each host's data-iterator
+# state (one JSON file per process) and the config.
+# ---------------------------------------------------------------------------------------
+
+class DataStateHandler(ocp.CheckpointHandler):
+  """Writes/reads this process's data-iterator state as process_<i>-of-<n>.json."""
+
+  def _file(self, directory) -> epath.Path:
+    return epath.Path(directory) / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+
+  def save(self, directory, args: "DataStateSave"):
+    state = args.state
+    if isinstance(state, (bytes, bytearray)):  # grain DataLoader iterators give bytes
+      state = {"__bytes__": base64.b64encode(bytes(state)).decode("ascii")}
+    self._file(directory).write_text(json.dumps(state))
+
+  def restore(self, directory, args: "DataStateRestore" = None):
+    f = self._file(directory)
+    if not f.exists():
+      raise FileNotFoundError(
+          f"{f} is missing: the checkpoint was written by a different number of hosts "
+          f"than the {jax.process_count()} now running; resume with the same host count.")
+    state = json.loads(f.read_text())
+    if isinstance(state, dict) and set(state) == {"__bytes__"}:
+      state = base64.b64decode(state["__bytes__"])
+    return state
+
+  def metadata(self, directory):
+    return None
+
+  def finalize(self, directory):
+    pass
+
+  def close(self):
+    pass
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_save=True)
+@dataclasses.dataclass
+class DataStateSave(ocp.args.CheckpointArgs):
+  state: Any
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_restore=True)
+@dataclasses.dataclass
+class DataStateRestore(ocp.args.CheckpointArgs):
+  pass
+
+
+class Checkpointer:
+  """The run's CheckpointManager: items `state`, `data` (per host) and `config`."""
+
+  def __init__(self, directory, keep: int, async_save: bool = True):
+    self.directory = epath.Path(directory)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, enable_async_checkpointing=async_save, create=True,
+        cleanup_tmp_directories=True)
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=("state", "data", "config"))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, data_state, config) -> None:
+    """Starts an (async) save; device arrays are copied out before it returns."""
+    self.manager.save(step, force=True, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=DataStateSave(data_state),
+        config=ocp.args.JsonSave(config.to_dict())))
+
+  def restore(self, step: int, abstract_state):
+    """-> (train state on the shardings of `abstract_state`, this host's data state)."""
+    out = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), data=DataStateRestore()))
+    return out.state, out.data
+
+  def reached_preemption(self, step: int) -> bool:
+    return self.manager.reached_preemption(step)
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def find_run_checkpoint(path: str) -> tuple[epath.Path, int] | None:
+  """A bert_jax run (its workdir, checkpoints/ dir, or one step dir) -> (step dir, step)."""
+  p = epath.Path(path)
+  if p.name.isdigit() and (p / "state").is_dir():
+    return p, int(p.name)
+  for root in (p / CHECKPOINT_DIR, p):
+    steps = [s for s in paths.checkpoint_steps(root) if (root / str(s) / "state").is_dir()]
+    if steps:
+      return root / str(steps[-1]), steps[-1]
+  return None
+
+
+def load_run_params(path: str) -> tuple[ml_collections.ConfigDict, dict]:
+  """Params (numpy) and config.model of a bert_jax pre-training checkpoint (any mesh)."""
+  found = find_run_checkpoint(path)
+  if found is None:
+    raise FileNotFoundError(f"{path}: no bert_jax checkpoint (a workdir with "
+                            f"{CHECKPOINT_DIR}/<step>/state) found.")
+  step_dir, step = found
+  config = ml_collections.ConfigDict(json.loads((step_dir / "config" / "metadata").read_text()))
+  checkpointer = ocp.PyTreeCheckpointer()
+  meta = checkpointer.metadata(step_dir / "state").item_metadata.tree
+  params_meta = meta["params"]
+  restore_args = jax.tree_util.tree_map(
+      lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_meta)
+  restored = checkpointer.restore(step_dir / "state", args=ocp.args.PyTreeRestore(
+      item={"params": params_meta}, restore_args={"params": restore_args},
+      partial_restore=True))
+  logging.info("Read params of step %d from %s", step, step_dir)
+  return config.model, restored["params"]
+
+
+def load_init_params(path: str) -> tuple[ml_collections.ConfigDict, dict]:
+  """init_checkpoint -> (config.model, numpy params): a bert_jax run, or anything
+  checkpoints.load_pretrained reads (Hugging Face, Google TF, converted)."""
+  if find_run_checkpoint(path) is not None:
+    return load_run_params(path)
+  from bert_jax import checkpoints
+  return checkpoints.load_pretrained(path)
+
+
+def warm_start(state, shardings, config):
+  """Copies config.init_checkpoint's encoder (init_mode=encoder) or all params (full)."""
+  ckpt_model, params = load_init_params(config.init_checkpoint)
+  for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+              "max_position_embeddings", "type_vocab_size"):
+    if ckpt_model[key] != config.model[key]:
+      raise ConfigError(
+          f"config.init_checkpoint={config.init_checkpoint} has model.{key}="
+          f"{ckpt_model[key]} but config.model.{key}={config.model[key]}: set "
+          f"--config.model.{key}={ckpt_model[key]} (the checkpoint's model shape).")
+  if config.init_mode == "encoder":
+    state = train_lib.load_pretrained_subtree(state, shardings, params["bert"], "bert")
+  else:
+    state = train_lib.load_pretrained_subtree(state, shardings, params, None)
+  logging.info("Warm start (%s) from %s", config.init_mode, config.init_checkpoint)
+  return state
+
+
+# ---------------------------------------------------------------------------------------
+# Progress
+# ---------------------------------------------------------------------------------------
+
+def format_duration(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def progress_line(step: int, num_steps: int, m: dict, eta_s: float) -> str:
+  """One stdout line: step, loss, MLM acc, NSP acc, lr, grad norm, seq/s, MFU, ETA."""
+  line = (f"step {step}/{num_steps} | loss {m['loss']:.4f} | mlm_acc {m['mlm_accuracy']:.3f}"
+          f" | nsp_acc {m['nsp_accuracy']:.3f} | lr {m['learning_rate']:.2e}"
+          f" | gnorm {m['grad_norm']:.2f}")
+  if "seq_per_s" in m:
+    mfu = f"{100 * m['mfu']:.1f}%" if "mfu" in m else "n/a"
+    line += (f" | {m['seq_per_s']:.1f} seq/s | {m['tflops_per_device']:.3g} TFLOP/s/dev"
+             f" | MFU {mfu} | ETA {format_duration(eta_s)}")
+  return line
+
+
+# ---------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------
+
+def default_iterator(config, tokenizer, split: str) -> Iterator[dict]:
+  """This host's share of the pre-training batches (bert_jax.data)."""
+  from bert_jax import data
+  return data.make_pretraining_iterator(
+      config, tokenizer, split=split, process_index=jax.process_index(),
+      process_count=jax.process_count(), seed=config.seed)
+
+
+def _log_scalars(host: list[dict], step: int, steps_timed: int, elapsed: float, lr_fn,
+                 batch_size: int, seq_len: int, flops_per_step: float, n_dev: int,
+                 peak: float | None) -> dict[str, float]:
+  """Means of the fetched step metrics plus lr, throughput and MFU (when timed)."""
+  scalars = {k: float(np.mean([h[k] for h in host])) for k in host[0] if k != "skipped_steps"}
+  scalars["skipped_steps"] = int(host[-1]["skipped_steps"])
+  scalars["learning_rate"] = float(lr_fn(step - 1))
+  if steps_timed:
+    dt = elapsed / steps_timed
+    scalars.update(step_time_s=dt, seq_per_s=batch_size / dt,
+                   tokens_per_s=batch_size * seq_len / dt,
+                   tflops_per_device=flops_per_step / dt / n_dev / 1e12)
+    if peak:
+      scalars["mfu"] = flops_per_step / dt / (n_dev * peak)
+  return scalars
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       should_stop: Callable[[], bool] | None = None,
+                       make_iterator: Callable[..., Iterator[dict]] | None = None
+                       ) -> dict[str, Any]:
+  """Pre-trains to config.train.num_steps (resuming from workdir); returns a summary.
+
+  Args:
+    config: the full config (configs/*.py); checked first (check_config).
+    workdir: checkpoints, metrics.jsonl, tensorboard/ and config.json go here.
+    should_stop: checked after every step; when it returns True the loop saves a
+      checkpoint at the current step and returns (the SIGTERM hook).
+    make_iterator: (config, tokenizer, split) -> iterator of host-local numpy batches
+      with get_state()/set_state(); default bert_jax.data.make_pretraining_iterator.
+  Returns:
+    {'step', 'train': last logged train metrics, 'eval': last eval metrics,
+     'stopped_early', 'history': [(step, loss)] of the logged train losses}.
+  """
+  mesh = check_config(config)
+  t = config.train
+  workdir = epath.Path(workdir)
+  is_main = jax.process_index() == 0
+  if is_main:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  make_iterator = make_iterator or default_iterator
+
+  from bert_jax import tokenization
+  tokenizer = tokenization.load_tokenizer(vocab_file(config), config.do_lower_case)
+  if tokenizer.vocab_size > config.model.vocab_size:
+    raise ConfigError(
+        f"the vocabulary {vocab_file(config)} has {tokenizer.vocab_size} tokens but "
+        f"config.model.vocab_size={config.model.vocab_size}: set "
+        f"--config.model.vocab_size={tokenizer.vocab_size}.")
+
+  model = make_model(config)
+  tx = optim.make_optimizer(t)
+  init_fn = make_init_fn(model, config)
+  ckpt = Checkpointer(workdir / CHECKPOINT_DIR, t.keep_checkpoints, t.async_checkpointing)
+  train_iter = make_iterator(config, tokenizer, "train")
+  latest = ckpt.latest_step()
+  if latest is not None:
+    abstract, shardings = train_lib.abstract_train_state(init_fn, tx, mesh, config.seed)
+    state, data_state = ckpt.restore(latest, abstract)
+    train_iter.set_state(data_state)
+    logging.info("Resumed from %s at step %d", ckpt.directory, latest)
+  else:
+    state, shardings = train_lib.create_train_state(init_fn, tx, mesh, config.seed)
+    if config.init_checkpoint:
+      state = warm_start(state, shardings, config)
+  n_params = model_lib.count_params(state.params)
+
+  step_fn = train_lib.make_train_step(
+      make_compute_loss(model), denominators, tx, mesh, shardings,
+      grad_accum_steps=t.grad_accum_steps)
+  eval_step = make_eval_step(model, mesh, shardings.params)
+  lr_fn = optim.learning_rate_schedule(t)
+  # metrics.jsonl + TensorBoard, process 0; keys "train/loss", "eval/mlm_accuracy", ...
+  writer = finetune.MetricWriter(str(workdir), is_main)
+
+  flops_per_step = flops_lib.pretrain_flops_per_step(
+      config.model, t.batch_size, config.data.max_seq_length,
+      config.data.max_predictions_per_seq)
+  peak = flops_lib.peak_flops_per_device(jax.devices()[0].device_kind,
+                                         t.get("peak_flops_per_device", 0.0))
+  n_dev = jax.device_count()
+  if is_main:
+    print(f"bert_jax pretrain: {n_params / 1e6:.1f}M params, mesh {dict(mesh.shape)}, "
+          f"{jax.process_count()} host(s), batch {t.batch_size} x seq "
+          f"{config.data.max_seq_length}, {flops_per_step / 1e12:.3g} TFLOPs/step, "
+          f"steps {int(state.step)}->{t.num_steps}", flush=True)
+
+  step = int(state.step)
+  summary = {"step": step, "train": {}, "eval": {}, "stopped_early": False, "history": []}
+  pending: list[dict] = []  # device metrics since the last log (fetched only then)
+  t_last, steps_timed, paused = None, 0, 0.0  # step time excludes compile and eval
+  compiled = None
+  while step < t.num_steps:
+    batch = train_lib.global_batch(next(train_iter), mesh)
+    if compiled is None:  # compile once, up front, and say what it costs
+      t0 = time.time()
+      with partitioning.activate(mesh):
+        compiled = step_fn.jitted.lower(state, batch).compile()
+      mem = compiled.memory_analysis()
+      if is_main:
+        extra = (f", temp {mem.temp_size_in_bytes / 2**20:.0f} MiB/device"
+                 if mem is not None else "")
+        print(f"compiled train step in {time.time() - t0:.1f}s{extra}", flush=True)
+    state, metrics = compiled(state, batch)
+    step += 1
+    pending.append(metrics)
+    if t_last is None:
+      jax.block_until_ready(metrics)
+      t_last = time.time()
+    else:
+      steps_timed += 1
+
+    if step % t.log_every == 0 or step == t.num_steps:
+      scalars = _log_scalars(jax.device_get(pending), step, steps_timed,
+                             time.time() - t_last - paused, lr_fn, t.batch_size,
+                             config.data.max_seq_length, flops_per_step, n_dev, peak)
+      writer.write(step, {f"train/{k}": v for k, v in scalars.items()})
+      if is_main:
+        eta = (t.num_steps - step) * scalars.get("step_time_s", 0.0)
+        print(progress_line(step, t.num_steps, scalars, eta), flush=True)
+      if t.nan_policy == "stop" and scalars["skipped_steps"] > summary["train"].get(
+          "skipped_steps", 0):
+        raise FloatingPointError(
+            f"non-finite loss or gradients between steps {step - len(pending) + 1} and "
+            f"{step} (nan_policy=stop); last good checkpoint: step {ckpt.latest_step()} "
+            f"in {ckpt.directory}.")
+      summary["train"] = scalars
+      summary["history"].append((step, scalars["loss"]))
+      pending, t_last, steps_timed, paused = [], time.time(), 0, 0.0
+
+    if t.eval_steps and (step % t.eval_every == 0 or step == t.num_steps):
+      t0 = time.time()
+      ev = evaluate(eval_step, state.params, make_iterator(config, tokenizer, "eval"), mesh,
+                    t.eval_steps)
+      writer.write(step, {f"eval/{k}": v for k, v in ev.items()})
+      summary["eval"] = ev
+      if is_main:
+        print(f"eval step {step}: loss {ev['loss']:.4f} | mlm_acc {ev['mlm_accuracy']:.3f}"
+              f" | nsp_acc {ev['nsp_accuracy']:.3f} ({time.time() - t0:.1f}s)", flush=True)
+      paused += time.time() - t0
+
+    stop = bool(should_stop and should_stop()) or ckpt.reached_preemption(step)
+    if step % t.checkpoint_every == 0 or step == t.num_steps or stop:
+      ckpt.save(step, state, train_iter.get_state(), config)
+    if stop:
+      summary["stopped_early"] = True
+      logging.info("Stopping at step %d (checkpoint saved).", step)
+      break
+
+  ckpt.wait()
+  ckpt.close()
+  writer.close()
+  summary["step"] = step
+  summary["params"] = state.params
+  summary["state"] = state
+  return summary
