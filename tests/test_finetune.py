@@ -1,0 +1,245 @@
+"""Shared fine-tuning machinery: pair encoding = the original/HF, length buckets, padded
+rows weighted 0 so losses and predictions are exact, logging, vocabulary checks."""
+import json
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from bert_jax import config as config_lib
+from bert_jax import finetune, partitioning, train_lib
+from bert_jax.data import glue as glue_data
+from bert_jax.model import BertConfig
+from bert_jax.tasks.glue import GlueTask
+from bert_jax.tokenization import load_tokenizer
+
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "glue"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(minilm_path):
+  return load_tokenizer(os.path.join(minilm_path, "vocab.txt"), True)
+
+
+def test_truncate_seq_pair_pops_the_longer_side_b_on_ties():
+  a, b = list(range(10)), list(range(100, 104))
+  finetune.truncate_seq_pair(a, b, 8)
+  assert a == [0, 1, 2, 3] and b == [100, 101, 102, 103]
+  a, b = [1, 2, 3], [4, 5, 6]
+  finetune.truncate_seq_pair(a, b, 5)
+  assert a == [1, 2, 3] and b == [4, 5]  # tie: B loses first, as the original.
+
+
+def test_pair_encoding_equals_hugging_face_and_truncates_as_the_original(tokenizer,
+                                                                         minilm_path):
+  from transformers import BertTokenizerFast
+  hf = BertTokenizerFast(os.path.join(minilm_path, "vocab.txt"), do_lower_case=True)
+  ex = glue_data.read_split(glue_data.get_task("mrpc"), "dev", str(FIXTURES))
+  a, b = [e.text_a for e in ex], [e.text_b for e in ex]
+  ours = finetune.encode_sentence_pairs(tokenizer, a, b, 128)  # no truncation needed
+  theirs = hf(a, b, max_length=128, padding="max_length", return_tensors="np")
+  for k in ("input_ids", "token_type_ids", "attention_mask"):
+    np.testing.assert_array_equal(ours[k], theirs[k])
+  single = finetune.encode_sentence_pairs(tokenizer, a, None, 16)
+  theirs = hf(a, truncation=True, max_length=16, padding="max_length", return_tensors="np")
+  np.testing.assert_array_equal(single["input_ids"], theirs["input_ids"])
+  assert not single["token_type_ids"].any()
+  # Truncated to 24: the original's rule (pop the longer side, B on ties) in closed form:
+  # the shorter side is kept whole if it fits in half; odd budgets leave A one longer.
+  # (HF's Rust longest_first gives the extra token to B instead.)
+  short = finetune.encode_sentence_pairs(tokenizer, a, b, 24)
+  ids_a, ids_b = tokenizer.encode_batch(a), tokenizer.encode_batch(b)
+  for i, (x, y) in enumerate(zip(ids_a, ids_b)):
+    la, lb, budget = len(x), len(y), 21
+    if la + lb > budget:
+      if min(la, lb) * 2 <= budget:
+        la, lb = (budget - lb, lb) if la > lb else (la, budget - la)
+      else:
+        la, lb = (budget + 1) // 2, budget // 2
+    want = [tokenizer.cls_id, *x[:la], tokenizer.sep_id, *y[:lb], tokenizer.sep_id]
+    assert short["input_ids"][i, :len(want)].tolist() == want
+    assert short["token_type_ids"][i].tolist() == [0] * (la + 2) + [1] * (lb + 1) + [0] * (
+        24 - len(want))
+
+
+def test_bucket_length_and_make_batch_padding():
+  assert [finetune.bucket_length(n, 32, 128) for n in (1, 32, 33, 100, 128)] == [
+      32, 32, 64, 128, 128]
+  assert finetune.bucket_length(7, 0, 128) == 128
+  n, s = 5, 64
+  lengths = np.array([3, 10, 40, 7, 20])
+  mask = (np.arange(s)[None] < lengths[:, None]).astype(np.int32)
+  feats = {"input_ids": mask * 7, "token_type_ids": np.zeros((n, s), np.int32),
+           "attention_mask": mask, "labels": np.arange(n, dtype=np.int32),
+           "note": ["host-only"] * n}
+  batch = finetune.make_batch(feats, np.array([0, 1, 3]), 4, 16)
+  assert set(batch) == {"input_ids", "token_type_ids", "attention_mask", "labels",
+                        "example_weight"}
+  assert batch["input_ids"].shape == (4, 16)  # longest row 10 -> bucket 16
+  assert batch["labels"].tolist() == [0, 1, 3, 0]
+  assert batch["example_weight"].tolist() == [1, 1, 1, 0]
+  assert not batch["attention_mask"][3].any()
+  assert finetune.make_batch(feats, np.array([2]), 2, 16)["input_ids"].shape == (2, 48)
+  # [N, C, S] multiple-choice features: cut on the last axis, lengths max over choices.
+  mc = {k: np.stack([v, v], 1) for k, v in feats.items() if k != "note"}
+  mc["labels"] = feats["labels"]
+  assert finetune.sequence_lengths(mc).tolist() == lengths.tolist()
+  assert finetune.make_batch(mc, np.array([0, 4]), 2, 16)["input_ids"].shape == (2, 2, 32)
+
+
+def test_train_batches_cover_every_row_once_grouped_by_length():
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(5, 128, 1000)
+  b0 = finetune.train_batch_indices(lengths, 32, seed=1, epoch=0, window=10)
+  b1 = finetune.train_batch_indices(lengths, 32, seed=1, epoch=1, window=10)
+  for batches in (b0, b1):
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    assert sum(len(b) < 32 for b in batches) <= 10  # at most one short batch per window
+  assert not all(np.array_equal(x, y) for x, y in zip(b0, b1))  # reshuffled per epoch
+  plain = finetune.train_batch_indices(lengths, 32, seed=1, epoch=0, window=0)
+  spread = lambda bs: np.mean([lengths[b].max() - lengths[b].min() for b in bs])
+  assert spread(b0) < 0.3 * spread(plain)  # grouped batches hold similar lengths
+  padded = lambda bs: sum(finetune.bucket_length(lengths[b].max(), 16, 128) * len(b) for b in bs)
+  assert padded(b0) < 0.8 * padded(plain)
+  ev = finetune.eval_batch_indices(lengths, 64)
+  assert sorted(np.concatenate(ev).tolist()) == list(range(1000))
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tokenizer):
+  """A tiny classifier, MRPC fixture features, a 4-device data mesh and a predict fn."""
+  cfg = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_layers=2,
+                   num_heads=2, intermediate_size=64, max_position_embeddings=64,
+                   dropout_rate=0.0, attention_dropout_rate=0.0)
+  task = GlueTask("mrpc", str(FIXTURES))
+  ex = task.load_examples("dev")
+  feats = task.featurize(ex, tokenizer, 64)
+  feats["example_weight"] = np.ones(len(ex), np.float32)
+  model = task.make_model(cfg)
+  params = model.init(jax.random.PRNGKey(0), feats["input_ids"][:2],
+                      feats["token_type_ids"][:2], feats["attention_mask"][:2])["params"]
+  params = jax.tree_util.tree_map(np.asarray, finetune.nn.unbox(params))
+  mesh_cfg = ml_collections.ConfigDict({"axes": ("data", "fsdp", "tensor"),
+                                        "shape": (4, 1, 1)})
+  mesh = partitioning.make_mesh(mesh_cfg, jax.devices()[:4])
+  replicated = jax.tree_util.tree_map(
+      lambda _: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()), params)
+  predict_fn = train_lib.make_predict_step(
+      lambda p, b: finetune.apply_model(model, p, b), mesh, replicated)
+  return task, model, params, feats, ex, mesh, predict_fn
+
+
+def test_predict_with_buckets_and_padding_equals_full_length_forward(tiny_setup):
+  task, model, params, feats, ex, mesh, predict_fn = tiny_setup
+  full = np.asarray(finetune.apply_model(model, params, feats))  # one batch, length 64
+  out = finetune.predict(predict_fn, params, feats, 12, mesh, bucket_multiple=16)
+  assert out.shape == full.shape == (len(ex), 2)  # 32 rows in batches of 12: 4 pad rows
+  np.testing.assert_allclose(out, full, atol=2e-5)
+  metrics = task.evaluate(out, ex, feats, "dev")
+  assert metrics == pytest.approx(task.evaluate(full, ex, feats, "dev"), abs=1e-6)
+
+
+def test_weighted_loss_ignores_padding_rows(tiny_setup):
+  task, model, params, feats, ex, mesh, _ = tiny_setup
+  compute_loss, denominators_fn = finetune.make_compute_loss(task, model)
+  idx = np.arange(10)
+  real = finetune.make_batch(feats, idx, 10, 0)  # no padding, full length
+  padded = finetune.make_batch(feats, idx, 16, 16)  # 6 padding rows, cut to a bucket
+  padded["labels"][10:] = 1  # whatever padding rows hold must not matter
+  rng = jax.random.PRNGKey(0)
+  results = []
+  for b in (real, padded):
+    b = jax.tree_util.tree_map(jnp.asarray, b)
+    loss, metrics = compute_loss(params, b, rng, denominators_fn(b))
+    results.append((float(loss), float(metrics["accuracy"])))
+  assert results[1] == pytest.approx(results[0], abs=1e-5)
+  logits = np.asarray(finetune.apply_model(model, params, feats))[:10]
+  logp = logits - np.logaddexp.reduce(logits, -1, keepdims=True)
+  assert results[0][0] == pytest.approx(-logp[np.arange(10), feats["labels"][:10]].mean(),
+                                        abs=1e-5)
+
+
+def test_metric_writer_jsonl_and_tensorboard(tmp_path):
+  w = finetune.MetricWriter(str(tmp_path), enabled=True)
+  w.write(3, {"train/loss": np.float32(0.5), "dev/f1": 0.75, "note": "x"})
+  w.write(6, {"train/loss": 0.25})
+  w.close()
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert lines == [{"step": 3, "train/loss": 0.5, "dev/f1": 0.75, "note": "x"},
+                   {"step": 6, "train/loss": 0.25}]
+  events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  assert events and events[0].stat().st_size > 0
+
+
+def test_format_table():
+  t = finetune.format_table(["lr", "dev/f1"], [["5e-05", 0.81234], ["2e-05", 0.7]])
+  assert t.splitlines() == ["lr    | dev/f1", "------+-------", "5e-05 | 0.8123",
+                            "2e-05 | 0.7000"]
+
+
+def _tiny_hf_dir(path, vocab_src, vocab_lines=None, vocab_size=None):
+  """A Hugging Face-style BERT dir (config.json, model.safetensors, vocab.txt)."""
+  from safetensors.numpy import save_file
+  from bert_jax import checkpoints
+  from bert_jax.model import BertModel
+  os.makedirs(path, exist_ok=True)
+  lines = open(vocab_src, encoding="utf-8").read().splitlines()
+  lines = lines if vocab_lines is None else lines[:vocab_lines]
+  with open(os.path.join(path, "vocab.txt"), "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+  m = config_lib.model_config("tiny")
+  m.update(vocab_size=vocab_size or len(lines), hidden_size=32, num_heads=2,
+           intermediate_size=64, max_position_embeddings=64)
+  cfg = BertConfig.from_config(m)
+  ids = np.zeros((1, 4), np.int32)
+  params = finetune.nn.unbox(BertModel(cfg).init(jax.random.PRNGKey(1), ids, ids, ids)["params"])
+  sd = checkpoints.params_to_canonical({"bert": params}, cfg)
+  save_file({k: np.asarray(v, np.float32) for k, v in sd.items()},
+            os.path.join(path, "model.safetensors"))
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump(checkpoints.model_config_to_bert_json(m), f)
+  return path
+
+
+def test_vocab_mismatch_errors_name_the_files(tmp_path, minilm_path, tokenizer):
+  vocab = os.path.join(minilm_path, "vocab.txt")
+  # A checkpoint with 1000 word embeddings but the 30522-token vocab.
+  ckpt = _tiny_hf_dir(str(tmp_path / "small"), vocab, vocab_lines=None, vocab_size=1000)
+  c = config_lib.default_config()
+  c.init_checkpoint = ckpt
+  model_cfg, params, vocab_file = finetune.load_init(c)
+  assert model_cfg.vocab_size == 1000 and vocab_file == os.path.join(ckpt, "vocab.txt")
+  with pytest.raises(finetune.FinetuneError,
+                     match=rf"vocabulary {vocab_file} has 30522 tokens but {ckpt} has "
+                           r"vocab_size=1000 word embeddings"):
+    finetune.check_vocab(load_tokenizer(vocab_file), vocab_file, 1000, ckpt, vocab_file)
+  # config.vocab_file that differs from the checkpoint's own vocab.txt: names the line.
+  other = tmp_path / "other_vocab.txt"
+  lines = open(vocab, encoding="utf-8").read().splitlines()
+  lines[2000] = "zzzz"
+  other.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  with pytest.raises(finetune.FinetuneError, match=rf"config.vocab_file={other} differs from "
+                     rf"the vocabulary of init_checkpoint .*line 2001: 'zzzz' vs"):
+    finetune.check_vocab(tokenizer, str(other), 30522, minilm_path,
+                         os.path.join(minilm_path, "vocab.txt"))
+  finetune.check_vocab(tokenizer, vocab, 30522, minilm_path, vocab)  # the real pair is fine
+
+
+def test_real_minilm_checkpoint_loads_with_its_architecture(minilm_path):
+  c = config_lib.default_config()
+  c.init_checkpoint = minilm_path
+  c.model.dropout_rate = 0.2
+  model_cfg, params, vocab = finetune.load_init(c)
+  assert (model_cfg.num_layers, model_cfg.hidden_size, model_cfg.num_heads) == (6, 384, 12)
+  assert model_cfg.dropout_rate == 0.2  # fine-tuning settings are kept
+  assert vocab == os.path.join(minilm_path, "vocab.txt")
+  assert params["bert"]["encoder"]["layers"]["intermediate"]["kernel"].shape == (6, 384, 1536)
+  assert "pooler" in params["bert"]
+  c.init_checkpoint = "/no/such/checkpoint"
+  with pytest.raises(finetune.FinetuneError, match="init_checkpoint='/no/such/checkpoint' "
+                                                   "does not exist"):
+    finetune.load_init(c)
