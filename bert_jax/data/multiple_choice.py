@@ -27,6 +27,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+# The original's _truncate_seq_pair (pop from the longer side), shared with GLUE.
+from bert_jax.finetune import truncate_seq_pair
+
 SWAG_HEADER = (
     "", "video-id", "fold-ind", "startphrase", "sent1", "sent2", "gold-source",
     "ending0", "ending1", "ending2", "ending3", "label")
@@ -232,13 +235,6 @@ def read_examples(path: str, fmt: str, num_choices: int,
 # ---------------------------------------------------------------------------------------
 # Features
 # ---------------------------------------------------------------------------------------
-
-def truncate_seq_pair(tokens_a: list, tokens_b: list, max_length: int) -> None:
-  """The original's _truncate_seq_pair: pop the last token of the longer list (of B on a
-  tie) until the pair fits in max_length tokens. In place."""
-  while len(tokens_a) + len(tokens_b) > max_length:
-    (tokens_a if len(tokens_a) > len(tokens_b) else tokens_b).pop()
-
 
 def _ending_texts(example: MultipleChoiceExample) -> list[str]:
   # Tokenizing "start ending" equals tokenizing both and concatenating (the original

