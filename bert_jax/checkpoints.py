@@ -1,14 +1,25 @@
-"""Loading pretrained BERT weights from other formats into our parameter tree.
+"""Pretrained BERT weights in and out: Hugging Face, Google TF and our own orbax format.
 
 Hugging Face and Google TF checkpoints name the same tensors the same way up to
 spelling (`LayerNorm.weight` vs `LayerNorm/gamma`, torch `[out, in]` vs TF `[in, out]`),
 so both are first read into one canonical flat dict in Hugging Face spelling and torch
-layout; `canonical_to_params` / `params_to_canonical` convert that to and from our tree.
+layout; `canonical_to_params` / `params_to_canonical` convert that to and from our tree
+(the only place that knows our layer layout). `load_pretrained(path)` recognises:
+
+  (a) a Hugging Face directory: config.json + model.safetensors | pytorch_model.bin
+  (b) a Google TF checkpoint: bert_config.json + bert_model.ckpt.{index,data-*} (read
+      without TensorFlow, see tf_checkpoint.py), given as the directory or the prefix
+  (c) ours, written by `python -m bert_jax.convert`: model_config.json + params/ (orbax)
+
+each with its vocab.txt beside it. `save_converted` / `save_hf` / `save_tf` write (c), (a)
+and (b).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from typing import Any
 
 import ml_collections
@@ -216,18 +227,269 @@ def load_hf(directory: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
   return m, params
 
 
+# ---------------------------------------------------------------------------------------
+# Google TF checkpoints (bert_model.ckpt): Google names <-> canonical names
+# ---------------------------------------------------------------------------------------
+
+# Exceptions to the generic rule below (scope/kernel -> scope.weight transposed, ...).
+_GOOGLE_SPECIAL = {
+    "cls/predictions/output_bias": "cls.predictions.bias",
+    "cls/seq_relationship/output_weights": "cls.seq_relationship.weight",  # already [2, H]
+    "cls/seq_relationship/output_bias": "cls.seq_relationship.bias",
+}
+_GOOGLE_LEAF = {"kernel": "weight", "gamma": "weight", "beta": "bias", "bias": "bias"}
+
+
+def _google_to_canonical_name(name: str) -> tuple[str, bool] | None:
+  """Google variable name -> (canonical name, transpose?); None for non-weights."""
+  if name in _GOOGLE_SPECIAL:
+    return _GOOGLE_SPECIAL[name], False
+  if not name.startswith(("bert/", "cls/")) or name.endswith(("/adam_m", "/adam_v")):
+    return None  # global_step, optimizer slots, fine-tuning heads of run_classifier.
+  parts = re.sub(r"/layer_(\d+)/", r"/layer.\1/", name).split("/")
+  if parts[-1].endswith("_embeddings"):
+    return ".".join(parts) + ".weight", False
+  if parts[-1] not in _GOOGLE_LEAF:
+    return None
+  return ".".join(parts[:-1] + [_GOOGLE_LEAF[parts[-1]]]), parts[-1] == "kernel"
+
+
+def google_to_canonical(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Google-named TF arrays (kernels [in, out]) -> canonical dict (torch layout)."""
+  out = {}
+  for name, value in tensors.items():
+    mapped = _google_to_canonical_name(name)
+    if mapped is not None:
+      out[mapped[0]] = value.T if mapped[1] else value
+  return out
+
+
+def canonical_to_google(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Inverse of `google_to_canonical` (canonical keys as `params_to_canonical` writes)."""
+  special = {v: k for k, v in _GOOGLE_SPECIAL.items()}
+  out = {}
+  for name, value in sd.items():
+    value = np.asarray(value)
+    if name in special:
+      out[special[name]] = value
+      continue
+    scope, leaf = name.rsplit(".", 1)
+    scope = re.sub(r"\.layer\.(\d+)\.", r".layer_\1.", scope).replace(".", "/")
+    if scope.endswith("_embeddings"):
+      out[scope] = value
+    elif scope.endswith("LayerNorm"):
+      out[f"{scope}/{'gamma' if leaf == 'weight' else 'beta'}"] = value
+    elif leaf == "weight":
+      out[scope + "/kernel"] = np.ascontiguousarray(value.T)
+    else:
+      out[scope + "/bias"] = value
+  return out
+
+
+def _tf_prefix(path: str) -> str:
+  """A checkpoint directory or prefix -> the prefix (DIR/bert_model.ckpt)."""
+  if os.path.isfile(path + ".index"):
+    return path
+  if os.path.isdir(path):
+    state = os.path.join(path, "checkpoint")  # TF's "latest checkpoint" state file.
+    if os.path.isfile(state):
+      with open(state, encoding="utf-8") as f:
+        m = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', f.read(), re.M)
+      if m:
+        return os.path.join(path, m.group(1))
+    indexes = sorted(f[:-len(".index")] for f in os.listdir(path) if f.endswith(".index"))
+    if "bert_model.ckpt" in indexes:
+      return os.path.join(path, "bert_model.ckpt")
+    if len(indexes) == 1:
+      return os.path.join(path, indexes[0])
+    if indexes:
+      raise CheckpointError(f"{path} holds several TF checkpoints {indexes}: pass one "
+                            f"prefix, e.g. {os.path.join(path, indexes[-1])}.")
+  raise CheckpointError(f"{path}: no TF checkpoint (*.index + *.data-*) found.")
+
+
+def load_tf(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+  """A Google TF BERT checkpoint (directory or prefix) -> (config.model, params)."""
+  from bert_jax import tf_checkpoint
+  prefix = _tf_prefix(path)
+  cfg_file = os.path.join(os.path.dirname(prefix), "bert_config.json")
+  if not os.path.isfile(cfg_file):
+    raise CheckpointError(
+        f"{cfg_file} not found: a Google BERT checkpoint needs its bert_config.json "
+        "beside bert_model.ckpt.* (it ships in the same zip).")
+  m = model_config_from_bert_json(cfg_file)
+  try:
+    sd = google_to_canonical(tf_checkpoint.read_checkpoint(prefix))
+  except tf_checkpoint.TFCheckpointError as e:
+    raise CheckpointError(str(e)) from e
+  if not sd:
+    raise CheckpointError(
+        f"{prefix}: no BERT variables (bert/..., cls/...): is it a TF2 object-based "
+        "checkpoint? Convert it with the Model Garden, or use a Hugging Face directory.")
+  return m, canonical_to_params(sd, BertConfig.from_config(m))
+
+
+def save_tf(output_dir: str, model_config, params: dict[str, Any],
+            vocab_file: str = "") -> str:
+  """Writes a Google-format checkpoint: bert_config.json, bert_model.ckpt.*, vocab.txt."""
+  from bert_jax import tf_checkpoint
+  os.makedirs(output_dir, exist_ok=True)
+  cfg = BertConfig.from_config(model_config)
+  tensors = canonical_to_google(params_to_canonical(_numpy_tree(params), cfg))
+  prefix = os.path.join(output_dir, "bert_model.ckpt")
+  tf_checkpoint.write_checkpoint(prefix, tensors)
+  google_keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                 "intermediate_size", "hidden_act", "hidden_dropout_prob",
+                 "attention_probs_dropout_prob", "max_position_embeddings",
+                 "type_vocab_size", "initializer_range")
+  bert_json = model_config_to_bert_json(model_config)
+  _write_json(os.path.join(output_dir, "bert_config.json"),
+              {k: bert_json[k] for k in google_keys})
+  _copy_vocab(vocab_file, output_dir)
+  return prefix
+
+
+# ---------------------------------------------------------------------------------------
+# Our converted format (orbax) and Hugging Face export
+# ---------------------------------------------------------------------------------------
+
+MODEL_CONFIG_FILE = "model_config.json"
+PARAMS_DIR = "params"
+
+
+def _write_json(path: str, obj) -> None:
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write("\n")
+
+
+def _copy_vocab(vocab_file: str, output_dir: str) -> None:
+  if vocab_file:
+    dst = os.path.join(output_dir, "vocab.txt")
+    if os.path.abspath(vocab_file) != os.path.abspath(dst):
+      shutil.copyfile(vocab_file, dst)
+
+
+def _numpy_tree(params):
+  import jax
+  from flax.linen import meta
+  return jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)), meta.unbox(params))
+
+
+def save_converted(output_dir: str, model_config, params: dict[str, Any],
+                   vocab_file: str = "") -> str:
+  """Writes OUTPUT/params (orbax), OUTPUT/model_config.json and OUTPUT/vocab.txt."""
+  import orbax.checkpoint as ocp
+  output_dir = os.path.abspath(output_dir)
+  os.makedirs(output_dir, exist_ok=True)
+  params_dir = os.path.join(output_dir, PARAMS_DIR)
+  if os.path.exists(params_dir):
+    raise CheckpointError(f"{params_dir} already exists: pass a new --output directory "
+                          "(converted checkpoints are never overwritten).")
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(params_dir, _numpy_tree(params))
+    ckptr.wait_until_finished()
+  m = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
+  _write_json(os.path.join(output_dir, MODEL_CONFIG_FILE), m)
+  _copy_vocab(vocab_file, output_dir)
+  return output_dir
+
+
+def load_converted(directory: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+  """Reads a directory written by `save_converted` -> (config.model, numpy params)."""
+  import jax
+  import orbax.checkpoint as ocp
+  directory = os.path.abspath(directory)
+  m = config_lib.model_config("base")
+  with open(os.path.join(directory, MODEL_CONFIG_FILE), encoding="utf-8") as f:
+    saved = json.load(f)
+  unknown = sorted(set(saved) - set(m))
+  if unknown:
+    raise CheckpointError(
+        f"{directory}/{MODEL_CONFIG_FILE} has unknown key(s) {unknown}: it was written by "
+        "another bert_jax version; remove them or re-run bert_jax.convert.")
+  m.update(saved)
+  config_lib.validate_model(m)
+  path = os.path.join(directory, PARAMS_DIR)
+  # Restore to host numpy (no device placement): the caller shards it as it needs.
+  ckptr = ocp.PyTreeCheckpointer()
+  tree = ckptr.metadata(path).item_metadata.tree
+  restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                                        tree)
+  params = ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  _check_shapes(params, BertConfig.from_config(m))
+  return m, params
+
+
+def save_hf(output_dir: str, model_config, params: dict[str, Any],
+            vocab_file: str = "") -> str:
+  """Writes a Hugging Face directory (config.json, model.safetensors, vocab.txt) that
+  `transformers.BertForPreTraining.from_pretrained` (or BertModel) loads."""
+  from safetensors.numpy import save_file
+  os.makedirs(output_dir, exist_ok=True)
+  params = _numpy_tree(params)
+  cfg = BertConfig.from_config(model_config)
+  sd = params_to_canonical(params, cfg)
+  hf_json = model_config_to_bert_json(model_config)
+  if "mlm_transform" not in params:
+    hf_json["architectures"] = ["BertModel"]
+  _write_json(os.path.join(output_dir, "config.json"), hf_json)
+  save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sd.items()},
+            os.path.join(output_dir, "model.safetensors"), metadata={"format": "pt"})
+  _copy_vocab(vocab_file, output_dir)
+  return output_dir
+
+
+def checkpoint_format(path: str) -> str:
+  """'hf' | 'tf' | 'bert_jax' for a path load_pretrained accepts; raises otherwise."""
+  if os.path.isdir(path):
+    names = set(os.listdir(path))
+    if MODEL_CONFIG_FILE in names and PARAMS_DIR in names:
+      return "bert_jax"
+    if "config.json" in names:
+      return "hf"
+    if "bert_config.json" in names or any(n.endswith(".index") for n in names):
+      return "tf"
+  elif os.path.isfile(path + ".index"):
+    return "tf"
+  if not os.path.exists(path) and not os.path.exists(path + ".index"):
+    raise CheckpointError(
+        f"checkpoint {path!r} does not exist: pass a Hugging Face BERT directory, a Google "
+        "TF checkpoint (directory or bert_model.ckpt prefix) or a bert_jax.convert output.")
+  raise CheckpointError(
+      f"{path}: not a recognised checkpoint (expected a Hugging Face directory with "
+      "config.json, a Google TF checkpoint with bert_config.json + bert_model.ckpt.index, "
+      "or a directory written by `python -m bert_jax.convert`).")
+
+
 def load_pretrained(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
   """Any supported checkpoint -> (config.model, params as numpy arrays).
 
   Accepts a Hugging Face directory (config.json), a Google TF checkpoint (directory with
   bert_config.json, or the `bert_model.ckpt` prefix), or our own converted checkpoint.
   """
-  if os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json")):
+  fmt = checkpoint_format(path)
+  if fmt == "hf":
     return load_hf(path)
-  raise CheckpointError(
-      f"{path}: not a recognised checkpoint (expected a Hugging Face directory with "
-      "config.json, a Google TF checkpoint with bert_config.json, or a bert_jax checkpoint "
-      "written by `python -m bert_jax.convert`).")
+  if fmt == "tf":
+    return load_tf(path)
+  return load_converted(path)
+
+
+def check_vocab_matches(vocab_file: str, model_config) -> int:
+  """Raises CheckpointError unless the vocabulary has one id per word-embedding row.
+
+  Returns the vocabulary size. (A missing file raises TokenizerError from tokenization.)
+  """
+  from bert_jax import tokenization
+  n = tokenization.load_tokenizer(vocab_file).vocab_size
+  rows = model_config["vocab_size"]
+  if n != rows:
+    raise CheckpointError(
+        f"vocabulary {vocab_file} has {n} tokens but the model has vocab_size={rows} "
+        "word-embedding rows: use the vocab.txt that ships with the checkpoint (or set "
+        f"--config.model.vocab_size={n} when training from scratch).")
+  return n
 
 
 def vocab_file_of(path: str) -> str:

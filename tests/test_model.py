@@ -1,0 +1,205 @@
+"""The Flax model equals Hugging Face transformers' PyTorch BERT (the reference).
+
+- The real pretrained MiniLM (6 layers, H=384) through `load_pretrained`: sequence and
+  pooled outputs on 12 real sentences (single and paired segments, padded).
+- A random-init pre-training model copied into HF `BertForPreTraining`: MLM logits at the
+  masked positions, NSP logits and the total loss.
+- Parameter counts of configs/base.py and configs/large.py vs HF at those sizes.
+- Bad model configs fail with one clear line.
+"""
+import importlib.util
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+from flax.linen import meta
+
+from bert_jax import checkpoints, config as config_lib, tokenization
+from bert_jax.model import BertConfig, BertForPreTraining, BertModel, count_params
+from bert_jax.tasks.pretrain import pretraining_loss
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+FIX = pathlib.Path(__file__).parent / "fixtures" / "tokenization"
+TOL = 1e-4
+
+
+def _hf_config(m) -> transformers.BertConfig:
+  """Our config.model -> HF BertConfig through the same json the exporter writes."""
+  return transformers.BertConfig(**checkpoints.model_config_to_bert_json(m))
+
+
+def _batch(tok, texts, pairs):
+  """[CLS] a [SEP] (b [SEP]) rows, zero-padded to the longest: ids, segments, mask."""
+  rows = []
+  for a in texts:
+    rows.append(([tok.cls_id] + tok.encode(a) + [tok.sep_id], None))
+  for a, b in pairs:
+    ea, eb = tok.encode(a), tok.encode(b)
+    rows.append(([tok.cls_id] + ea + [tok.sep_id] + eb + [tok.sep_id], len(ea) + 2))
+  seq = max(len(r) for r, _ in rows)
+  ids = np.zeros((len(rows), seq), np.int32)
+  seg = np.zeros_like(ids)
+  mask = np.zeros_like(ids)
+  for i, (r, b_start) in enumerate(rows):
+    ids[i, :len(r)] = r
+    mask[i, :len(r)] = 1
+    if b_start is not None:
+      seg[i, b_start:len(r)] = 1
+  return ids, seg, mask
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_path):
+  model_cfg, params = checkpoints.load_pretrained(minilm_path)
+  hf = transformers.BertModel.from_pretrained(minilm_path, attn_implementation="eager")
+  hf.eval()
+  tok = tokenization.load_tokenizer(str(pathlib.Path(minilm_path) / "vocab.txt"))
+  lines = [l for l in (FIX / "sample_lines.txt").read_text(encoding="utf-8").splitlines()
+           if len(l.split()) > 3]
+  texts = [lines[0], lines[45][:30], lines[90], lines[130] + " " + lines[131], lines[170],
+           lines[210][:12], lines[300], lines[360] + " " + lines[361] + " " + lines[362]]
+  pairs = [(lines[5], lines[6]), (lines[50][:20], lines[51]), (lines[250], lines[340]),
+           (lines[330], lines[331][:15])]
+  return model_cfg, params, hf, _batch(tok, texts, pairs)
+
+
+@pytest.mark.parametrize("attention", ["einsum", "dot_product_attention"])
+def test_minilm_equals_hf(minilm, attention):
+  model_cfg, params, hf, (ids, seg, mask) = minilm
+  assert (model_cfg.num_layers, model_cfg.hidden_size, model_cfg.num_heads) == (6, 384, 12)
+  lengths = mask.sum(1)
+  assert ids.shape[0] == 12 and len(set(lengths.tolist())) >= 10 and lengths.min() < 20
+  assert (seg.sum(1) > 0).sum() == 4  # four paired rows
+
+  cfg = BertConfig.from_config({**model_cfg.to_dict(), "attention": attention})
+  seq, pooled = jax.jit(lambda p, a, b, c: BertModel(cfg).apply({"params": p}, a, b, c))(
+      params["bert"], ids, seg, mask)
+  with torch.no_grad():
+    out = hf(input_ids=torch.tensor(ids, dtype=torch.long),
+             token_type_ids=torch.tensor(seg, dtype=torch.long),
+             attention_mask=torch.tensor(mask, dtype=torch.long))
+  ref_seq = out.last_hidden_state.numpy()
+  real = mask.astype(bool)
+  seq_diff = np.abs(np.asarray(seq)[real] - ref_seq[real]).max()
+  pooled_diff = np.abs(np.asarray(pooled) - out.pooler_output.numpy()).max()
+  print(f"MiniLM vs HF ({attention}): sequence max abs {seq_diff:.2e}, "
+        f"pooled max abs {pooled_diff:.2e}")
+  assert seq_diff <= TOL and pooled_diff <= TOL
+  assert np.abs(ref_seq[real]).max() > 1.0  # outputs are not trivially small
+
+
+SMALL = dict(vocab_size=1024, hidden_size=64, num_layers=2, num_heads=2,
+             intermediate_size=128, max_position_embeddings=64)
+
+
+def _small_model_config():
+  m = config_lib.model_config("tiny")
+  m.update(SMALL)
+  return m
+
+
+def test_pretraining_heads_and_loss_equal_hf():
+  m = _small_model_config()
+  cfg = BertConfig.from_config(m)
+  model = BertForPreTraining(cfg)
+  rng = np.random.default_rng(0)
+  b, s, p = 4, 32, 6
+  ids = rng.integers(5, m.vocab_size, (b, s)).astype(np.int32)
+  lengths = np.array([32, 25, 17, 9])
+  mask = (np.arange(s)[None] < lengths[:, None]).astype(np.int32)
+  ids = ids * mask
+  seg = ((np.arange(s)[None] >= lengths[:, None] // 2) & mask.astype(bool)).astype(np.int32)
+  n_pred = np.array([6, 4, 3, 1])  # real predictions per row; the rest are padding slots
+  positions = np.zeros((b, p), np.int32)
+  for i in range(b):
+    positions[i, :n_pred[i]] = np.sort(rng.choice(np.arange(1, lengths[i]), n_pred[i],
+                                                  replace=False))
+  weights = (np.arange(p)[None] < n_pred[:, None]).astype(np.float32)
+  labels_mlm = (rng.integers(5, m.vocab_size, (b, p)) * weights).astype(np.int32)
+  nsp_labels = np.array([0, 1, 1, 0], np.int32)
+
+  variables = jax.jit(model.init)(jax.random.key(3), ids, seg, mask, positions)
+  params = meta.unbox(variables["params"])
+  # A non-zero output bias and LayerNorm so that every tensor's mapping matters.
+  params["mlm_output_bias"] = jnp.asarray(rng.normal(0, 0.1, m.vocab_size), jnp.float32)
+  params["mlm_layer_norm"]["scale"] = jnp.asarray(1 + rng.normal(0, 0.1, 64), jnp.float32)
+  mlm_logits, nsp_logits = jax.jit(model.apply)({"params": params}, ids, seg, mask,
+                                                positions)
+  batch = {"masked_lm_ids": labels_mlm, "masked_lm_weights": weights,
+           "next_sentence_labels": nsp_labels}
+  loss, metrics = jax.jit(pretraining_loss)(mlm_logits, nsp_logits, batch)
+
+  hf = transformers.BertForPreTraining(_hf_config(m))
+  hf.eval()
+  sd = {k: torch.tensor(v) for k, v in checkpoints.params_to_canonical(
+      jax.device_get(params), cfg).items()}
+  missing, unexpected = hf.load_state_dict(sd, strict=False)
+  assert not unexpected and set(missing) <= {"cls.predictions.decoder.weight",
+                                             "cls.predictions.decoder.bias",
+                                             "bert.embeddings.position_ids"}, missing
+  hf_labels = np.full((b, s), -100, np.int64)
+  for i in range(b):
+    hf_labels[i, positions[i, :n_pred[i]]] = labels_mlm[i, :n_pred[i]]
+  with torch.no_grad():
+    out = hf(input_ids=torch.tensor(ids, dtype=torch.long),
+             token_type_ids=torch.tensor(seg, dtype=torch.long),
+             attention_mask=torch.tensor(mask, dtype=torch.long),
+             labels=torch.tensor(hf_labels),
+             next_sentence_label=torch.tensor(nsp_labels, dtype=torch.long))
+  ref_mlm = np.take_along_axis(out.prediction_logits.numpy(), positions[..., None], axis=1)
+  real = weights.astype(bool)
+  mlm_diff = np.abs(np.asarray(mlm_logits)[real] - ref_mlm[real]).max()
+  nsp_diff = np.abs(np.asarray(nsp_logits) - out.seq_relationship_logits.numpy()).max()
+  loss_diff = abs(float(loss) - float(out.loss))
+  print(f"BertForPreTraining vs HF: MLM logits {mlm_diff:.2e}, NSP logits {nsp_diff:.2e}, "
+        f"loss {loss_diff:.2e} (loss {float(loss):.4f})")
+  assert mlm_diff <= TOL and nsp_diff <= TOL and loss_diff <= TOL
+  # The padded prediction slots (position 0, weight 0) do not count.
+  want_acc = (np.asarray(mlm_logits).argmax(-1) == labels_mlm)[real].mean()
+  assert np.isclose(float(metrics["mlm_accuracy"]), want_acc, atol=1e-4)
+  want_nsp = (np.asarray(nsp_logits).argmax(-1) == nsp_labels).mean()
+  assert np.isclose(float(metrics["nsp_accuracy"]), want_nsp)
+  assert np.isclose(float(metrics["mlm_loss"] + metrics["nsp_loss"]), float(loss))
+
+
+def _load_config(name):
+  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config()
+
+
+@pytest.mark.parametrize("name,approx", [("base", 110.1e6), ("large", 336.2e6)])
+def test_parameter_counts_equal_hf(name, approx):
+  m = _load_config(name).model
+  model = BertForPreTraining(BertConfig.from_config(m))
+  ids = jnp.zeros((1, 8), jnp.int32)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), ids, ids, ids,
+                                             jnp.zeros((1, 2), jnp.int32)))
+  ours = count_params(shapes["params"])
+  with torch.device("meta"):
+    hf = transformers.BertForPreTraining(_hf_config(m))
+  theirs = sum(p.numel() for p in hf.parameters())  # the tied decoder weight counts once
+  print(f"{name}: {ours:,} parameters (HF BertForPreTraining {theirs:,})")
+  assert ours == theirs
+  assert abs(ours - approx) / approx < 0.005
+
+
+def test_bad_model_configs():
+  with pytest.raises(config_lib.ConfigError) as e:
+    BertConfig.from_config({"hidden_size": 100, "num_heads": 12})
+  assert "not divisible" in str(e.value) and "--config.model.num_heads" in str(e.value)
+  with pytest.raises(config_lib.ConfigError) as e:
+    BertConfig.from_config({"hidden_sise": 128})
+  assert "'hidden_sise'" in str(e.value) and "hidden_size" in str(e.value)
+  cfg = BertConfig.from_config(dict(SMALL, vocab_size=50, max_position_embeddings=16))
+  ids = jnp.ones((1, 17), jnp.int32)
+  with pytest.raises(ValueError) as e:
+    BertModel(cfg).init(jax.random.key(0), ids)
+  assert "max_position_embeddings=16" in str(e.value) and "max_seq_length" in str(e.value)
+  for err in (e,):
+    assert "\n" not in str(err.value)
