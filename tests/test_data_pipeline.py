@@ -178,3 +178,22 @@ def test_errors_name_the_problem_and_the_fix(shard_dir, tokenizer, tmp_path, min
                                  process_count=1)
   with pytest.raises(ip.DataError, match="same config.data.train_files"):
     it.set_state({**it.get_state(), "num_records": 5})
+
+
+def test_a_dropped_iterator_stops_its_prefetch_threads(shard_dir, tokenizer):
+  """The trainer makes a fresh eval iterator at every eval: none may leak threads."""
+  import gc
+  import threading
+  import time
+  alive = lambda: sum(t.name.startswith("bert-data-") for t in threading.enumerate())  # noqa: E731
+  before = alive()
+  for _ in range(5):
+    it = make_pretraining_iterator(_config(shard_dir, num_workers=3, prefetch=4), tokenizer,
+                                   process_index=0, process_count=1)
+    next(it)
+    del it
+  gc.collect()
+  deadline = time.time() + 10
+  while alive() > before and time.time() < deadline:
+    time.sleep(0.05)
+  assert alive() == before

@@ -234,13 +234,12 @@ class _Prefetcher:
 # --------------------------------------------------------------------------------------
 # The iterator.
 
-class PretrainingIterator:
-  """This host's rows of each global pre-training batch; resumable via get/set_state."""
+class BatchStream:
+  """The pure function (seed, global position) -> this host's rows of a global batch."""
 
   def __init__(self, source, spec: masking.MaskingSpec, *, max_seq_length: int,
                global_batch_size: int, process_index: int = 0, process_count: int = 1,
-               seed: int = 0, shuffle: bool = True, dynamic_masking: bool = True,
-               prefetch: int = 2, num_threads: int = 1):
+               seed: int = 0, shuffle: bool = True, dynamic_masking: bool = True):
     if global_batch_size % process_count:
       raise DataError(f"global batch {global_batch_size} is not divisible by "
                       f"{process_count} hosts: use a multiple of {process_count}.")
@@ -255,19 +254,13 @@ class PretrainingIterator:
     self.global_batch_size = global_batch_size
     self.local_batch_size = global_batch_size // process_count
     self.process_index = process_index
-    self.process_count = process_count
     self.seed = int(seed)
     self.shuffle = shuffle
     self.dynamic_masking = dynamic_masking
     self.num_records = len(source)
-    self._prefetch = prefetch
-    self._num_threads = num_threads
-    self._position = 0  # global position of the next batch handed out
-    self._prefetcher: _Prefetcher | None = None
 
-  # --- the pure function of (seed, position) ---
   def record_indices(self, positions: np.ndarray) -> np.ndarray:
-    """Global stream positions -> record indices (per-epoch permutation)."""
+    """Global stream positions -> record indices (a new permutation every epoch)."""
     epoch, k = np.divmod(np.asarray(positions, np.int64), self.num_records)
     if not self.shuffle or self.num_records == 1:
       return k
@@ -294,16 +287,42 @@ class PretrainingIterator:
         "next_sentence_labels": batch["next_sentence_labels"],
     }
 
-  # --- iteration with prefetch ---
+
+class PretrainingIterator:
+  """A BatchStream walked batch by batch with prefetch; resumable via get/set_state.
+
+  The prefetch threads hold only the stream, not the iterator: an iterator that is
+  dropped (an eval iterator after evaluation) is collected and its threads stop.
+  """
+
+  def __init__(self, stream: BatchStream, *, prefetch: int = 2, num_threads: int = 1):
+    self.stream = stream
+    self._prefetch = prefetch
+    self._num_threads = num_threads
+    self._position = 0  # global position of the next batch handed out
+    self._prefetcher: _Prefetcher | None = None
+
+  # The stream's description, for callers and tests.
+  source = property(lambda self: self.stream.source)
+  spec = property(lambda self: self.stream.spec)
+  seed = property(lambda self: self.stream.seed)
+  num_records = property(lambda self: self.stream.num_records)
+  global_batch_size = property(lambda self: self.stream.global_batch_size)
+
+  def record_indices(self, positions: np.ndarray) -> np.ndarray:
+    return self.stream.record_indices(positions)
+
+  def batch_at(self, position: int) -> dict[str, np.ndarray]:
+    return self.stream.batch_at(position)
+
   def __iter__(self):
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
     if self._prefetcher is None:
-      start = self._position
-      self._prefetcher = _Prefetcher(
-          lambda i: self.batch_at(start + i * self.global_batch_size),
-          self._num_threads, self._prefetch + self._num_threads - 1)
+      stream, start, step = self.stream, self._position, self.global_batch_size
+      self._prefetcher = _Prefetcher(lambda i: stream.batch_at(start + i * step),
+                                     self._num_threads, self._prefetch + self._num_threads - 1)
     batch = self._prefetcher.get()
     self._position += self.global_batch_size
     return batch
@@ -366,8 +385,8 @@ def make_pretraining_iterator(config, tokenizer, *, split: str = "train",
   spec = masking.MaskingSpec.from_tokenizer(
       tokenizer, max_predictions_per_seq=d.max_predictions_per_seq,
       masked_lm_prob=d.masked_lm_prob, whole_word_mask=d.whole_word_mask)
-  return PretrainingIterator(
+  stream = BatchStream(
       source, spec, max_seq_length=d.max_seq_length, global_batch_size=config.train.batch_size,
       process_index=process_index, process_count=process_count, seed=seed,
-      shuffle=True, dynamic_masking=d.dynamic_masking if split == "train" else False,
-      prefetch=d.prefetch, num_threads=max(1, d.num_workers))
+      shuffle=True, dynamic_masking=d.dynamic_masking if split == "train" else False)
+  return PretrainingIterator(stream, prefetch=d.prefetch, num_threads=max(1, d.num_workers))
