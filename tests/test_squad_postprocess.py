@@ -49,12 +49,20 @@ def test_get_final_text_projection():
   assert pp.detokenize(["gold", "##en", "anniversary"]) == "golden anniversary"
 
 
-@pytest.mark.parametrize("max_seq_length,doc_stride", [(384, 128), (128, 32)])
-def test_gold_span_logits_reproduce_gold_answers_v2(shared_data, tok, max_seq_length,
-                                                    doc_stride):
+@pytest.fixture(scope="module")
+def dev2(shared_data, tok):
+  """Real v2.0 dev read as training data (targets = first gold answer), windows 384/128."""
   data = json.loads((shared_data / "squad/v2.0/dev.json").read_text())
-  examples, _ = sq.read_squad(data, is_training=True)  # targets = first gold answer
-  feats, _ = sq.featurize(examples, tok, max_seq_length, doc_stride, 64, is_training=True)
+  examples, _ = sq.read_squad(data, is_training=True)
+  feats, _ = sq.featurize(examples, tok, 384, 128, 64, is_training=True)
+  return data, examples, feats
+
+
+@pytest.mark.parametrize("max_seq_length,doc_stride", [(384, 128), (128, 32)])
+def test_gold_span_logits_reproduce_gold_answers_v2(dev2, tok, max_seq_length, doc_stride):
+  data, examples, feats = dev2
+  if max_seq_length != 384:  # many windows per question: max-context matters
+    feats, _ = sq.featurize(examples, tok, max_seq_length, doc_stride, 64, is_training=True)
   start, end = gold_logits(examples, feats)
   preds = pp.postprocess(examples, feats, start, end, tok, version_2=True)
   r = pp.evaluate(data, preds, version_2=True, tau=0.0)
@@ -82,10 +90,8 @@ def test_gold_span_logits_v1(shared_data, tok):
   assert all(a.lower() in p.lower() and a != p for a, p in misses)
 
 
-def test_tau_search_picks_best_f1_and_applying_it_reproduces_it(shared_data, tok):
-  data = json.loads((shared_data / "squad/v2.0/dev.json").read_text())
-  examples, _ = sq.read_squad(data, is_training=True)
-  feats, _ = sq.featurize(examples, tok, 384, 128, 64, is_training=True)
+def test_tau_search_picks_best_f1_and_applying_it_reproduces_it(dev2, tok):
+  data, examples, feats = dev2
   # A biased model: answers found (score ~12), but every null score shifted by ~14, so
   # answerable questions get null odds ~+2 (τ=0 predicts "") and the best τ is positive.
   start, end = gold_logits(examples, feats, seed=1, boost=6.0)
@@ -191,3 +197,17 @@ def test_prediction_files_survive_a_crash(tmp_path):
   assert not [f for f in os.listdir(tmp_path) if ".tmp." in f]
   # another model (key) in the same directory never reuses these predictions
   assert not pp.PredictionWriter(str(tmp_path), True, resume_key="model-b").done
+
+
+def test_best_tau_when_answering_nothing_is_best():
+  """The official search reports τ=0.0 when predicting "" everywhere is best, which may
+  not reproduce that score; our τ does."""
+  data = json.loads((FIX / "dev-v2.0-sample.json").read_text())
+  qids = [qa["id"] for a in data["data"] for p in a["paragraphs"] for qa in p["qas"]]
+  # every non-null answer is wrong, null odds all negative: τ=0 answers everything
+  preds = {q: pp.Prediction("zzz", "zzz", -1.0 - i, []) for i, q in enumerate(qids)}
+  r = pp.evaluate(data, preds, version_2=True, tau=0.0)
+  assert r["f1"] == 0.0 and r["best_f1"] == pytest.approx(100 * 11 / 21)
+  assert r["best_f1_thresh"] < min(p.null_odds for p in preds.values())
+  at = squad_eval.evaluate(data, pp.with_threshold(preds, r["best_f1_thresh"]))
+  assert at["f1"] == pytest.approx(r["best_f1"])

@@ -1,7 +1,9 @@
 """SQuAD v1.1 / v2.0 fine-tuning and prediction on the shared loop (finetune.run).
 
-  python -m bert_jax.tasks.squad --config=configs/squad.py --config.squad.version=2.0 \
+  python -m bert_jax.main --config=configs/squad.py --config.squad.version=2.0 \
       --config.init_checkpoint=PATH --workdir=DIR [--config.squad.mode=all]
+
+(or `python -m bert_jax.tasks.squad` with the same flags).
 
 Modes (`config.squad.mode`):
 - train: fine-tune on train_file, evaluating dev_file after every epoch; keeps the best
@@ -110,8 +112,11 @@ def load_tfds(name: str, split: str) -> dict[str, Any]:
     p = paragraphs.setdefault(key, {"context": key[1], "qas": []})
     answers = [{"text": dec(t), "answer_start": int(a)} for t, a in zip(
         r["answers"]["text"], r["answers"]["answer_start"])]
+    # TFDS v2.0 marks unanswerable questions by an empty answer list.
+    impossible = bool(r["is_impossible"]) if "is_impossible" in r else (
+        name.endswith("2.0") and not answers)
     p["qas"].append({"id": dec(r["id"]), "question": dec(r["question"]), "answers": answers,
-                     "is_impossible": bool(r.get("is_impossible", False))})
+                     "is_impossible": impossible})
   articles: dict[str, list] = collections.OrderedDict()
   for (title, _), p in paragraphs.items():
     articles.setdefault(title, []).append(p)

@@ -216,8 +216,10 @@ def evaluate(dataset_json, preds: Mapping[str, Prediction], version_2: bool,
     # The official search reports 0.0 when answering nothing is best; give a τ that
     # really predicts "" everywhere instead, so applying it reproduces the score.
     t = result[f"best_{key}_thresh"]
+    if t != 0.0 or not odds:
+      continue
     at = squad_eval.evaluate(dataset_json, answers, odds, na_prob_thresh=t, version="2.0")
-    if abs(at[key] - result[f"best_{key}"]) > 1e-9 and odds:
+    if abs(at[key] - result[f"best_{key}"]) > 1e-9:
       result[f"best_{key}_thresh"] = min(odds.values()) - 1.0
   result["null_score_diff_threshold"] = tau
   return result
