@@ -11,8 +11,8 @@ The greedy WordPiece lookup runs in Hugging Face `tokenizers` (Rust). Its own BE
 normaliser differs from the reference on rare inputs (final sigma, NFC, characters of
 Unicode versions Python does not know, which Python treats as control characters), so
 the basic tokenization before it is done here with Python's `unicodedata` — the same
-tables the reference uses — as whole-string C-level operations (regex, str.lower,
-unicodedata.normalize) rather than a per-character loop.
+tables the reference uses — as whole-string C-level operations (str.translate,
+str.lower, unicodedata.normalize) rather than a per-character loop.
 """
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ def read_vocab(vocab_file: str) -> dict[str, int]:
   with open(vocab_file, encoding="utf-8") as f:
     for i, line in enumerate(f):
       token = line.rstrip("\n").rstrip("\r")
-      if token and token not in vocab:
-        vocab[token] = i
+      if token:
+        vocab[token] = i  # a repeated line takes the later id, as the reference.
   missing = [t for t in SPECIAL_TOKENS if t not in vocab]
   if missing:
     raise TokenizerError(

@@ -114,6 +114,17 @@ def test_missing_or_bad_vocab(tmp_path):
     tokenization.load_tokenizer(str(tmp_path / "sp.model"))
 
 
+def test_repeated_vocab_line_takes_later_id_as_reference(tmp_path):
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("\n".join(
+      ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "hello", "##s"]) + "\n")
+  ours = tokenization.load_tokenizer(str(vocab))
+  ref = BertTokenizerLegacy(str(vocab), do_lower_case=True)
+  for text in ("hello worlds", "Hellos [MASK]"):
+    assert ours.encode(text) == ref.encode(text, add_special_tokens=False)
+  assert ours.encode("hello") == [7]
+
+
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory):
   """A small real corpus (the bundled Austen/Doyle text) with a few hard cases added."""
