@@ -139,3 +139,19 @@ def validate_model(m: ml_collections.ConfigDict) -> None:
   for key in ("dtype", "param_dtype"):
     if m[key] not in ("float32", "bfloat16", "float16"):
       raise ConfigError(f"config.model.{key}={m[key]!r}: use 'float32' or 'bfloat16'.")
+
+
+def paper_phase(config: ml_collections.ConfigDict, phase: str) -> ml_collections.ConfigDict:
+  """The paper's pre-training phases (A.2): '1' = 900k steps at seq 128 (P=20), '2' = the
+  last 100k of the 1M steps at seq 512 (P=80), continued from phase 1 (init_mode='full')."""
+  if phase not in ("1", "2"):
+    raise ConfigError(
+        f"config argument {phase!r}: use ':1' (seq 128, 900k steps) or ':2' (seq 512, the "
+        "last 100k steps, started from the phase-1 checkpoint).")
+  config.data.max_seq_length = 128 if phase == "1" else 512
+  config.data.max_predictions_per_seq = 20 if phase == "1" else 80
+  config.train.num_steps = 900_000 if phase == "1" else 100_000
+  config.train.warmup_steps = 10_000 if phase == "1" else 0
+  if phase == "2":
+    config.init_mode = "full"  # continue pre-training: encoder and heads
+  return config

@@ -66,8 +66,11 @@ def abstract_train_state(init_params_fn, tx, mesh: Mesh, seed: int = 0,
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=tx.init(params), rng=dropout_rng,
                       skipped_steps=jnp.zeros((), jnp.int32))
+  # Only the key's shape matters; a concrete key made under a mesh of compile-only
+  # devices (AOT for a TPU topology) would fail, so describe it abstractly.
+  key = jax.ShapeDtypeStruct((2,), jnp.uint32)
   with partitioning.activate(mesh, rules):
-    abstract = jax.eval_shape(init, jax.random.PRNGKey(seed))
+    abstract = jax.eval_shape(init, key)
     logical = nn.get_partition_spec(abstract)
     plain = partitioning.strip_boxes(abstract)
     shardings = partitioning.logical_to_shardings(plain, logical, mesh, rules)

@@ -1,0 +1,424 @@
+"""The pod without a pod: compile the sharded pre-training step for a TPU slice we lack.
+
+libtpu (the `jax[tpu]` extra) carries the real TPU compiler, and
+`jax.experimental.topologies.get_topology_desc` hands out compile-only devices of any
+slice ("v2:8x8", "v4:4x4x4", "v5e:16x16"). On a mesh of those devices we lower and
+compile the very step the training loop runs (train.py's model, loss and denominators on
+train_lib.make_train_step, with the config's batch, sequence length, dtype, remat and
+gradient accumulation) and read off what the TPU program would need and do:
+
+  * parameter / optimizer bytes per device (from the state's shardings),
+  * peak HBM per device (`memory_analysis()`) against the chip's HBM (TPU_CHIPS below),
+  * FLOPs per device (`cost_analysis()['flops']`) next to the model FLOPs (flops.py),
+  * the compiler's own step-time estimate (`cost_analysis()['optimal_seconds']`) and the
+    tokens/s/chip and MFU it implies,
+  * the count and size of every collective in the compiled HLO.
+
+These are the compiler's estimates, not measurements. XLA's cost analysis counts the
+body of a `while` loop once, so `scan_layers=True` and `grad_accum_steps>1` under-count
+(the report lists the loops; the pod configs unroll the layers). An estimate faster than
+the FLOPs the compiler itself counts allow at the chip's peak is flagged, not used.
+
+A config that does not fit is reported with the memory it would need, not a crash.
+
+  JAX_PLATFORMS=cpu python -m bert_jax.aot --config=configs/pods/paper_large_v2.py \
+      --topology=v2:8x8 [--config.train.batch_size=512] [--json]
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import NamedSharding
+
+from bert_jax import flops as flops_lib
+from bert_jax import optim, partitioning, train_lib
+from bert_jax.config import ConfigError
+
+GiB = 2**30
+
+
+@dataclasses.dataclass(frozen=True)
+class TpuChip:
+  """What the compiler report is judged against, per TPU generation.
+
+  Peak bf16 FLOP/s per device comes from flops.PEAK_FLOPS (one home for it); the same
+  Google Cloud pages are its source.
+  """
+  hbm_bytes_per_chip: int
+  peak_flops_per_chip: float  # dense bf16; equals flops.PEAK_FLOPS * devices_per_chip.
+  devices_per_chip: int  # JAX devices per chip: v2/v3 expose each TensorCore.
+  chip_config: str  # libtpu chip_config_name: "megacore" = one device for 2 cores.
+  source: str
+
+
+# Google Cloud TPU system architecture pages (checked 2025): HBM and peak bf16 per chip.
+# Where a page says "GB" (v5e, v5p, v6e) we take 10^9 bytes: conservative.
+TPU_CHIPS = {
+    "v2": TpuChip(16 * GiB, 45e12, 2, "default",
+                  "https://cloud.google.com/tpu/docs/v2 (16 GiB HBM, 45 TFLOP/s per chip, "
+                  "2 TensorCores = 2 JAX devices of 8 GiB each)"),
+    "v3": TpuChip(32 * GiB, 123e12, 2, "default",
+                  "https://cloud.google.com/tpu/docs/v3 (32 GiB HBM2, 123 TFLOP/s per chip, "
+                  "2 TensorCores = 2 JAX devices)"),
+    "v4": TpuChip(32 * GiB, 275e12, 1, "megacore",
+                  "https://cloud.google.com/tpu/docs/v4 (32 GiB HBM2, 275 TFLOP/s per chip; "
+                  "megacore: 1 JAX device per chip)"),
+    "v5e": TpuChip(16 * 10**9, 197e12, 1, "default",
+                   "https://cloud.google.com/tpu/docs/v5e (16 GB HBM2, 197 TFLOP/s per chip)"),
+    "v5p": TpuChip(95 * 10**9, 459e12, 1, "megacore",
+                   "https://cloud.google.com/tpu/docs/v5p (95 GB HBM2e, 459 TFLOP/s per chip)"),
+    "v6e": TpuChip(32 * 10**9, 918e12, 1, "default",
+                   "https://cloud.google.com/tpu/docs/v6e (32 GB HBM, 918 TFLOP/s per chip)"),
+}
+
+# Cloud accelerator-type names -> libtpu topology names (v2-v4, v5p count TensorCores,
+# v5e/v6e count chips).
+ACCELERATOR_TYPES = {
+    "v2-32": "v2:4x4", "v2-128": "v2:8x8", "v2-512": "v2:16x16",
+    "v3-32": "v3:4x4", "v3-128": "v3:8x8", "v3-1024": "v3:16x32",
+    "v4-8": "v4:2x2x1", "v4-32": "v4:2x2x4", "v4-128": "v4:4x4x4", "v4-512": "v4:4x8x8",
+    "v5p-128": "v5p:4x4x4", "v5e-256": "v5e:16x16", "v6e-256": "v6e:16x16",
+}
+
+COLLECTIVES = ("all-reduce", "reduce-scatter", "all-gather", "all-to-all",
+               "collective-permute")
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
+                "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8,
+                "f8e4m3fn": 1, "f8e5m2": 1}
+
+
+class AotError(ValueError):
+  """A topology or flag the AOT tool cannot use; the message names the fix."""
+
+
+# ---------------------------------------------------------------------------------------
+# Topology
+# ---------------------------------------------------------------------------------------
+
+def parse_topology(name: str) -> tuple[str, str, tuple[int, ...]]:
+  """'v4:4x4x4' or 'v4-128' -> (generation 'v4', libtpu name 'v4:4x4x4', dims (4,4,4))."""
+  topo = ACCELERATOR_TYPES.get(name, name)
+  m = re.fullmatch(r"(v\d+[a-z]?):(\d+(?:x\d+)*)", topo)
+  if not m or m.group(1) not in TPU_CHIPS:
+    raise AotError(
+        f"--topology={name!r}: use <generation>:<chips per dimension> with generation in "
+        f"{sorted(TPU_CHIPS)}, e.g. v2:8x8, v4:4x4x4, v5e:16x16 (or one of "
+        f"{sorted(ACCELERATOR_TYPES)}).")
+  return m.group(1), topo, tuple(int(d) for d in m.group(2).split("x"))
+
+
+def topology_devices(name: str) -> list[jax.Device]:
+  """Compile-only devices of a TPU slice (needs libtpu; no TPU hardware is touched)."""
+  gen, topo, _ = parse_topology(name)
+  try:
+    import libtpu  # noqa: F401  (the compiler lives here)
+  except ImportError as e:
+    raise AotError("libtpu is not installed: pip install 'jax[tpu]==0.10.2' (or "
+                   "pip install -e '.[test]') to compile for TPU topologies.") from e
+  # Compile-only use: other processes may hold libtpu's lock file, and there is no GCE
+  # metadata server to ask for the (absent) TPU.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+  from jax.experimental import topologies
+  desc = topologies.get_topology_desc(
+      platform="tpu", topology_name=topo, chip_config_name=TPU_CHIPS[gen].chip_config,
+      chips_per_host_bounds=(2, 2, 1), num_slices=1)
+  return list(desc.devices)
+
+
+# ---------------------------------------------------------------------------------------
+# The step: the same pieces train.train_and_evaluate puts together
+# ---------------------------------------------------------------------------------------
+
+def abstract_batch(config, mesh) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shapes/dtypes/sharding of one global pre-training batch (the data pipeline's keys)."""
+  b, s = config.train.batch_size, config.data.max_seq_length
+  p = config.data.max_predictions_per_seq
+  sh = partitioning.batch_sharding(mesh)
+  spec = {"input_ids": ((b, s), jnp.int32), "input_mask": ((b, s), jnp.int32),
+          "segment_ids": ((b, s), jnp.int32), "masked_lm_positions": ((b, p), jnp.int32),
+          "masked_lm_ids": ((b, p), jnp.int32), "masked_lm_weights": ((b, p), jnp.float32),
+          "next_sentence_labels": ((b,), jnp.int32)}
+  return {k: jax.ShapeDtypeStruct(shape, dt, sharding=sh) for k, (shape, dt) in spec.items()}
+
+
+def build_step(config, mesh):
+  """-> (train step with .jitted, abstract sharded state) for config.task == 'pretrain'."""
+  from bert_jax import train  # the loop's own model, loss and denominators
+  model = train.make_model(config)
+  tx = optim.make_optimizer(config.train)
+  state, shardings = train_lib.abstract_train_state(
+      train.make_init_fn(model, config), tx, mesh, config.seed)
+  step = train_lib.make_train_step(
+      train.make_compute_loss(model), train.denominators, tx, mesh, shardings,
+      grad_accum_steps=config.train.grad_accum_steps)
+  return step, state
+
+
+# ---------------------------------------------------------------------------------------
+# Reading the compiled program
+# ---------------------------------------------------------------------------------------
+
+def _shape_bytes(shape_text: str) -> tuple[int, dict[str, int]]:
+  """'(bf16[2,64]{..}, f32[8]{..})' -> total bytes and bytes by dtype (layouts ignored)."""
+  total, by_dtype = 0, {}
+  for dt, dims in re.findall(r"\b([a-z]+\d*[a-z0-9]*)\[([\d,]*)\]", shape_text):
+    if dt not in _DTYPE_BYTES:
+      continue
+    n = math.prod(int(d) for d in dims.split(",") if d) * _DTYPE_BYTES[dt]
+    total += n
+    by_dtype[dt] = by_dtype.get(dt, 0) + n
+  return total, by_dtype
+
+
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$")
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?[\w.\-]+ = (.+?) ([a-z][a-z\-]*)\(")
+
+
+def collective_stats(hlo_text: str) -> dict[str, dict[str, Any]]:
+  """Count and per-device bytes of each collective kind in compiled HLO text.
+
+  Bytes are the full buffer each device sends into the collective (all-reduce and
+  reduce-scatter: the buffer reduced; all-gather: the gathered result), summed over the
+  HLO's static instructions (a loop body counts once). On TPU a reduce-scatter is an
+  `all-reduce` inside a fusion computation named `all-reduce-scatter*`; async pairs are
+  counted at their `-done` (whose shape is the result).
+  """
+  stats = {k: {"count": 0, "bytes": 0, "bytes_by_dtype": {}} for k in COLLECTIVES}
+  computation = ""
+  for line in hlo_text.splitlines():
+    m = _COMPUTATION.match(line)
+    if m:
+      computation = m.group(1)
+      continue
+    m = _INSTRUCTION.match(line)
+    if not m:
+      continue
+    shape, op = m.groups()
+    base = op[:-5] if op.endswith("-done") else op
+    if base not in COLLECTIVES or op.endswith("-start"):
+      continue
+    kind = base
+    if base == "all-reduce" and computation.startswith("all-reduce-scatter"):
+      kind = "reduce-scatter"
+    n, by_dtype = _shape_bytes(shape)
+    s = stats[kind]
+    s["count"] += 1
+    s["bytes"] += n
+    for dt, b in by_dtype.items():
+      s["bytes_by_dtype"][dt] = s["bytes_by_dtype"].get(dt, 0) + b
+  return stats
+
+
+def while_loops(hlo_text: str) -> list[int]:
+  """Trip counts (0 = unknown) of the `while` loops in compiled HLO text."""
+  counts = []
+  for line in hlo_text.splitlines():
+    if re.search(r" while\(", line) and "=" in line:
+      m = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
+      counts.append(int(m.group(1)) if m else 0)
+  return counts
+
+
+_HBM_USED = re.compile(r"Used ([\d.]+)([KMGT]?)i?B? of ([\d.]+)([KMGT]?)i?B? hbm", re.I)
+_UNIT = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_oom(message: str) -> tuple[int, int] | None:
+  """XLA:TPU 'Ran out of memory ... Used 52.47G of 15.48G hbm' -> (needed, capacity)."""
+  m = _HBM_USED.search(message)
+  if not m:
+    return None
+  return (int(float(m.group(1)) * _UNIT[m.group(2).upper()]),
+          int(float(m.group(3)) * _UNIT[m.group(4).upper()]))
+
+
+def _bytes_per_device(tree) -> int:
+  """Bytes one device holds of a tree of sharded ShapeDtypeStructs (the fullest shard)."""
+  total = 0
+  for leaf in jax.tree_util.tree_leaves(tree):
+    shard = leaf.sharding.shard_shape(leaf.shape) if isinstance(
+        leaf.sharding, NamedSharding) else leaf.shape
+    total += math.prod(shard) * jnp.dtype(leaf.dtype).itemsize
+  return total
+
+
+# ---------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------
+
+def compile_report(config: ml_collections.ConfigDict, topology: str,
+                   hlo_path: str | None = None) -> dict[str, Any]:
+  """Lowers and compiles the config's train step for `topology`; returns the report dict.
+
+  Never raises for a program that does not fit: the report has fits=False and the HBM
+  the compiler says it would need.
+  """
+  gen, topo, dims = parse_topology(topology)
+  chip = TPU_CHIPS[gen]
+  devices = topology_devices(topo)
+  n_dev = len(devices)
+  n_chips = n_dev // chip.devices_per_chip
+  hbm = chip.hbm_bytes_per_chip // chip.devices_per_chip
+  mesh = partitioning.make_mesh(config.mesh, devices=devices)
+  from bert_jax import train
+  train.check_config(config, devices)
+  t, d = config.train, config.data
+  tokens = t.batch_size * d.max_seq_length
+  model_flops = flops_lib.pretrain_flops_per_step(
+      config.model, t.batch_size, d.max_seq_length, d.max_predictions_per_seq)
+  report: dict[str, Any] = {
+      "topology": topo, "device_kind": devices[0].device_kind, "devices": n_dev,
+      "chips": n_chips, "devices_per_chip": chip.devices_per_chip,
+      "mesh": {k: int(v) for k, v in mesh.shape.items()},
+      "batch_size": t.batch_size, "seq_len": d.max_seq_length,
+      "max_predictions": d.max_predictions_per_seq, "grad_accum_steps": t.grad_accum_steps,
+      "dtype": config.model.dtype, "remat": config.model.remat,
+      "scan_layers": config.model.scan_layers, "optimizer": t.optimizer,
+      "hbm_per_device": hbm, "hbm_source": chip.source,
+      "peak_flops_per_chip": chip.peak_flops_per_chip,
+      "model_flops_per_step": model_flops, "num_steps": t.num_steps,
+  }
+  step, state = build_step(config, mesh)
+  report["param_bytes_per_device"] = _bytes_per_device(state.params)
+  report["opt_state_bytes_per_device"] = _bytes_per_device(state.opt_state)
+  batch = abstract_batch(config, mesh)
+  t0 = time.time()
+  with partitioning.activate(mesh):
+    lowered = step.jitted.lower(state, batch)
+  try:
+    compiled = lowered.compile()
+  except Exception as e:  # XLA raises a runtime error; only an OOM is a report.
+    oom = parse_oom(str(e))
+    if oom is None:
+      raise
+    report.update(fits=False, peak_bytes_per_device=oom[0], compiler_hbm_bytes=oom[1],
+                  compile_s=time.time() - t0,
+                  error=str(e).strip().splitlines()[0][:300])
+    return report
+  report["compile_s"] = time.time() - t0
+  mem = compiled.memory_analysis()
+  text = compiled.as_text()
+  if hlo_path:
+    with open(hlo_path, "w") as f:
+      f.write(text)
+  peak = int(getattr(mem, "peak_memory_in_bytes", 0) or (
+      mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+      + mem.temp_size_in_bytes + mem.generated_code_size_in_bytes))
+  report.update(
+      fits=peak <= hbm, peak_bytes_per_device=peak,
+      argument_bytes_per_device=int(mem.argument_size_in_bytes),
+      temp_bytes_per_device=int(mem.temp_size_in_bytes),
+      code_bytes_per_device=int(mem.generated_code_size_in_bytes))
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  seconds = float(cost.get("optimal_seconds", -1.0))
+  flops_dev = float(cost.get("flops", 0.0))
+  # The cost model marks what it cannot price with negative times; an estimate below the
+  # compiler's own FLOPs at peak would mean such a marker hid inside the sum.
+  floor = flops_dev / (chip.peak_flops_per_chip / chip.devices_per_chip)
+  report.update(
+      compiler_flops_per_device=flops_dev,
+      compiler_bytes_accessed_per_device=float(cost.get("bytes accessed", 0.0)),
+      compiler_optimal_seconds=seconds,
+      step_time_s=seconds if seconds >= floor and seconds > 0 else None,
+      while_loop_trip_counts=[n for n in while_loops(text) if n != 1],
+      collectives=collective_stats(text))
+  if report["step_time_s"]:
+    dt = report["step_time_s"]
+    report.update(
+        tokens_per_s_per_chip=tokens / dt / n_chips,
+        mfu=model_flops / (dt * n_chips * chip.peak_flops_per_chip),
+        recipe_hours=t.num_steps * dt / 3600)
+  return report
+
+
+def _gib(n) -> str:
+  return f"{n / GiB:.2f} GiB"
+
+
+def format_report(r: dict[str, Any]) -> str:
+  """Human-readable report (the CLI's default output)."""
+  lines = [
+      f"topology   {r['topology']}: {r['devices']} x {r['device_kind']} devices = "
+      f"{r['chips']} chips ({r['devices_per_chip']} device(s)/chip)",
+      f"mesh       {r['mesh']}",
+      f"step       batch {r['batch_size']} x seq {r['seq_len']} (P={r['max_predictions']}), "
+      f"accum {r['grad_accum_steps']}, {r['dtype']}, remat={r['remat']}, "
+      f"scan_layers={r['scan_layers']}, {r['optimizer']}",
+      f"state      params {_gib(r['param_bytes_per_device'])}/device, optimizer "
+      f"{_gib(r['opt_state_bytes_per_device'])}/device",
+  ]
+  hbm = f"HBM {_gib(r['hbm_per_device'])}/device [{r['hbm_source']}]"
+  if not r["fits"]:
+    lines.append(f"memory     DOES NOT FIT: needs {_gib(r['peak_bytes_per_device'])}/device, "
+                 f"compiler capacity {_gib(r.get('compiler_hbm_bytes', r['hbm_per_device']))}"
+                 f"; {hbm}")
+    lines.append(f"compiler   {r.get('error', '')}")
+    return "\n".join(lines)
+  lines.append(f"memory     peak {_gib(r['peak_bytes_per_device'])}/device (arguments "
+               f"{_gib(r['argument_bytes_per_device'])}, temp "
+               f"{_gib(r['temp_bytes_per_device'])}) of {hbm}: fits")
+  lines.append(f"flops      compiler {r['compiler_flops_per_device'] * r['devices'] / 1e12:.1f} "
+               f"TFLOP/step (all devices), model {r['model_flops_per_step'] / 1e12:.1f} "
+               f"TFLOP/step (flops.py)")
+  if r["step_time_s"]:
+    lines.append(
+        f"estimate   {r['step_time_s'] * 1e3:.1f} ms/step (compiler's cost model, not a "
+        f"measurement) -> {r['tokens_per_s_per_chip']:,.0f} tokens/s/chip, MFU "
+        f"{100 * r['mfu']:.1f}% of {r['peak_flops_per_chip'] / 1e12:.0f} TFLOP/s/chip; "
+        f"{r['num_steps']:,} steps = {r['recipe_hours']:.1f} h ({r['recipe_hours'] / 24:.2f} days)")
+  else:
+    lines.append(f"estimate   none usable: the compiler's optimal_seconds is "
+                 f"{r['compiler_optimal_seconds']:.3g} s (below its own FLOPs at peak)")
+  if r["while_loop_trip_counts"]:
+    lines.append(f"caveat     while loops with trip counts {r['while_loop_trip_counts']}: the "
+                 "cost model counts each body once (use --config.model.scan_layers=False "
+                 "and grad_accum_steps=1 for a whole-step estimate)")
+  for kind, s in r["collectives"].items():
+    if s["count"]:
+      dts = ", ".join(f"{dt} {b / 2**20:.1f} MiB" for dt, b in sorted(s["bytes_by_dtype"].items()))
+      lines.append(f"collective {kind:18s} x{s['count']:<4d} {s['bytes'] / 2**20:10.1f} MiB/device"
+                   f"  ({dts})")
+  lines.append(f"compile    {r['compile_s']:.0f} s on this host")
+  return "\n".join(lines)
+
+
+def main(argv):
+  from absl import flags
+  del argv
+  config = flags.FLAGS.config
+  try:
+    report = compile_report(config, flags.FLAGS.topology, flags.FLAGS.dump_hlo or None)
+  except (AotError, ConfigError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  if flags.FLAGS.json:
+    print(json.dumps(report, indent=1, sort_keys=True))
+  else:
+    print(format_report(report))
+  return 0
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "configs/*.py to compile.",
+                                  lock_config=True)
+  flags.DEFINE_string("topology", "v4:2x2x1",
+                      "TPU slice: v2:8x8, v4:4x4x4, v5e:16x16, ... or v4-128, v5e-256.")
+  flags.DEFINE_bool("json", False, "Print the report as JSON.")
+  flags.DEFINE_string("dump_hlo", "", "Write the compiled HLO text to this file.")
+  flags.mark_flags_as_required(["config"])
+  jax.config.update("jax_platforms", "cpu")  # nothing waits for TPU hardware
+  app.run(main)
