@@ -74,6 +74,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.short_seq_prob = 0.1
   c.data.dupe_factor = 1
   c.data.whole_word_mask = False
+  # "balanced": the original algorithm with per-chunk target lengths, so that IsNext is
+  # 50% and ~10% of instances are short; "google": the original draw for draw (45% IsNext
+  # on books: one-sentence chunks are always NotNext there).
+  c.data.pairing = "balanced"
+  c.data.documents_per_window = 1000  # documents paired together when streaming text.
   c.data.dynamic_masking = True
   c.data.prefetch = 2
   c.data.num_workers = 0

@@ -1,0 +1,130 @@
+"""The Hugging Face peers of our benchmarks, at the same shapes, in the same process.
+
+`transformers` 5.x has no Flax models, so the Flax peer needs a 4.x release kept apart
+from the installed 5.x: `bash benchmarks/setup_peers.sh` puts it in `.peer/`, and
+`use_peer_transformers()` puts that first on sys.path (before any transformers import).
+Both peers (FlaxBertForPreTraining, PyTorch BertForPreTraining) then come from 4.x.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEER_DIR = os.path.join(REPO, ".peer")
+
+
+def use_peer_transformers() -> bool:
+  """Puts .peer/ (transformers<5 with Flax models) first on sys.path; False if absent."""
+  if not os.path.isdir(os.path.join(PEER_DIR, "transformers")):
+    return False
+  if "transformers" in sys.modules:
+    raise RuntimeError("use_peer_transformers() must run before transformers is imported")
+  sys.path.insert(0, PEER_DIR)
+  return True
+
+
+def hf_config(model_cfg):
+  from transformers import BertConfig
+  return BertConfig(
+      vocab_size=model_cfg.vocab_size, hidden_size=model_cfg.hidden_size,
+      num_hidden_layers=model_cfg.num_layers, num_attention_heads=model_cfg.num_heads,
+      intermediate_size=model_cfg.intermediate_size, hidden_act="gelu",
+      max_position_embeddings=model_cfg.max_position_embeddings,
+      type_vocab_size=model_cfg.type_vocab_size, layer_norm_eps=1e-12)
+
+
+def hf_labels(batch: dict) -> np.ndarray:
+  """Our masked positions/ids -> HF's all-position labels (-100 where not predicted)."""
+  b, s = batch["input_ids"].shape
+  labels = np.full((b, s), -100, np.int64)
+  for i in range(b):
+    for p, t, w in zip(batch["masked_lm_positions"][i], batch["masked_lm_ids"][i],
+                       batch["masked_lm_weights"][i]):
+      if w > 0:
+        labels[i, p] = t
+  return labels
+
+
+def flax_step(model_cfg, batch: dict, lr: float = 1e-4):
+  """HF FlaxBertForPreTraining + optax AdamW in one jitted step (loss over masked labels).
+
+  Returns (step_fn, state, jnp_batch, compiled) with step_fn(state, batch) -> (state, loss).
+  """
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from transformers import FlaxBertForPreTraining
+
+  model = FlaxBertForPreTraining(hf_config(model_cfg), seed=0, dtype=jnp.float32)
+  tx = optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01)
+  labels = hf_labels(batch)
+  jb = {"input_ids": jnp.asarray(batch["input_ids"]),
+        "attention_mask": jnp.asarray(batch["input_mask"]),
+        "token_type_ids": jnp.asarray(batch["segment_ids"]),
+        "labels": jnp.asarray(labels, jnp.int32),
+        "next_sentence_label": jnp.asarray(batch["next_sentence_labels"])}
+
+  def loss_fn(params, b, rng):
+    out = model(b["input_ids"], b["attention_mask"], b["token_type_ids"], params=params,
+                dropout_rng=rng, train=True)
+    mask = b["labels"] >= 0
+    mlm = optax.softmax_cross_entropy_with_integer_labels(
+        out.prediction_logits, jnp.where(mask, b["labels"], 0))
+    mlm = jnp.sum(mlm * mask) / jnp.maximum(jnp.sum(mask), 1)
+    nsp = optax.softmax_cross_entropy_with_integer_labels(
+        out.seq_relationship_logits, b["next_sentence_label"]).mean()
+    return mlm + nsp
+
+  def step(state, b):
+    params, opt_state, rng = state
+    rng, sub = jax.random.split(rng)
+    loss, grads = jax.value_and_grad(loss_fn)(params, b, sub)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state, rng), loss
+
+  state = (model.params, tx.init(model.params), jax.random.PRNGKey(0))
+  jitted = jax.jit(step, donate_argnums=(0,))
+  compiled = jitted.lower(state, jb).compile()
+  return compiled, state, jb, compiled
+
+
+def torch_step(model_cfg, batch: dict, lr: float = 1e-4):
+  """HF PyTorch BertForPreTraining + torch.optim.AdamW; returns (step_fn, state, batch)."""
+  import torch
+  from transformers import BertForPreTraining
+
+  torch.manual_seed(0)
+  model = BertForPreTraining(hf_config(model_cfg)).train()
+  opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-6,
+                          weight_decay=0.01)
+  tb = {"input_ids": torch.tensor(batch["input_ids"]).long(),
+        "attention_mask": torch.tensor(batch["input_mask"]).long(),
+        "token_type_ids": torch.tensor(batch["segment_ids"]).long(),
+        "labels": torch.tensor(hf_labels(batch)).long(),
+        "next_sentence_label": torch.tensor(batch["next_sentence_labels"]).long()}
+
+  def step(state, b):
+    opt.zero_grad(set_to_none=True)
+    loss = model(**b).loss
+    loss.backward()
+    opt.step()
+    return state, loss.detach()
+
+  return step, None, tb
+
+
+def time_steps(step_fn, state, batch, n: int, sync) -> tuple[list[float], object]:
+  """Runs n steps after one warm-up step; returns per-step seconds and the final state."""
+  state, out = step_fn(state, batch)
+  sync(out)
+  times = []
+  for _ in range(n):
+    t = time.perf_counter()
+    state, out = step_fn(state, batch)
+    sync(out)
+    times.append(time.perf_counter() - t)
+  return times, state

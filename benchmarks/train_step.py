@@ -1,0 +1,198 @@
+"""Pre-training train-step speed and memory: bert_jax vs Hugging Face Flax and PyTorch.
+
+Times the full step (forward, backward, AdamW update; MLM + NSP) after compilation,
+median of --steps steps, at fixed shapes, and prints step ms, sequences/s, model FLOPs
+per step (bert_jax.flops formula), achieved FLOP/s and MFU against the peak float32
+matmul FLOP/s of this device measured in the same run, and the compiled program's peak
+memory. The peers run the same shapes in the same process (see peers.py).
+
+  bash benchmarks/setup_peers.sh        # once: transformers<5 (Flax models) into .peer/
+  python benchmarks/train_step.py [--shapes=tiny,base128] [--levers] [--json=out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers  # noqa: E402  (must put .peer on sys.path before transformers is imported)
+
+HAVE_FLAX_PEER = peers.use_peer_transformers()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bert_jax import config as config_lib  # noqa: E402
+from bert_jax import flops as flops_lib  # noqa: E402
+from bert_jax import optim, partitioning, train, train_lib  # noqa: E402
+
+# name: (size, batch, seq, predictions)
+SHAPES = {
+    "tiny": ("tiny", 32, 128, 20),
+    "mini": ("mini", 32, 128, 20),
+    "small": ("small", 32, 128, 20),
+    "base128": ("base", 8, 128, 20),
+    "base512": ("base", 2, 512, 80),
+}
+
+
+def measure_peak_matmul(n: int = 2048, reps: int = 10) -> float:
+  """Peak float32 matmul FLOP/s of device 0 (median of reps n x n x n products)."""
+  a = jnp.asarray(np.random.RandomState(0).randn(n, n), jnp.float32)
+  f = jax.jit(lambda x, y: x @ y)
+  f(a, a).block_until_ready()
+  times = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    f(a, a).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n ** 3 / statistics.median(times)
+
+
+def make_config(size: str, batch: int, seq: int, preds: int, **model_overrides):
+  c = config_lib.default_config()
+  config_lib.size_overrides(c, size)
+  c.model.vocab_size = 30522
+  c.data.max_seq_length = seq
+  c.data.max_predictions_per_seq = preds
+  c.train.batch_size = batch
+  c.train.num_steps = 1000
+  c.train.warmup_steps = 10
+  c.train.optimizer = "adamw"
+  c.mesh.shape = (1, 1, 1)
+  for k, v in model_overrides.items():
+    c.model[k] = v
+  return c
+
+
+def synthetic_batch(batch: int, seq: int, preds: int, vocab: int = 30522, seed: int = 0):
+  """A full-length batch in the pipeline's format (positions distinct, 1..seq-2)."""
+  rs = np.random.RandomState(seed)
+  pos = np.stack([np.sort(rs.choice(np.arange(1, seq - 1), preds, replace=False))
+                  for _ in range(batch)]).astype(np.int32)
+  return {
+      "input_ids": rs.randint(5, vocab, (batch, seq)).astype(np.int32),
+      "input_mask": np.ones((batch, seq), np.int32),
+      "segment_ids": (np.arange(seq)[None] >= seq // 2).astype(np.int32).repeat(batch, 0),
+      "masked_lm_positions": pos,
+      "masked_lm_ids": rs.randint(5, vocab, (batch, preds)).astype(np.int32),
+      "masked_lm_weights": np.ones((batch, preds), np.float32),
+      "next_sentence_labels": rs.randint(0, 2, (batch,)).astype(np.int32),
+  }
+
+
+def peak_bytes(compiled) -> int | None:
+  """Peak device memory of a compiled program: live arguments + outputs + temporaries."""
+  try:
+    m = compiled.memory_analysis()
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+               + m.temp_size_in_bytes)
+  except Exception:  # noqa: BLE001 - not every backend reports it
+    return None
+
+
+def ours(c, batch, steps: int, donate: bool = True, host_sync: bool = False):
+  """bert_jax's step exactly as the loop builds it; returns timing + memory dict."""
+  mesh = partitioning.make_mesh(c.mesh, jax.devices()[:1])
+  model = train.make_model(c)
+  tx = optim.make_optimizer(c.train)
+  state, sh = train_lib.create_train_state(train.make_init_fn(model, c), tx, mesh, 0)
+  step = train_lib.make_train_step(train.make_compute_loss(model), train.denominators, tx,
+                                   mesh, sh, donate=donate)
+  gb = train_lib.global_batch(batch, mesh)
+  with partitioning.activate(mesh):
+    compiled = step.jitted.lower(state, gb).compile()
+
+  def run(s, b):
+    s, m = compiled(s, b)
+    if host_sync:
+      float(m["loss"])
+    return s, m["loss"]
+  times, _ = peers.time_steps(run, state, gb, steps, lambda x: x.block_until_ready())
+  return {"step_s": statistics.median(times), "peak_bytes": peak_bytes(compiled)}
+
+
+def flax_peer(c, batch, steps: int):
+  compiled, state, jb, _ = peers.flax_step(c.model, batch)
+  times, _ = peers.time_steps(compiled, state, jb, steps, lambda x: x.block_until_ready())
+  return {"step_s": statistics.median(times), "peak_bytes": peak_bytes(compiled)}
+
+
+def torch_peer(c, batch, steps: int):
+  import torch
+  torch.set_num_threads(os.cpu_count() or 1)
+  step, state, tb = peers.torch_step(c.model, batch)
+  times, _ = peers.time_steps(step, state, tb, steps, lambda x: None)
+  return {"step_s": statistics.median(times), "peak_bytes": None}
+
+
+def _row(name, who, r, flops, peak, batch):
+  step_s = r["step_s"]
+  achieved = flops / step_s
+  mem = f"{r['peak_bytes'] / 2**20:8.1f}" if r.get("peak_bytes") else "     n/a"
+  print(f"{name:8s} {who:14s} {step_s * 1e3:9.1f} {batch / step_s:9.1f} "
+        f"{achieved / 1e9:9.1f} {100 * achieved / peak:6.1f}% {mem}", flush=True)
+  return dict(r, shape=name, impl=who, seq_per_s=batch / step_s, flops_per_step=flops,
+              achieved_flops=achieved, mfu=achieved / peak)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--shapes", default=",".join(SHAPES))
+  p.add_argument("--steps", type=int, default=10)
+  p.add_argument("--peers", default="flax,torch")
+  p.add_argument("--levers", action="store_true", help="also measure each lever on/off")
+  p.add_argument("--json", default="")
+  a = p.parse_args(argv)
+
+  peak = measure_peak_matmul()
+  dev = jax.devices()[0]
+  print(f"device: {dev.device_kind} ({jax.device_count()} devices, {os.cpu_count()} cores); "
+        f"measured peak float32 matmul: {peak / 1e9:.1f} GFLOP/s")
+  print("FLOPs/step = 3*B*[S*L*(8H^2 + 4*H*I + 4*S*H) + P*(2H^2 + 2*H*V) + 2H^2 + 4H] "
+        "(MLM head at the P masked positions only; see bert_jax/flops.py)")
+  print(f"{'shape':8s} {'impl':14s} {'step ms':>9s} {'seq/s':>9s} {'GFLOP/s':>9s} "
+        f"{'MFU':>7s} {'peak MiB':>8s}")
+  rows = []
+  peers_on = set(x for x in a.peers.split(",") if x)
+  for name in a.shapes.split(","):
+    size, b, s, pr = SHAPES[name]
+    c = make_config(size, b, s, pr)
+    batch = synthetic_batch(b, s, pr)
+    fl = flops_lib.pretrain_flops_per_step(c.model, b, s, pr)
+    r_ours = _row(name, "bert_jax", ours(c, batch, a.steps), fl, peak, b)
+    rows.append(r_ours)
+    if "flax" in peers_on and HAVE_FLAX_PEER:
+      r = _row(name, "hf-flax", flax_peer(c, batch, a.steps), fl, peak, b)
+      rows.append(r)
+      print(f"{'':8s} ratio bert_jax / hf-flax: {r['step_s'] / r_ours['step_s']:.2f}x")
+    if "torch" in peers_on:
+      r = _row(name, "hf-torch", torch_peer(c, batch, a.steps), fl, peak, b)
+      rows.append(r)
+      print(f"{'':8s} ratio bert_jax / hf-torch: {r['step_s'] / r_ours['step_s']:.2f}x")
+    if a.levers:
+      levers = {
+          "mlm-all-pos": (make_config(size, b, s, s), synthetic_batch(b, s, s - 2), {}),
+          "dpa-attn": (make_config(size, b, s, pr, attention="dot_product_attention"),
+                       batch, {}),
+          "bf16": (make_config(size, b, s, pr, dtype="bfloat16"), batch, {}),
+          "no-donate": (c, batch, {"donate": False}),
+          "host-sync": (c, batch, {"host_sync": True}),
+      }
+      for lever, (lc, lb, kw) in levers.items():
+        # MFU counts the useful FLOPs of the baseline (P masked positions) in every row.
+        rows.append(_row(name, lever, ours(lc, lb, a.steps, **kw), fl, peak, b))
+  if not HAVE_FLAX_PEER and "flax" in peers_on:
+    print("hf-flax: not run (no .peer/; run `bash benchmarks/setup_peers.sh`)")
+  if a.json:
+    with open(a.json, "w") as f:
+      json.dump({"device": dev.device_kind, "peak_flops": peak, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
