@@ -171,10 +171,12 @@ class EncoderLayer(nn.Module):
   """One post-LN Transformer layer: self-attention + FFN, each with residual and LN.
 
   Q, K and V come from one fused [embed, 3, heads, head_dim] projection (one matmul).
-  Returns (x, None) so that it can be the body of `nn.scan`.
+  Returns (x, None) so that it can be the body of `nn.scan`; (x, x) with emit_output, so
+  that the scan stacks every layer's output.
   """
   config: BertConfig
   deterministic: bool = True
+  emit_output: bool = False
 
   @nn.compact
   def __call__(self, x: Array, mask_bias: Array):
@@ -211,7 +213,7 @@ class EncoderLayer(nn.Module):
                  name="output")(h)
     h = nn.Dropout(c.dropout_rate)(h, deterministic=self.deterministic)
     x = LayerNorm(c, name="output_layer_norm")(x + h)
-    return x, None
+    return x, (x if self.emit_output else None)
 
 
 class Encoder(nn.Module):
@@ -219,7 +221,10 @@ class Encoder(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x: Array, mask_bias: Array, deterministic: bool) -> Array:
+  def __call__(self, x: Array, mask_bias: Array, deterministic: bool,
+               return_all_layers: bool = False):
+    """x [B,S,H] -> the last layer's output; with return_all_layers also every layer's
+    output stacked [L,B,S,H] (the scan's per-step outputs)."""
     c = self.config
     layer = EncoderLayer
     if c.remat != "none":
@@ -231,8 +236,9 @@ class Encoder(nn.Module):
         in_axes=(nn.broadcast,), length=c.num_layers,
         unroll=1 if c.scan_layers else c.num_layers,
         metadata_params={nn.PARTITION_NAME: "layers"})
-    x, _ = stack(c, deterministic, name="layers")(x, mask_bias)
-    return x
+    x, layer_outputs = stack(c, deterministic, return_all_layers, name="layers")(
+        x, mask_bias)
+    return (x, layer_outputs) if return_all_layers else x
 
 
 def attention_mask_bias(attention_mask: Array) -> Array:
@@ -258,7 +264,10 @@ class BertModel(nn.Module):
         kernel_init=_init(c, ("embed", "mlp")), bias_init=_zeros(("mlp",)))
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
-               deterministic: bool = True):
+               deterministic: bool = True, return_all_layers: bool = False):
+    """(sequence_output, pooled_output); with return_all_layers a third output,
+    hidden_states [L+1,B,S,H]: the embeddings then each layer's output (Hugging Face's
+    `output_hidden_states`; the original's `get_all_encoder_layers()` is [1:])."""
     c = self.config
     seq_len = input_ids.shape[-1]
     if seq_len > c.max_position_embeddings:
@@ -270,10 +279,15 @@ class BertModel(nn.Module):
       token_type_ids = jnp.zeros_like(input_ids)
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids)
-    x = self.embeddings(input_ids, token_type_ids, deterministic)
-    x = self.encoder(x, attention_mask_bias(attention_mask), deterministic)
+    emb = self.embeddings(input_ids, token_type_ids, deterministic)
+    x = self.encoder(emb, attention_mask_bias(attention_mask), deterministic,
+                     return_all_layers)
+    if return_all_layers:
+      x, layer_outputs = x
     x = nn.with_logical_constraint(x, ("batch", "length", "embed_act"))
     pooled = jnp.tanh(self.pooler(x[:, 0])) if self.add_pooler else None
+    if return_all_layers:
+      return x, pooled, jnp.concatenate([emb[None], layer_outputs], axis=0)
     return x, pooled
 
   def attend(self, x: Array) -> Array:
