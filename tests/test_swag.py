@@ -198,3 +198,16 @@ def test_config_errors(tmp_path):
   c.swag.num_choices = 5
   with pytest.raises(mc.MultipleChoiceError, match=r"SWAG CSVs have 4 endings"):
     swag.MultipleChoiceTask.from_config(c).load_examples("train")
+
+
+def test_bad_test_file_fails_before_training(minilm_path, tmp_path):
+  """A wrong header in test.csv is reported at once, not after the training run."""
+  lines = (FIX / "test.csv").read_text().splitlines()
+  lines[0] = lines[0].replace("sent1,sent2", "sent2,sent1")
+  bad = tmp_path / "test.csv"
+  bad.write_text("\n".join(lines) + "\n")
+  vocab = str(pathlib.Path(minilm_path) / "vocab.txt")
+  c = _tiny_config(tmp_path, vocab, (str(FIX / "train.csv"), str(FIX / "val.csv"), str(bad)))
+  with pytest.raises(mc.MultipleChoiceError, match=r"test\.csv, row 1 \(line 1\): header"):
+    swag.run(c, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()

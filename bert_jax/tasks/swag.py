@@ -218,6 +218,8 @@ def run(config, workdir: str) -> dict[str, Any]:
   """Fine-tunes on config.swag's files (one run per lr/seed when config.finetune.sweep);
   `python -m bert_jax.main` calls this for config.task == "swag"."""
   task = MultipleChoiceTask.from_config(config)
+  if task.test_file:  # finetune.run reads it after training: fail on a bad row now.
+    task.load_examples("test")
   if config.finetune.sweep:
     return finetune.sweep(config, workdir, task)["best"]
   return finetune.run(config, workdir, task)
