@@ -217,5 +217,9 @@ def test_context_over_max_windows_is_a_counted_skip(tok):
   feats, stats = sq.featurize([long, short], tok, 64, 16, 16, max_windows=100)
   assert stats.skipped == {"too_many_windows": ["long"]}
   assert list(feats["example_index"]) == [1]
+  # the skipped question still gets an explicit "" prediction, never a hole in the files
+  z = np.zeros(feats["input_ids"].shape)
+  preds = pp.postprocess([long, short], feats, z, z, tok, version_2=True)
+  assert list(preds) == ["long", "short"] and preds["long"] == pp.no_answer()
   feats, stats = sq.featurize([long], tok, 64, 16, 16, max_windows=10_000)
   assert stats.num_windows > 100 and not stats.skipped

@@ -255,7 +255,8 @@ class SquadTask:
     writer = pp.PredictionWriter(output_dir, self.version_2)
     for qid, p in preds.items():
       writer.add(qid, p)
-    return finish_files(self, writer, examples, split, output_dir)
+    return finish_files(self, writer, examples, split, output_dir,
+                        features["meta"]["skipped"])
 
 
 def span_losses(start_logits, end_logits, start_positions, end_positions,
@@ -274,21 +275,19 @@ def span_losses(start_logits, end_logits, start_positions, end_positions,
 
 
 def finish_files(task: SquadTask, writer: pp.PredictionWriter, examples, split: str,
-                 output_dir: str) -> list[str]:
+                 output_dir: str, skipped: dict[str, list[str]]) -> list[str]:
   """Final prediction files (+ eval_results.json and best-τ predictions for splits with
   answers) from a writer holding every question's prediction."""
   qids = [e.qas_id for e in examples]
   missing = [q for q in qids if q not in writer.preds]
   for q in missing:  # skipped (e.g. too many windows): an explicit no-answer
-    writer.add(q, pp.Prediction("", "", pp.NO_ANSWER_ODDS,
-                                [{"text": "", "probability": 1.0, "start_logit": 0.0,
-                                  "end_logit": 0.0}]))
+    writer.add(q, pp.no_answer())
   tau = float(task.cfg.null_score_diff_threshold)
   paths = writer.finalize(qids, tau=tau)
   out = list(paths.values())
   if split != "predict":
     result = pp.evaluate(task.dataset(split), writer.preds, task.version_2, tau)
-    result["skipped"] = len(missing)
+    result["skipped"] = sum(len(v) for v in skipped.values())
     out.append(pp.write_json_atomic(os.path.join(output_dir, "eval_results.json"), result))
     if task.version_2:
       best = pp.with_threshold({q: writer.preds[q] for q in qids}, result["best_f1_thresh"])
@@ -406,7 +405,7 @@ def predict_file(task: SquadTask, config, split: str, output_dir: str, params_di
       eta = (len(rows) - i - len(idx)) / max(rate, 1e-9)
       finetune.log(f"predict {split}: {i + len(idx)}/{len(rows)} windows, {n_done} questions"
                    f" done, {rate:.1f} windows/s, ETA {finetune._fmt_time(eta)}")
-  return finish_files(task, writer, examples, split, output_dir)
+  return finish_files(task, writer, examples, split, output_dir, meta["skipped"])
 
 
 def _pad(x: np.ndarray, width: int) -> np.ndarray:

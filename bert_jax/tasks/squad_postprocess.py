@@ -176,6 +176,12 @@ def predict_question(example, rows: Sequence[int], features: Mapping[str, np.nda
   return Prediction(text, best["text"], float(odds), nbest)
 
 
+def no_answer() -> Prediction:
+  """The prediction of a question that has no window (skipped): an explicit ""."""
+  return Prediction("", "", NO_ANSWER_ODDS,
+                    [{"text": "", "probability": 1.0, "start_logit": 0.0, "end_logit": 0.0}])
+
+
 def example_rows(example_index: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
   """(example index, its feature rows) for consecutive windows of one example."""
   if len(example_index) == 0:
@@ -187,10 +193,12 @@ def example_rows(example_index: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
 
 def postprocess(examples, features, start_logits, end_logits, tokenizer,
                 **kwargs) -> dict[str, Prediction]:
-  """qid -> Prediction for every example that has windows (kwargs: predict_question's)."""
-  return {examples[ei].qas_id: predict_question(examples[ei], rows, features, start_logits,
-                                                end_logits, tokenizer, **kwargs)
+  """qid -> Prediction for every example, in order (kwargs: predict_question's); one
+  without windows (skipped in featurization) gets `no_answer()`."""
+  done = {ei: predict_question(examples[ei], rows, features, start_logits, end_logits,
+                               tokenizer, **kwargs)
           for ei, rows in example_rows(features["example_index"])}
+  return {ex.qas_id: done.get(ei) or no_answer() for ei, ex in enumerate(examples)}
 
 
 def with_threshold(preds: Mapping[str, Prediction], tau: float) -> dict[str, str]:
