@@ -146,7 +146,7 @@ def make_train_step(compute_loss: ComputeLoss, denominators_fn: Callable[[dict],
       (loss, metrics, grads), _ = jax.lax.scan(
           body, (jnp.zeros((), jnp.float32), zeros_m, zeros_g),
           (jnp.arange(grad_accum_steps), micro))
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, new_opt = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
