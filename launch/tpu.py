@@ -43,12 +43,23 @@ class LaunchError(Exception):
 # Running or printing commands
 # ---------------------------------------------------------------------------------------
 
+def _quote(value: str) -> str:
+  """shlex.quote, but double quotes for a value holding single quotes and nothing that
+  double quotes would expand ($ ` \\ " !): the printed commands stay readable."""
+  quoted = shlex.quote(value)
+  if quoted == value:
+    return value.replace(_COORDINATOR_TOKEN, f'"${{{COORDINATOR_VAR}}}"')
+  if "'" not in value or any(c in value for c in '$`\\"!'):
+    return quoted.replace(_COORDINATOR_TOKEN, f"'\"${COORDINATOR_VAR}\"'")
+  return f'"{value}"'.replace(_COORDINATOR_TOKEN, f"${{{COORDINATOR_VAR}}}")
+
+
 def _quote_flag(arg: str) -> str:
-  """shlex.quote, keeping a --flag= prefix outside the quotes for legibility."""
+  """Quoted for the shell, keeping a --flag= prefix outside the quotes for legibility."""
   flag, sep, value = arg.partition("=")
   if sep and flag.startswith("--") and shlex.quote(flag) == flag:
-    return flag + sep + shlex.quote(value)
-  return shlex.quote(arg)
+    return flag + sep + _quote(value)
+  return _quote(arg)
 
 
 class Runner:
@@ -64,9 +75,8 @@ class Runner:
 
   def render(self, argv: Sequence[str]) -> str:
     """argv -> one shell line. The coordinator placeholder (it sits inside a quoted
-    --command=...) becomes a `'"$COORDINATOR_IP"'` splice of the shell variable."""
-    line = " ".join(_quote_flag(a) for a in argv)
-    return line.replace(_COORDINATOR_TOKEN, f"'\"${COORDINATOR_VAR}\"'")
+    --command=...) becomes an expansion of the shell variable $COORDINATOR_IP."""
+    return " ".join(_quote_flag(a) for a in argv)
 
   def run(self, argv: Sequence[str], capture: bool = False) -> subprocess.CompletedProcess:
     """Runs argv (streaming its output unless captured); in a dry run only prints it."""

@@ -105,6 +105,7 @@ def test_explicit_coordinator_one_command_per_worker():
   assert [flag(c, "worker") for c in starts] == ["0", "1", "2", "3"]
   remotes = [remote_argv(c) for c in starts]
   for i, r in enumerate(remotes):
+    r[-3] = r[-3].replace("${COORDINATOR_IP}", "$COORDINATOR_IP")
     assert r[-3:] == ["--coordinator_address=$COORDINATOR_IP:8476", "--num_processes=4",
                       f"--process_id={i}"]
     assert r[:-3] == remotes[0][:-3]  # the same config and overrides on every worker
@@ -128,11 +129,13 @@ def _gcloud_calls(tmp_path):
   return [json.loads(line) for line in (tmp_path / "gcloud.jsonl").read_text().splitlines()]
 
 
-def test_dry_run_is_a_shell_script_and_quoting_survives_two_shells(tmp_path):
+@pytest.mark.parametrize("override", [SPACEY, "--config.data.train_files=gs://b/my shards/*"])
+def test_dry_run_is_a_shell_script_and_quoting_survives_two_shells(override, tmp_path):
   """Run the printed explicit-coordinator script with bash against a fake gcloud, then
   run the --command each worker receives with bash and a fake python: the argv python
   gets must be exactly the launcher's, spaces and quotes included."""
-  text = dry_run(["run", *BASE, "--accelerator_type=v4-32", "--coordinator=explicit"])
+  base = [a if a != SPACEY else override for a in BASE]
+  text = dry_run(["run", *base, "--accelerator_type=v4-32", "--coordinator=explicit"])
   env = {**os.environ, **_fake_gcloud_bin(tmp_path, {"state": "READY", "ip": "10.1.2.3",
                                                      "workdir": str(tmp_path), "runs": [
                                                          {"steps": [], "rc": 0}]})}
@@ -142,6 +145,13 @@ def test_dry_run_is_a_shell_script_and_quoting_survives_two_shells(tmp_path):
   assert calls[0][3] == "describe"
   starts = [c for c in calls if c[3] == "ssh" and "worker.sh start" in flag(c, "command")]
   assert len(starts) == 4
+  expected = ["-m", "bert_jax.main", "--config=configs/large.py",
+              "--workdir=gs://bkt/large run", override, "--config.train.batch_size=1024",
+              "--coordinator_address=10.1.2.3:8476", "--num_processes=4"]
+  for i, c in enumerate(starts):
+    assert remote_argv(c)[4:] == expected + [f"--process_id={i}"]
+  if override != SPACEY:
+    return
   # The worker side: a home with the checkout's worker.sh and a venv whose python records.
   home = tmp_path / "home"
   (home / "bert_jax" / "launch").mkdir(parents=True)
@@ -161,10 +171,7 @@ def test_dry_run_is_a_shell_script_and_quoting_survives_two_shells(tmp_path):
                           env=worker_env, capture_output=True, text=True, timeout=60)
   assert follow.returncode == 0, follow.stderr
   got = json.loads(follow.stdout.splitlines()[0])
-  assert got == ["-m", "bert_jax.main", "--config=configs/large.py",
-                 "--workdir=gs://bkt/large run", SPACEY, "--config.train.batch_size=1024",
-                 "--coordinator_address=10.1.2.3:8476", "--num_processes=4",
-                 "--process_id=2"]
+  assert got == expected + ["--process_id=2"]
   assert follow.stdout.splitlines()[1] == str(home / "bert_jax")  # runs in the checkout
 
 
