@@ -13,12 +13,16 @@ import os
 
 from absl import app, flags
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding metrics.jsonl.")
-_OUT = flags.DEFINE_string("out", "", "PNG path (default WORKDIR/curves.png).")
-_METRICS = flags.DEFINE_list(
-    "metrics", ["loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy",
-                "learning_rate", "grad_norm", "seq_per_s"],
-    "Metric names to draw (without the train/ eval/ prefix); missing ones are skipped.")
+DEFAULT_METRICS = ("loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy",
+                   "learning_rate", "grad_norm", "seq_per_s")
+
+
+def define_flags() -> None:
+  flags.DEFINE_string("workdir", None, "Run directory holding metrics.jsonl.")
+  flags.DEFINE_string("out", "", "PNG path (default WORKDIR/curves.png).")
+  flags.DEFINE_list("metrics", list(DEFAULT_METRICS),
+                    "Metric names to draw (without the train/ eval/ prefix); missing ones "
+                    "are skipped.")
 
 
 def read_metrics(path: str) -> dict[str, list[tuple[int, float]]]:
@@ -78,16 +82,18 @@ def plot(series: dict[str, list[tuple[int, float]]], metrics, out: str, title: s
 
 def main(argv):
   del argv
-  workdir = _WORKDIR.value
+  workdir = flags.FLAGS.workdir
   if not workdir:
     raise app.UsageError("--workdir is required: python -m bert_jax.plot --workdir=runs/tiny")
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.isfile(path):
     raise app.UsageError(f"{path} does not exist: point --workdir at a bert_jax run.")
-  out = plot(read_metrics(path), _METRICS.value, _OUT.value or os.path.join(workdir, "curves.png"),
+  out = plot(read_metrics(path), flags.FLAGS.metrics,
+             flags.FLAGS.out or os.path.join(workdir, "curves.png"),
              title=os.path.basename(os.path.normpath(workdir)))
   print(f"wrote {out}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
