@@ -440,8 +440,61 @@ def save_hf(output_dir: str, model_config, params: dict[str, Any],
   return output_dir
 
 
+# Pre-training runs: bert_jax.train's orbax CheckpointManager writes
+# WORKDIR/checkpoints/<step>/{state, data, config}; the config item holds the full config.
+RUN_CHECKPOINT_DIR = "checkpoints"
+
+
+def find_run_checkpoint(path: str) -> tuple[str, int] | None:
+  """A pre-training run (its workdir, checkpoints/ dir or one step dir) -> (step dir,
+  step) of its latest finished checkpoint; None if `path` is not one."""
+  from bert_jax import paths
+  p = paths.as_path(path)
+  if p.name.isdigit() and (p / "state").is_dir() and (p / "config").is_dir():
+    return str(p), int(p.name)
+  for root in (p / RUN_CHECKPOINT_DIR, p):
+    if not root.is_dir():
+      continue
+    steps = [s for s in paths.checkpoint_steps(root)
+             if (root / str(s) / "state").is_dir() and (root / str(s) / "config").is_dir()]
+    if steps:
+      return str(root / str(steps[-1])), steps[-1]
+  return None
+
+
+def load_run(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+  """The params (numpy, any mesh) and config.model of a pre-training run's latest (or the
+  given) step; the optimizer state is not read."""
+  import jax
+  import orbax.checkpoint as ocp
+  from bert_jax import paths
+  found = find_run_checkpoint(path)
+  if found is None:
+    raise CheckpointError(f"{path}: no pre-training checkpoint ({RUN_CHECKPOINT_DIR}/<step>/"
+                          "state) in it; pass a bert_jax workdir or one of its step dirs.")
+  step_dir, _ = found
+  step_dir = paths.as_path(step_dir)
+  saved = json.loads((step_dir / "config" / "metadata").read_text())
+  m = config_lib.model_config("base")
+  m.update(saved["model"])
+  config_lib.validate_model(m)
+  ckptr = ocp.PyTreeCheckpointer()
+  tree = ckptr.metadata(step_dir / "state").item_metadata.tree
+  restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                                        tree["params"])
+  restored = ckptr.restore(step_dir / "state", args=ocp.args.PyTreeRestore(
+      item={"params": tree["params"]}, restore_args={"params": restore_args},
+      partial_restore=True))
+  params = restored["params"]
+  _check_shapes(params, BertConfig.from_config(m))
+  return m, params
+
+
 def checkpoint_format(path: str) -> str:
-  """'hf' | 'tf' | 'bert_jax' for a path load_pretrained accepts; raises otherwise."""
+  """'hf' | 'tf' | 'bert_jax' | 'bert_jax_run' for a path load_pretrained accepts; raises
+  otherwise."""
+  if find_run_checkpoint(path) is not None:  # before 'hf': a run's workdir has config.json
+    return "bert_jax_run"
   if os.path.isdir(path):
     names = set(os.listdir(path))
     if MODEL_CONFIG_FILE in names and PARAMS_DIR in names:
@@ -466,9 +519,12 @@ def load_pretrained(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any
   """Any supported checkpoint -> (config.model, params as numpy arrays).
 
   Accepts a Hugging Face directory (config.json), a Google TF checkpoint (directory with
-  bert_config.json, or the `bert_model.ckpt` prefix), or our own converted checkpoint.
+  bert_config.json, or the `bert_model.ckpt` prefix), our own converted checkpoint, or a
+  pre-training run (its workdir or a step directory: the latest step's params).
   """
   fmt = checkpoint_format(path)
+  if fmt == "bert_jax_run":
+    return load_run(path)
   if fmt == "hf":
     return load_hf(path)
   if fmt == "tf":
