@@ -21,6 +21,10 @@ BERT_SIZES = {
     "large": (24, 1024, 16),
 }
 
+# The value of a config field that the command line must set (e.g. phase 2's
+# init_checkpoint); check_required() names each one left unset.
+REQUIRED = "<required>"
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources")
 
@@ -104,6 +108,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.async_checkpointing = True
   c.train.profile = False
+  # Peak FLOP/s of one device for the MFU in the progress line; 0 = look up the device
+  # kind in bert_jax/flops.py (TPU v2-v6e, A100, H100); a CPU has none (MFU "n/a").
+  c.train.peak_flops_per_device = 0.0
 
   # Device mesh: axis names and sizes (-1 = all remaining devices). Data parallel is
   # (-1,1,1); FSDP (ZeRO-3) is (1,-1,1); Megatron tensor parallel puts devices on "tensor".
@@ -160,3 +167,35 @@ def paper_phase(config: ml_collections.ConfigDict, phase: str) -> ml_collections
   if phase == "2":
     config.init_mode = "full"  # continue pre-training: encoder and heads
   return config
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """get_config() of a config file ("configs/large.py" or "configs/large.py:2", the part
+  after ':' being get_config's argument); configs/ is not a package, so config files
+  build on each other through this."""
+  import importlib.util
+  path, _, arg = path.partition(":")
+  name = "_bert_jax_config_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  if spec is None or not os.path.isfile(path):
+    raise ConfigError(f"config file {path!r} does not exist: pass e.g. configs/tiny.py.")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def check_required(config: ml_collections.ConfigDict, prefix: str = "config") -> None:
+  """Raises ConfigError naming every field still set to REQUIRED."""
+  missing = []
+
+  def walk(node, path):
+    for k, v in node.items():
+      if isinstance(v, ml_collections.ConfigDict):
+        walk(v, f"{path}.{k}")
+      elif isinstance(v, str) and v == REQUIRED:
+        missing.append(f"{path}.{k}")
+  walk(config, prefix)
+  if missing:
+    raise ConfigError(
+        f"{', '.join(missing)} must be set on the command line, e.g. "
+        f"--{missing[0]}=VALUE (see the config file's docstring).")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import importlib.util
 import os
 import re
 import sys
@@ -24,15 +23,23 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file (configs/*.py); override values with --config.KEY=VALUE.",
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Checkpoints, metrics and outputs go here (local path or gs://).")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0 (multi-host without TPU metadata).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+from bert_jax import config as config_lib
+
+
+
+def define_flags() -> None:
+  """--config, --workdir and the multi-host flags (only when run as a program, so that
+  importing this module next to another entry point defines nothing)."""
+  config_flags.DEFINE_config_file(
+      "config", None, "Config file (configs/*.py); override values with --config.KEY=VALUE.",
+      lock_config=True)
+  flags.DEFINE_string("workdir", None,
+                      "Checkpoints, metrics and outputs go here (local path or gs://).")
+  flags.DEFINE_string("coordinator_address", None,
+                      "host:port of process 0 (multi-host without TPU metadata).")
+  flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
+  flags.DEFINE_integer("process_id", None, "This process's index.")
+
 
 PRETRAIN = "pretrain"
 FINETUNE_TASKS = ("glue", "squad", "swag")
@@ -53,15 +60,6 @@ def _config_file(argv) -> str | None:
   return None
 
 
-def _load_defaults(path: str):
-  """The config file's get_config() (to name the valid keys in an error message)."""
-  path, _, arg = path.partition(":")
-  spec = importlib.util.spec_from_file_location("_bert_jax_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
-
-
 def explain_override_error(argv, error: Exception) -> str:
   """A flag-parsing error -> one line naming the --config.KEY at fault and the fix."""
   msg = str(error).strip().strip("'\"").replace("\\n", " ").replace("\n", " ")
@@ -69,7 +67,7 @@ def explain_override_error(argv, error: Exception) -> str:
   if config_path is None:
     return f"{msg} (usage: python -m {PROG} --config=configs/tiny.py --workdir=DIR)"
   try:
-    config = _load_defaults(config_path)
+    config = config_lib.load_config_file(config_path)
   except Exception as e:  # a broken config file: say so.
     return f"cannot load --config={config_path}: {type(e).__name__}: {e}"
   for a in argv:
@@ -106,8 +104,9 @@ def parse_flags(argv):
 def initialize_distributed() -> None:
   """jax.distributed on a multi-host TPU slice (auto) or with explicit flags."""
   import jax
-  if _COORDINATOR.value:
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  f = flags.FLAGS
+  if f.coordinator_address:
+    jax.distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
   elif "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):  # a multi-host TPU slice
     jax.distributed.initialize()
 
@@ -115,6 +114,7 @@ def initialize_distributed() -> None:
 def run(config, workdir: str):
   """Dispatches on config.task; returns what the task returns."""
   from bert_jax.config import ConfigError
+  config_lib.check_required(config)  # e.g. phase 2's init_checkpoint
   task = config.task
   if task == PRETRAIN:
     from bert_jax import train
@@ -130,12 +130,13 @@ def run(config, workdir: str):
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}; overrides look like --config.train.batch_size=64")
-  if _CONFIG.value is None or not _WORKDIR.value:
+  config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+  if config is None or not workdir:
     _fail(f"--config and --workdir are required: python -m {PROG} "
           "--config=configs/tiny.py --workdir=runs/tiny")
   initialize_distributed()
   try:
-    run(_CONFIG.value, _WORKDIR.value)
+    run(config, workdir)
   except ValueError as e:
     # Our own error classes (ConfigError, CheckpointError, TokenizerError, DataError, ...)
     # already say what is wrong and how to fix it: one line, no traceback.
@@ -145,4 +146,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main, flags_parser=parse_flags)

@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
@@ -40,9 +39,12 @@ from bert_jax import optim
 from bert_jax import partitioning
 from bert_jax import paths
 from bert_jax import train_lib
+from bert_jax import checkpoints
+from bert_jax import config as config_lib
 from bert_jax.config import BUNDLED_DIR, ConfigError, validate_model
+from bert_jax.tasks import pretrain as pretrain_task
 
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = checkpoints.RUN_CHECKPOINT_DIR
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -89,6 +91,15 @@ def check_config(config: ml_collections.ConfigDict, devices=None) -> jax.shardin
   return mesh
 
 
+def check_run_inputs(config) -> None:
+  """Fields the command line must set, and the warm-start checkpoint, exist (fast)."""
+  config_lib.check_required(config)
+  if config.init_checkpoint and not paths.as_path(config.init_checkpoint).exists():
+    raise ConfigError(
+        f"config.init_checkpoint={config.init_checkpoint}: no such file or directory; pass "
+        "a bert_jax workdir (phase 1), a converted, Google TF or Hugging Face checkpoint.")
+
+
 def vocab_file(config) -> str:
   """config.vocab_file, or the vocabulary bundled with the repository."""
   return config.vocab_file or os.path.join(BUNDLED_DIR, "vocab.txt")
@@ -114,41 +125,12 @@ def make_init_fn(model, config) -> Callable[[jax.Array], Any]:
   return init
 
 
-def pretraining_sums(mlm_logits, nsp_logits, batch) -> dict[str, jax.Array]:
-  """Sums over the batch: MLM/NSP cross-entropy, correct predictions, counts.
-
-  MLM terms are weighted by masked_lm_weights (0 for padded prediction slots), as the
-  original's `get_masked_lm_output`; dividing by the weight total gives its mean loss.
-  """
-  w = batch["masked_lm_weights"].astype(jnp.float32)
-  ids = batch["masked_lm_ids"]
-  labels = batch["next_sentence_labels"].reshape(-1)
-  mlm_xent = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, ids)
-  nsp_xent = optax.softmax_cross_entropy_with_integer_labels(nsp_logits, labels)
-  return {
-      "mlm_loss": jnp.sum(mlm_xent * w),
-      "mlm_correct": jnp.sum((jnp.argmax(mlm_logits, -1) == ids) * w),
-      "mlm_weight": jnp.sum(w),
-      "nsp_loss": jnp.sum(nsp_xent),
-      "nsp_correct": jnp.sum(jnp.argmax(nsp_logits, -1) == labels).astype(jnp.float32),
-      "nsp_count": jnp.float32(labels.shape[0]),
-  }
-
-
 def denominators(batch: dict) -> dict[str, jax.Array]:
-  """Full-batch normalisers: real MLM predictions (+1e-5, as the original) and sequences."""
+  """Full-batch normalisers (computed on the whole global batch, so that the sums of the
+  micro-batches add up to its means): real MLM predictions (+1e-5, as the original) and
+  sequences."""
   return {"mlm": jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)) + 1e-5,
           "nsp": jnp.float32(batch["input_ids"].shape[0])}
-
-
-def means(sums: dict, den: dict) -> dict[str, jax.Array]:
-  """Sums -> mean losses and accuracies (loss = MLM mean + NSP mean, as the original)."""
-  m = {"mlm_loss": sums["mlm_loss"] / den["mlm"],
-       "mlm_accuracy": sums["mlm_correct"] / den["mlm"],
-       "nsp_loss": sums["nsp_loss"] / den["nsp"],
-       "nsp_accuracy": sums["nsp_correct"] / den["nsp"]}
-  m["loss"] = m["mlm_loss"] + m["nsp_loss"]
-  return m
 
 
 def _apply(model, params, batch, deterministic, rng=None):
@@ -161,7 +143,8 @@ def make_compute_loss(model) -> train_lib.ComputeLoss:
   """The train_lib loss: additive over micro-batches (sums / full-batch denominators)."""
   def compute_loss(params, batch, rng, den):
     mlm_logits, nsp_logits = _apply(model, params, batch, False, rng)
-    m = means(pretraining_sums(mlm_logits, nsp_logits, batch), den)
+    m = pretrain_task.means(pretrain_task.pretraining_sums(mlm_logits, nsp_logits, batch),
+                            den)
     loss = m.pop("loss")
     return loss, m
   return compute_loss
@@ -171,7 +154,7 @@ def make_eval_step(model, mesh, params_shardings):
   """Jitted, sharded (params, batch) -> sums of pretraining_sums (no dropout)."""
   def apply(params, batch):
     mlm_logits, nsp_logits = _apply(model, params, batch, True)
-    return pretraining_sums(mlm_logits, nsp_logits, batch)
+    return pretrain_task.pretraining_sums(mlm_logits, nsp_logits, batch)
   return train_lib.make_predict_step(apply, mesh, params_shardings)
 
 
@@ -188,8 +171,8 @@ def evaluate(eval_step, params, batches, mesh, num_batches: int) -> dict[str, fl
   if total is None:
     return {}
   total = jax.device_get(total)
-  den = {"mlm": total["mlm_weight"] + 1e-5, "nsp": total["nsp_count"]}
-  return {k: float(v) for k, v in means(total, den).items()}
+  means = pretrain_task.means(total, pretrain_task.denominators_from_sums(total))
+  return {k: float(v) for k, v in means.items()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -278,50 +261,13 @@ class Checkpointer:
     self.manager.close()
 
 
-def find_run_checkpoint(path: str) -> tuple[epath.Path, int] | None:
-  """A bert_jax run (its workdir, checkpoints/ dir, or one step dir) -> (step dir, step)."""
-  p = epath.Path(path)
-  if p.name.isdigit() and (p / "state").is_dir():
-    return p, int(p.name)
-  for root in (p / CHECKPOINT_DIR, p):
-    steps = [s for s in paths.checkpoint_steps(root) if (root / str(s) / "state").is_dir()]
-    if steps:
-      return root / str(steps[-1]), steps[-1]
-  return None
-
-
-def load_run_params(path: str) -> tuple[ml_collections.ConfigDict, dict]:
-  """Params (numpy) and config.model of a bert_jax pre-training checkpoint (any mesh)."""
-  found = find_run_checkpoint(path)
-  if found is None:
-    raise FileNotFoundError(f"{path}: no bert_jax checkpoint (a workdir with "
-                            f"{CHECKPOINT_DIR}/<step>/state) found.")
-  step_dir, step = found
-  config = ml_collections.ConfigDict(json.loads((step_dir / "config" / "metadata").read_text()))
-  checkpointer = ocp.PyTreeCheckpointer()
-  meta = checkpointer.metadata(step_dir / "state").item_metadata.tree
-  params_meta = meta["params"]
-  restore_args = jax.tree_util.tree_map(
-      lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_meta)
-  restored = checkpointer.restore(step_dir / "state", args=ocp.args.PyTreeRestore(
-      item={"params": params_meta}, restore_args={"params": restore_args},
-      partial_restore=True))
-  logging.info("Read params of step %d from %s", step, step_dir)
-  return config.model, restored["params"]
-
-
-def load_init_params(path: str) -> tuple[ml_collections.ConfigDict, dict]:
-  """init_checkpoint -> (config.model, numpy params): a bert_jax run, or anything
-  checkpoints.load_pretrained reads (Hugging Face, Google TF, converted)."""
-  if find_run_checkpoint(path) is not None:
-    return load_run_params(path)
-  from bert_jax import checkpoints
-  return checkpoints.load_pretrained(path)
-
-
 def warm_start(state, shardings, config):
-  """Copies config.init_checkpoint's encoder (init_mode=encoder) or all params (full)."""
-  ckpt_model, params = load_init_params(config.init_checkpoint)
+  """Copies config.init_checkpoint's encoder (init_mode=encoder) or all params (full).
+
+  Any checkpoint checkpoints.load_pretrained reads: a bert_jax run (phase 2 from phase 1),
+  a converted one, Google's TF release or a Hugging Face directory.
+  """
+  ckpt_model, params = checkpoints.load_pretrained(config.init_checkpoint)
   for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
               "max_position_embeddings", "type_vocab_size"):
     if ckpt_model[key] != config.model[key]:
@@ -407,6 +353,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
      'stopped_early', 'history': [(step, loss)] of the logged train losses}.
   """
   mesh = check_config(config)
+  check_run_inputs(config)
   t = config.train
   workdir = epath.Path(workdir)
   is_main = jax.process_index() == 0
@@ -417,6 +364,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   from bert_jax import tokenization
   tokenizer = tokenization.load_tokenizer(vocab_file(config), config.do_lower_case)
+  if is_main and not (workdir / "vocab.txt").exists():
+    (workdir / "vocab.txt").write_text(epath.Path(vocab_file(config)).read_text())
   if tokenizer.vocab_size > config.model.vocab_size:
     raise ConfigError(
         f"the vocabulary {vocab_file(config)} has {tokenizer.vocab_size} tokens but "
