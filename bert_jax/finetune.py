@@ -102,6 +102,7 @@ def finetune_config() -> ml_collections.ConfigDict:
   f.num_epochs = 3.0  # paper: 2-4 epochs (3 for GLUE).
   f.warmup_proportion = 0.1  # linear warmup over the first 10% of steps.
   f.max_steps = 0  # >0 caps the number of steps (quick runs); 0 = num_epochs of data.
+  f.max_train_examples = 0  # >0: train on the first N examples only (quick runs).
   f.eval_batch_size = 64  # (sequence length: config.data.max_seq_length)
   # Length bucketing: each batch is cut to its longest row rounded up to this multiple.
   f.bucket_multiple = 32
@@ -484,12 +485,14 @@ class _Split:
 
 
 def _load_split(task: Task, split: str, tokenizer, max_seq_length: int,
-                cache: dict | None) -> _Split:
-  key = (task.name, split, max_seq_length, getattr(tokenizer, "vocab_file", ""))
+                cache: dict | None, limit: int = 0) -> _Split:
+  key = (task.name, split, max_seq_length, getattr(tokenizer, "vocab_file", ""), limit)
   if cache is not None and key in cache:
     return cache[key]
   t0 = time.time()
   examples = task.load_examples(split)
+  if limit:
+    examples = examples[:limit]
   features = task.featurize(examples, tokenizer, max_seq_length)
   features.setdefault("example_weight", np.ones(num_examples(features), np.float32))
   lengths = sequence_lengths(features)
@@ -538,8 +541,12 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
   partitioning.check_batch_size(eval_batch_size, mesh, key="config.finetune.eval_batch_size")
   seq_keys = tuple(getattr(task, "sequence_keys", MODEL_INPUTS))
 
-  train = _load_split(task, task.train_split, tokenizer, max_seq_length, cache)
+  train = _load_split(task, task.train_split, tokenizer, max_seq_length, cache,
+                      int(ft.max_train_examples))
   evals = {s: _load_split(task, s, tokenizer, max_seq_length, cache) for s in task.eval_splits}
+  # Test files are read now too, so a missing file or bad row fails before training.
+  tests = {s: _load_split(task, s, tokenizer, max_seq_length, cache)
+           for s in task.predict_splits}
   n_train = num_examples(train.features)
   steps_per_epoch = -(-n_train // batch_size)
   total = int(math.ceil(steps_per_epoch * float(ft.num_epochs)))
@@ -583,14 +590,17 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
   train_keys = _batch_keys(train.features)
   n_local = batch_size // jax.process_count()
   lo = jax.process_index() * n_local
-  history, best, best_outputs = [], None, {}
+  history, best, best_outputs, eval_seconds = [], None, {}, 0.0
   best_params = None
   step, epoch, pending = 0, 0, []
   t_train, t_log, seen_since = time.time(), time.time(), 0
-  schedule = optim.learning_rate_schedule(train_cfg)
+  schedule = jax.jit(optim.learning_rate_schedule(train_cfg))  # one compile, for logs
+  # Best params are a device copy (sharded like the state): one jitted copy, no host trip.
+  copy_params = jax.jit(lambda p: jax.tree_util.tree_map(jnp.copy, p),
+                        out_shardings=shardings.params)
 
   def evaluate(at_step: int, at_epoch: float):
-    nonlocal best, best_params, best_outputs
+    nonlocal best, best_params, best_outputs, eval_seconds
     t0 = time.time()
     record, outputs = {}, {}
     for split, data in evals.items():
@@ -603,13 +613,14 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
     improved = best is None or score > best[0]
     if improved:
       best = (score, at_step, at_epoch, record)
-      best_params = jax.tree_util.tree_map(jnp.copy, state.params)
+      best_params = copy_params(state.params)
       best_outputs = outputs
     writer.write(at_step, {**record, "epoch": at_epoch})
     history.append({"step": at_step, "epoch": at_epoch, **record})
     shown = "  ".join(f"{k}={v:.4f}" for k, v in record.items())
     log(f"eval step {at_step} (epoch {at_epoch:.2f}): {shown}"
         f"{'  *best*' if improved else ''}  [{time.time() - t0:.1f}s]")
+    eval_seconds += time.time() - t0
 
   while step < total:
     for idx in train_batch_indices(lengths, batch_size, int(config.seed), epoch,
@@ -627,7 +638,7 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
                 if k != "skipped_steps"}
         now = time.time()
         rate = seen_since / max(now - t_log, 1e-9)
-        elapsed = now - t_train
+        elapsed = now - t_train - eval_seconds
         eta = elapsed / step * (total - step)
         mean.update(learning_rate=float(schedule(step - 1)), examples_per_sec=rate,
                     skipped_steps=int(fetched[-1]["skipped_steps"]))
@@ -643,7 +654,7 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
       if step >= total:
         break
     epoch += 1
-  train_seconds = time.time() - t_train
+  train_seconds = time.time() - t_train - eval_seconds  # includes compilation
 
   score, best_step, best_epoch, best_record = best
   params = best_params
@@ -654,8 +665,7 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
       predictions[split] = task.write_predictions(best_outputs[split], data.examples,
                                                   data.features, split, dev_dir)
   test_dir = getattr(task, "output_dir", None) or os.path.join(workdir, "submission")
-  for split in task.predict_splits:
-    data = _load_split(task, split, tokenizer, max_seq_length, cache)
+  for split, data in tests.items():
     out = predict(predict_fn, params, data.features, eval_batch_size, mesh,
                   int(ft.bucket_multiple), seq_keys)
     predictions[split] = task.write_predictions(out, data.examples, data.features, split,
@@ -666,7 +676,8 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
       "task": task.name, "selection_metric": task.selection_metric, "score": score,
       "best_step": best_step, "best_epoch": best_epoch, "best": best_record,
       "history": history, "predictions": predictions, "num_steps": total,
-      "train_seconds": train_seconds, "total_seconds": time.time() - t_start,
+      "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+      "total_seconds": time.time() - t_start,
       "learning_rate": float(config.train.learning_rate), "seed": int(config.seed),
       "skipped_steps": int(jax.device_get(state.skipped_steps)),
   }

@@ -5,7 +5,6 @@ import os
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -18,6 +17,14 @@ from bert_jax.tasks.glue import GlueTask
 from bert_jax.tokenization import load_tokenizer
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "glue"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compile():
+  """Tiny models: XLA's optimisation passes cost more than they save (flax train_test)."""
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", False)
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +127,10 @@ def tiny_setup(tokenizer):
   feats = task.featurize(ex, tokenizer, 64)
   feats["example_weight"] = np.ones(len(ex), np.float32)
   model = task.make_model(cfg)
-  params = model.init(jax.random.PRNGKey(0), feats["input_ids"][:2],
-                      feats["token_type_ids"][:2], feats["attention_mask"][:2])["params"]
-  params = jax.tree_util.tree_map(np.asarray, finetune.nn.unbox(params))
+  init = jax.jit(lambda rng: model.init(rng, feats["input_ids"][:2],
+                                        feats["token_type_ids"][:2],
+                                        feats["attention_mask"][:2])["params"])
+  params = jax.device_get(finetune.nn.unbox(init(jax.random.PRNGKey(0))))
   mesh_cfg = ml_collections.ConfigDict({"axes": ("data", "fsdp", "tensor"),
                                         "shape": (4, 1, 1)})
   mesh = partitioning.make_mesh(mesh_cfg, jax.devices()[:4])
@@ -135,7 +143,8 @@ def tiny_setup(tokenizer):
 
 def test_predict_with_buckets_and_padding_equals_full_length_forward(tiny_setup):
   task, model, params, feats, ex, mesh, predict_fn = tiny_setup
-  full = np.asarray(finetune.apply_model(model, params, feats))  # one batch, length 64
+  inputs = {k: feats[k] for k in finetune.MODEL_INPUTS}
+  full = np.asarray(jax.jit(lambda p, b: finetune.apply_model(model, p, b))(params, inputs))
   out = finetune.predict(predict_fn, params, feats, 12, mesh, bucket_multiple=16)
   assert out.shape == full.shape == (len(ex), 2)  # 32 rows in batches of 12: 4 pad rows
   np.testing.assert_allclose(out, full, atol=2e-5)
@@ -151,13 +160,14 @@ def test_weighted_loss_ignores_padding_rows(tiny_setup):
   padded = finetune.make_batch(feats, idx, 16, 16)  # 6 padding rows, cut to a bucket
   padded["labels"][10:] = 1  # whatever padding rows hold must not matter
   rng = jax.random.PRNGKey(0)
+  loss_fn = jax.jit(lambda p, b: compute_loss(p, b, rng, denominators_fn(b)))
   results = []
   for b in (real, padded):
-    b = jax.tree_util.tree_map(jnp.asarray, b)
-    loss, metrics = compute_loss(params, b, rng, denominators_fn(b))
+    loss, metrics = loss_fn(params, b)
     results.append((float(loss), float(metrics["accuracy"])))
   assert results[1] == pytest.approx(results[0], abs=1e-5)
-  logits = np.asarray(finetune.apply_model(model, params, feats))[:10]
+  inputs = {k: feats[k] for k in finetune.MODEL_INPUTS}
+  logits = np.asarray(jax.jit(lambda p, b: finetune.apply_model(model, p, b))(params, inputs))[:10]
   logp = logits - np.logaddexp.reduce(logits, -1, keepdims=True)
   assert results[0][0] == pytest.approx(-logp[np.arange(10), feats["labels"][:10]].mean(),
                                         abs=1e-5)
@@ -196,7 +206,8 @@ def _tiny_hf_dir(path, vocab_src, vocab_lines=None, vocab_size=None):
            intermediate_size=64, max_position_embeddings=64)
   cfg = BertConfig.from_config(m)
   ids = np.zeros((1, 4), np.int32)
-  params = finetune.nn.unbox(BertModel(cfg).init(jax.random.PRNGKey(1), ids, ids, ids)["params"])
+  init = jax.jit(lambda rng: BertModel(cfg).init(rng, ids, ids, ids)["params"])
+  params = jax.device_get(finetune.nn.unbox(init(jax.random.PRNGKey(1))))
   sd = checkpoints.params_to_canonical({"bert": params}, cfg)
   save_file({k: np.asarray(v, np.float32) for k, v in sd.items()},
             os.path.join(path, "model.safetensors"))

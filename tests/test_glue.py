@@ -13,7 +13,7 @@ import pytest
 from bert_jax import finetune
 from bert_jax.data import glue as glue_data
 from bert_jax.tasks import glue, glue_metrics
-from test_finetune import _tiny_hf_dir
+from test_finetune import _tiny_hf_dir, fast_compile  # noqa: F401 (autouse fixture)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "glue"
@@ -35,6 +35,14 @@ def checkpoint(tmp_path_factory, minilm_path):
   """A tiny BERT written as a Hugging Face directory (with the real MiniLM vocab)."""
   return _tiny_hf_dir(str(tmp_path_factory.mktemp("ckpt") / "tiny_bert"),
                       os.path.join(minilm_path, "vocab.txt"))
+
+
+@pytest.fixture(scope="module")
+def converted(checkpoint, tmp_path_factory):
+  """The same checkpoint after `python -m bert_jax.convert` (orbax + model_config.json)."""
+  from bert_jax import convert
+  out = str(tmp_path_factory.mktemp("converted") / "tiny_bert")
+  return convert.convert(checkpoint, out, to="bert_jax")
 
 
 def tiny_config(checkpoint, task="mrpc", **finetune_overrides):
@@ -59,11 +67,11 @@ def read_tsv(path):
 
 
 @pytest.fixture(scope="module")
-def mrpc_sweep(checkpoint, tmp_path_factory):
-  """Two learning rates x one seed on the MRPC slice: 64 train rows, 4 steps/epoch,
-  6 steps (evals at steps 4 and 6)."""
+def mrpc_sweep(converted, tmp_path_factory):
+  """convert -> two learning rates x one seed on the MRPC slice: 64 train rows,
+  4 steps/epoch, 6 steps (evals at steps 4 and 6)."""
   workdir = str(tmp_path_factory.mktemp("mrpc"))
-  c = tiny_config(checkpoint, num_epochs=2.0, max_steps=6, sweep=True,
+  c = tiny_config(converted, num_epochs=2.0, max_steps=6, sweep=True,
                   sweep_learning_rates=(1e-3, 1e-4), sweep_seeds=(0,), save_best=True)
   return glue.run(c, workdir), workdir
 
@@ -184,3 +192,16 @@ def test_command_line_entry_point_reports_bad_task(tmp_path):
       env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert proc.returncode != 0
   assert "unknown GLUE task 'nope': use one of cola, sst2" in proc.stderr
+
+
+def test_mnli_predicts_ax_only_when_its_file_exists(tmp_path):
+  import shutil
+  assert glue.GlueTask("mnli", str(FIXTURES)).predict_splits == (
+      "test_matched", "test_mismatched", "ax")
+  shutil.copytree(FIXTURES / "MNLI", tmp_path / "MNLI")
+  assert glue.GlueTask("mnli", str(tmp_path)).predict_splits == (
+      "test_matched", "test_mismatched")
+  shutil.copytree(FIXTURES / "AX", tmp_path / "diagnostic")
+  os.rename(tmp_path / "diagnostic" / "AX.tsv", tmp_path / "diagnostic" / "diagnostic.tsv")
+  task = glue.GlueTask("mnli", str(tmp_path))  # GLUE's download script's location
+  assert task.predict_splits[-1] == "ax" and len(task.load_examples("ax")) == 5

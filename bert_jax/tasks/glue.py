@@ -40,6 +40,11 @@ class GlueTask:
     self.train_split = self.spec.train_split
     self.eval_splits = self.spec.eval_splits
     self.predict_splits = self.spec.predict_splits
+    ax_file = glue_data.split_file(self.spec, "ax", data_dir)
+    if "ax" in self.predict_splits and source == "tsv" and not os.path.isfile(ax_file):
+      finetune.log(f"{ax_file} not found (nor the other {glue_data.AX_FILES} under "
+                   f"{data_dir}): the AX diagnostic will not be predicted.")
+      self.predict_splits = tuple(s for s in self.predict_splits if s != "ax")
     # "score" = mean of the official metrics (GLUE's task score) on the first dev split.
     self.selection_metric = f"{self.eval_splits[0]}/score"
 
