@@ -33,21 +33,21 @@ def model_config(size: str = "base") -> ml_collections.ConfigDict:
   """Encoder hyper-parameters; names follow Google's bert_config.json where one exists."""
   num_layers, hidden, heads = BERT_SIZES[size]
   m = ml_collections.ConfigDict()
-  m.vocab_size = 30522
-  m.hidden_size = hidden
-  m.num_layers = num_layers
-  m.num_heads = heads
+  m.vocab_size = 30522  # word-embedding rows; must equal the vocabulary size.
+  m.hidden_size = hidden  # H: width of every layer (768 base, 1024 large).
+  m.num_layers = num_layers  # L: encoder layers (12 base, 24 large).
+  m.num_heads = heads  # A: attention heads; must divide hidden_size.
   # 4 * hidden by default; set explicitly to decouple.
   m.intermediate_size = 4 * hidden
   m.hidden_act = "gelu"  # exact erf GELU; "gelu_tanh" for the tanh approximation.
-  m.max_position_embeddings = 512
-  m.type_vocab_size = 2
-  m.dropout_rate = 0.1
-  m.attention_dropout_rate = 0.1
-  m.layer_norm_eps = 1e-12
-  m.initializer_range = 0.02
+  m.max_position_embeddings = 512  # rows of the position table: longest sequence.
+  m.type_vocab_size = 2  # segment (token type) ids: 0 = sentence A, 1 = sentence B.
+  m.dropout_rate = 0.1  # hidden dropout (embeddings, attention output, FFN output).
+  m.attention_dropout_rate = 0.1  # dropout on the attention probabilities.
+  m.layer_norm_eps = 1e-12  # LayerNorm epsilon (the reference value).
+  m.initializer_range = 0.02  # std of the truncated-normal weight init.
   m.dtype = "float32"  # compute dtype; "bfloat16" on TPU. Softmax and LayerNorm stay float32.
-  m.param_dtype = "float32"
+  m.param_dtype = "float32"  # dtype the parameters (and optimizer state) are kept in.
   m.remat = "none"  # "none" | "full" (recompute each layer) | "dots" (save matmul outputs).
   m.scan_layers = True  # nn.scan over layers: compile time independent of depth.
   m.attention = "einsum"  # "einsum" | "dot_product_attention" (jax.nn; flash on GPU/TPU).
@@ -58,56 +58,56 @@ def default_config() -> ml_collections.ConfigDict:
   """BERT-Base pre-training with the paper's phase-1 recipe."""
   c = ml_collections.ConfigDict()
   c.task = "pretrain"  # pretrain | glue | squad | swag
-  c.seed = 0
+  c.seed = 0  # seeds init, dropout, data order and masking.
   # Warm start: our orbax checkpoint, a Google TF checkpoint, or a Hugging Face directory.
   c.init_checkpoint = ""
   c.init_mode = "encoder"  # "encoder" (fine-tune / new heads) | "full" (continue pre-training)
   # WordPiece vocab.txt or SentencePiece .model; "" = the vocabulary bundled with the repo.
   c.vocab_file = ""
-  c.do_lower_case = True
+  c.do_lower_case = True  # lower-case and strip accents (uncased vocabularies).
   c.model = model_config("base")
 
   c.data = ml_collections.ConfigDict()
   # Pre-training: text files (one sentence per line, blank line between documents) or a
   # directory of shards written by `bert_jax.data.create_pretraining_data`.
   c.data.train_files = ""
-  c.data.eval_files = ""
-  c.data.max_seq_length = 128
-  c.data.max_predictions_per_seq = 20
-  c.data.masked_lm_prob = 0.15
-  c.data.short_seq_prob = 0.1
-  c.data.dupe_factor = 1
-  c.data.whole_word_mask = False
+  c.data.eval_files = ""  # held-out text or shards for eval (same formats as train_files).
+  c.data.max_seq_length = 128  # tokens per sequence, [CLS] and [SEP]s included.
+  c.data.max_predictions_per_seq = 20  # cap on masked positions per sequence.
+  c.data.masked_lm_prob = 0.15  # share of tokens masked (80% [MASK], 10% random, 10% kept).
+  c.data.short_seq_prob = 0.1  # share of instances with a shorter random target length.
+  c.data.dupe_factor = 1  # passes over the documents when pairing (each a new pairing).
+  c.data.whole_word_mask = False  # mask all WordPieces of a word together.
   # "balanced": the original algorithm with per-chunk target lengths, so that IsNext is
   # 50% and ~10% of instances are short; "google": the original draw for draw (45% IsNext
   # on books: one-sentence chunks are always NotNext there).
   c.data.pairing = "balanced"
   c.data.documents_per_window = 1000  # documents paired together when streaming text.
-  c.data.dynamic_masking = True
-  c.data.prefetch = 2
-  c.data.num_workers = 0
+  c.data.dynamic_masking = True  # new masks every epoch (from seed + step); False: fixed.
+  c.data.prefetch = 2  # batches built ahead of the train step.
+  c.data.num_workers = 0  # threads building batches (0 = 1 thread).
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 256  # global batch, over all hosts and devices.
-  c.train.num_steps = 1_000_000
-  c.train.learning_rate = 1e-4
-  c.train.warmup_steps = 10_000
+  c.train.num_steps = 1_000_000  # optimizer steps of the whole run (the decay ends here).
+  c.train.learning_rate = 1e-4  # peak learning rate, reached after warmup_steps.
+  c.train.warmup_steps = 10_000  # linear warmup from 0.
   c.train.schedule = "linear"  # linear warmup then linear decay to 0 at num_steps.
   c.train.optimizer = "adamw"  # adamw | lamb | bert_adam (original: no bias correction)
-  c.train.b1 = 0.9
-  c.train.b2 = 0.999
-  c.train.eps = 1e-6
+  c.train.b1 = 0.9  # Adam/LAMB first-moment decay.
+  c.train.b2 = 0.999  # Adam/LAMB second-moment decay.
+  c.train.eps = 1e-6  # Adam/LAMB epsilon (the original BERT value).
   c.train.weight_decay = 0.01  # never on LayerNorm scales or biases.
-  c.train.max_grad_norm = 1.0
-  c.train.grad_accum_steps = 1
+  c.train.max_grad_norm = 1.0  # clip the global gradient norm to this (0 = no clipping).
+  c.train.grad_accum_steps = 1  # micro-batches per step; batch_size is their total.
   c.train.nan_policy = "skip"  # skip (drop the update, count it) | stop
-  c.train.log_every = 100
-  c.train.eval_every = 10_000
-  c.train.eval_steps = 100
-  c.train.checkpoint_every = 10_000
-  c.train.keep_checkpoints = 3
-  c.train.async_checkpointing = True
-  c.train.profile = False
+  c.train.log_every = 100  # steps between progress lines and logged train metrics.
+  c.train.eval_every = 10_000  # steps between evaluations on eval_files.
+  c.train.eval_steps = 100  # batches per evaluation (0 = no evaluation).
+  c.train.checkpoint_every = 10_000  # steps between checkpoints (also saved at the end).
+  c.train.keep_checkpoints = 3  # most recent checkpoints kept in workdir/checkpoints.
+  c.train.async_checkpointing = True  # write checkpoints in the background.
+  c.train.profile = False  # reserved for a profiler trace; not read by the trainer yet.
   # Peak FLOP/s of one device for the MFU in the progress line; 0 = look up the device
   # kind in bert_jax/flops.py (TPU v2-v6e, A100, H100); a CPU has none (MFU "n/a").
   c.train.peak_flops_per_device = 0.0
@@ -115,8 +115,8 @@ def default_config() -> ml_collections.ConfigDict:
   # Device mesh: axis names and sizes (-1 = all remaining devices). Data parallel is
   # (-1,1,1); FSDP (ZeRO-3) is (1,-1,1); Megatron tensor parallel puts devices on "tensor".
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.axes = ("data", "fsdp", "tensor")
-  c.mesh.shape = (-1, 1, 1)
+  c.mesh.axes = ("data", "fsdp", "tensor")  # mesh axis names the sharding rules use.
+  c.mesh.shape = (-1, 1, 1)  # devices per axis; one -1 takes the rest.
   return c
 
 
