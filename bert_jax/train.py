@@ -352,10 +352,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     {'step', 'train': last logged train metrics, 'eval': last eval metrics,
      'stopped_early', 'history': [(step, loss)] of the logged train losses}.
   """
+  t_start = time.time()
   mesh = check_config(config)
   check_run_inputs(config)
   t = config.train
-  workdir = epath.Path(workdir)
+  # orbax wants absolute local paths (runs/tiny -> /abs/runs/tiny); gs:// stays as is.
+  workdir = paths.as_path(workdir if paths.is_remote(workdir) else os.path.abspath(workdir))
   is_main = jax.process_index() == 0
   if is_main:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -475,6 +477,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   ckpt.close()
   writer.close()
   summary["step"] = step
+  if is_main:
+    ev = summary["eval"]
+    print(f"done: step {step} in {format_duration(time.time() - t_start)}"
+          + (f"; eval loss {ev['loss']:.4f}, mlm_acc {ev['mlm_accuracy']:.3f}, nsp_acc "
+             f"{ev['nsp_accuracy']:.3f}" if ev else "")
+          + f"; curves: python -m bert_jax.plot --workdir={workdir}", flush=True)
   summary["params"] = state.params
   summary["state"] = state
   return summary
