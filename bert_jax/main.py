@@ -9,14 +9,14 @@ anything is compiled. Then `config.task` picks the job: "pretrain" runs
 `bert_jax.tasks.<task>.run(config, workdir)`.
 
 Multi-host: on a TPU pod every worker runs the same command and JAX finds the others;
-elsewhere pass --coordinator_address, --num_processes and --process_id (launch/tpu.py
-does both).
+elsewhere pass --coordinator_address, --num_processes and --process_id, or the
+JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID env vars (launch/tpu.py does
+both; bert_jax/distributed.py). SIGTERM checkpoints and exits 0 (bert_jax/preemption.py).
 """
 from __future__ import annotations
 
 import difflib
 import importlib
-import os
 import re
 import sys
 
@@ -102,13 +102,13 @@ def parse_flags(argv):
 
 
 def initialize_distributed() -> None:
-  """jax.distributed on a multi-host TPU slice (auto) or with explicit flags."""
-  import jax
-  f = flags.FLAGS
-  if f.coordinator_address:
-    jax.distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
-  elif "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):  # a multi-host TPU slice
-    jax.distributed.initialize()
+  """jax.distributed on a TPU VM (auto) or from the flags / JAX_* env (distributed.py)."""
+  from bert_jax import distributed
+  try:
+    f = flags.FLAGS
+    distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
+  except distributed.DistributedError as e:
+    _fail(str(e))
 
 
 def run(config, workdir: str):
@@ -118,8 +118,10 @@ def run(config, workdir: str):
   task = config.task
   if task == PRETRAIN:
     from bert_jax import train
+    from bert_jax import preemption
     train.check_config(config)  # fails fast, before building or compiling anything
-    return train.train_and_evaluate(config, workdir)
+    # SIGTERM: finish the step, checkpoint, exit 0 (preemption.py).
+    return train.train_and_evaluate(config, workdir, should_stop=preemption.install())
   if task in FINETUNE_TASKS:
     module = importlib.import_module(f"bert_jax.tasks.{task}")
     return module.run(config, workdir)
@@ -137,9 +139,10 @@ def main(argv):
   initialize_distributed()
   try:
     run(config, workdir)
-  except ValueError as e:
-    # Our own error classes (ConfigError, CheckpointError, TokenizerError, DataError, ...)
-    # already say what is wrong and how to fix it: one line, no traceback.
+  except (ValueError, ArithmeticError) as e:
+    # Our own error classes (ConfigError, CheckpointError, TokenizerError, DataError,
+    # WorkdirError, NonFiniteError, ...) already say what is wrong and how to fix it: one
+    # line, no traceback.
     if type(e).__module__.startswith("bert_jax."):
       _fail(str(e))
     raise

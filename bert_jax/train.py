@@ -32,12 +32,16 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from bert_jax import distributed
+from bert_jax import fault_injection  # test-only hooks; no-ops unless env vars are set
 from bert_jax import finetune  # MetricWriter: one writer for every task's metrics
 from bert_jax import flops as flops_lib
+from bert_jax import health
 from bert_jax import model as model_lib
 from bert_jax import optim
 from bert_jax import partitioning
 from bert_jax import paths
+from bert_jax import preflight
 from bert_jax import train_lib
 from bert_jax import checkpoints
 from bert_jax import config as config_lib
@@ -195,19 +199,32 @@ class DataStateHandler(ocp.CheckpointHandler):
   def restore(self, directory, args: "DataStateRestore" = None):
     f = self._file(directory)
     if not f.exists():
-      raise FileNotFoundError(
-          f"{f} is missing: the checkpoint was written by a different number of hosts "
-          f"than the {jax.process_count()} now running; resume with the same host count.")
+      f = self._other_layout_file(directory)
     state = json.loads(f.read_text())
     if isinstance(state, dict) and set(state) == {"__bytes__"}:
       state = base64.b64decode(state["__bytes__"])
     return state
 
+  def _other_layout_file(self, directory) -> epath.Path:
+    """A checkpoint from another host count: the pipeline's state is the global stream
+    position, the same on every host, so any host's file resumes any host layout."""
+    files = sorted(epath.Path(directory).glob("process_*-of-*.json"))
+    states = [json.loads(f.read_text()) for f in files]
+    if not states or not all(isinstance(s, dict) and "position" in s for s in states):
+      raise FileNotFoundError(
+          f"{self._file(directory)} is missing: the checkpoint was written by a different "
+          f"number of hosts than the {jax.process_count()} now running, with a data "
+          "iterator whose state is per host; resume with the same host count.")
+    if len({s["position"] for s in states}) > 1:
+      raise ValueError(f"{directory}: the hosts saved different data positions "
+                       f"{sorted({s['position'] for s in states})}; the checkpoint is broken.")
+    return files[0]
+
   def metadata(self, directory):
     return None
 
   def finalize(self, directory):
-    pass
+    fault_injection.on_checkpoint_finalize(directory)  # kill_in_save@S (tests only)
 
   def close(self):
     pass
@@ -356,13 +373,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   mesh = check_config(config)
   check_run_inputs(config)
   t = config.train
+  # Before anything is written or compiled: the workdir is writable, has room, and holds
+  # no checkpoint this config cannot continue (preflight.py).
+  resume_note = preflight.check_workdir(
+      config, workdir, epath.Path(workdir) / CHECKPOINT_DIR,
+      lambda: train_lib.abstract_train_state(make_init_fn(make_model(config), config),
+                                             optim.make_optimizer(t), mesh, config.seed)[0])
   # orbax wants absolute local paths (runs/tiny -> /abs/runs/tiny); gs:// stays as is.
   workdir = paths.as_path(workdir if paths.is_remote(workdir) else os.path.abspath(workdir))
   is_main = jax.process_index() == 0
+  if is_main and resume_note:
+    print(resume_note, flush=True)
   if is_main:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-  make_iterator = make_iterator or default_iterator
+  make_iterator = fault_injection.wrap_make_iterator(make_iterator or default_iterator)
 
   from bert_jax import tokenization
   tokenizer = tokenization.load_tokenizer(vocab_file(config), config.do_lower_case)
@@ -385,6 +410,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state, data_state = ckpt.restore(latest, abstract)
     train_iter.set_state(data_state)
     logging.info("Resumed from %s at step %d", ckpt.directory, latest)
+    if is_main:
+      print(f"resumed from {ckpt.directory} at step {latest}", flush=True)
   else:
     state, shardings = train_lib.create_train_state(init_fn, tx, mesh, config.seed)
     if config.init_checkpoint:
@@ -412,6 +439,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           f"steps {int(state.step)}->{t.num_steps}", flush=True)
 
   step = int(state.step)
+  skipped_before = int(state.skipped_steps)  # non-finite steps before the next log
   summary = {"step": step, "train": {}, "eval": {}, "stopped_early": False, "history": []}
   pending: list[dict] = []  # device metrics since the last log (fetched only then)
   t_last, steps_timed, paused = None, 0, 0.0  # step time excludes compile and eval
@@ -427,6 +455,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         extra = (f", temp {mem.temp_size_in_bytes / 2**20:.0f} MiB/device"
                  if mem is not None else "")
         print(f"compiled train step in {time.time() - t0:.1f}s{extra}", flush=True)
+      distributed.barrier("bert_jax_first_step")  # hosts start together (distributed.py)
     state, metrics = compiled(state, batch)
     step += 1
     pending.append(metrics)
@@ -437,19 +466,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       steps_timed += 1
 
     if step % t.log_every == 0 or step == t.num_steps:
-      scalars = _log_scalars(jax.device_get(pending), step, steps_timed,
+      host = jax.device_get(pending)
+      scalars = _log_scalars(host, step, steps_timed,
                              time.time() - t_last - paused, lr_fn, t.batch_size,
                              config.data.max_seq_length, flops_per_step, n_dev, peak)
       writer.write(step, {f"train/{k}": v for k, v in scalars.items()})
       if is_main:
         eta = (t.num_steps - step) * scalars.get("step_time_s", 0.0)
         print(progress_line(step, t.num_steps, scalars, eta), flush=True)
-      if t.nan_policy == "stop" and scalars["skipped_steps"] > summary["train"].get(
-          "skipped_steps", 0):
-        raise FloatingPointError(
-            f"non-finite loss or gradients between steps {step - len(pending) + 1} and "
-            f"{step} (nan_policy=stop); last good checkpoint: step {ckpt.latest_step()} "
-            f"in {ckpt.directory}.")
+      # NaN/Inf: skip (already done in the step) and report, or stop (health.py).
+      health.apply_policy(t.nan_policy, host, step - len(host) + 1, skipped_before, ckpt,
+                          is_main)
+      skipped_before = scalars["skipped_steps"]
       summary["train"] = scalars
       summary["history"].append((step, scalars["loss"]))
       pending, t_last, steps_timed, paused = [], time.time(), 0, 0.0
@@ -471,6 +499,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if stop:
       summary["stopped_early"] = True
       logging.info("Stopping at step %d (checkpoint saved).", step)
+      if is_main:
+        print(f"preempted: stopping at step {step}; checkpoint {ckpt.directory}/{step} "
+              "(the same command resumes from it)", flush=True)
       break
 
   ckpt.wait()
