@@ -290,3 +290,14 @@ def test_shell_scripts_pass_shellcheck():
   assert len(scripts) >= 2
   result = subprocess.run([exe, "--severity=style", *scripts], capture_output=True, text=True)
   assert result.returncode == 0, result.stdout
+
+
+def test_readme_dry_run_excerpt_is_current():
+  readme = (REPO / "README.md").read_text(encoding="utf-8")
+  excerpt = readme[readme.index("`--dry_run` prints what that runs:"):].split("```\n", 2)[1]
+  text = dry_run(["up", "--name=bert-base", "--zone=us-central2-b", "--accelerator_type=v4-8",
+                  "--config=configs/base.py", "--workdir=gs://my-bucket/bert_base",
+                  "--config.data.train_files=gs://my-bucket/shards/*"])
+  lines = [l.replace(str(REPO), "<repo>") for l in text.splitlines()
+           if not l.startswith(("# dry run", "# streaming"))]
+  assert excerpt.splitlines() == lines
