@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -192,13 +193,13 @@ def test_worker_sh_stop_forwards_sigterm_and_follow_returns_its_code(tmp_path):
                          text=True)
   assert again.returncode == 2 and "already going" in again.stderr
   log = tmp_path / "run" / "log"
-  for _ in range(200):  # wait until the handler is installed
-    if log.exists() and "started" in log.read_text():
-      break
-    subprocess.run(["sleep", "0.05"], check=True)
+  deadline = time.monotonic() + 120  # wait until the handler is installed
+  while not (log.exists() and "started" in log.read_text()):
+    assert time.monotonic() < deadline, "the run did not start"
+    time.sleep(0.05)
   subprocess.run(["bash", sh, "stop"], env=env, check=True, capture_output=True)
   follow = subprocess.run(["bash", sh, "follow"], env=env, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=120)
   assert follow.returncode == 0
   assert "checkpoint saved" in follow.stdout
   status = subprocess.run(["bash", sh, "status"], env=env, capture_output=True, text=True)
