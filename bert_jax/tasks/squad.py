@@ -451,18 +451,9 @@ def run(config, workdir: str) -> dict[str, Any]:
   return results
 
 
-def main(argv):
-  del argv
-  from absl import app, flags
-  if not flags.FLAGS.workdir:
-    raise app.UsageError("--workdir is required.")
-  run(flags.FLAGS.config, flags.FLAGS.workdir)
-
-
 if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", "configs/squad.py", "SQuAD config file.",
-                                  lock_config=True)
-  flags.DEFINE_string("workdir", None, "Output directory (metrics, predictions, params).")
-  app.run(main)
+  # Same flags, multi-host setup and one-line errors as `python -m bert_jax.main`.
+  from absl import app
+  from bert_jax import main as main_lib
+  main_lib.define_flags()
+  app.run(main_lib.main, flags_parser=main_lib.parse_flags)
