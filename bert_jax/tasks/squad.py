@@ -28,6 +28,7 @@ import collections
 import hashlib
 import json
 import os
+import tempfile
 import time
 from typing import Any
 
@@ -361,6 +362,8 @@ def predict_file(task: SquadTask, config, split: str, output_dir: str, params_di
       stamp(os.path.join(params_dir, "params")), stamp(task.files[split]),
       json.dumps(task.postprocess_kwargs()), str(max_seq_length), str(task.cfg.doc_stride),
       str(task.cfg.max_query_length)]).encode()).hexdigest()
+  if jax.process_index() != 0:  # every host predicts (gathered logits); host 0 writes.
+    output_dir = tempfile.mkdtemp(prefix="squad_predict_")
   writer = pp.PredictionWriter(output_dir, task.version_2, resume_key=key)
   done = writer.done
   ex_rows = list(pp.example_rows(meta["example_index"]))
