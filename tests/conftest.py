@@ -3,6 +3,8 @@ import os
 
 # Must be set before jax is imported anywhere: meshes of up to 8 devices on the CPU.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# CPU only: with libtpu installed (AOT tests) JAX would otherwise probe for a TPU first.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
