@@ -473,7 +473,8 @@ def load_run(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
     raise CheckpointError(f"{path}: no pre-training checkpoint ({RUN_CHECKPOINT_DIR}/<step>/"
                           "state) in it; pass a bert_jax workdir or one of its step dirs.")
   step_dir, _ = found
-  step_dir = paths.as_path(step_dir)
+  # orbax reads absolute local paths only; gs:// stays as is.
+  step_dir = paths.as_path(step_dir if paths.is_remote(step_dir) else os.path.abspath(step_dir))
   saved = json.loads((step_dir / "config" / "metadata").read_text())
   m = config_lib.model_config("base")
   m.update(saved["model"])

@@ -373,14 +373,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   mesh = check_config(config)
   check_run_inputs(config)
   t = config.train
+  # orbax wants absolute local paths (runs/tiny -> /abs/runs/tiny); gs:// stays as is.
+  workdir = paths.as_path(workdir if paths.is_remote(workdir) else os.path.abspath(workdir))
   # Before anything is written or compiled: the workdir is writable, has room, and holds
   # no checkpoint this config cannot continue (preflight.py).
   resume_note = preflight.check_workdir(
-      config, workdir, epath.Path(workdir) / CHECKPOINT_DIR,
+      config, workdir, workdir / CHECKPOINT_DIR,
       lambda: train_lib.abstract_train_state(make_init_fn(make_model(config), config),
                                              optim.make_optimizer(t), mesh, config.seed)[0])
-  # orbax wants absolute local paths (runs/tiny -> /abs/runs/tiny); gs:// stays as is.
-  workdir = paths.as_path(workdir if paths.is_remote(workdir) else os.path.abspath(workdir))
   is_main = jax.process_index() == 0
   if is_main and resume_note:
     print(resume_note, flush=True)
