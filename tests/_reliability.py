@@ -3,22 +3,27 @@
 tests/test_multihost.py and tests/test_fault_tolerance.py drive the real CLI (flags,
 distributed init, signal handling, exit codes) on fake CPU devices: one process with 8,
 or several local processes with 4 each joined by jax.distributed over gloo on localhost.
-The model is tiny (1 layer, H=64) and a per-module persistent compilation cache makes
-every run after the first of a shape skip XLA compilation.
+The model is tiny (1 layer, H=64); one persistent compilation cache for the whole
+session makes every run after the first of a shape skip XLA compilation, and the
+reference runs both test modules compare against run once per session, even when
+pytest-xdist spreads the tests over several workers (`once`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -26,6 +31,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 CORPUS = REPO / "bert_jax" / "resources" / "corpus"
 TIMEOUT_S = 900  # per run; the shared 2-core CI machine can be very slow
 
+STEPS = 6
+# The reference schedule of both modules: 6 steps, a checkpoint every 2.
+SCHEDULE = (f"--config.train.num_steps={STEPS}", "--config.train.checkpoint_every=2")
 # configs/tiny.py shrunk: 1 layer, H=64, batch 16 x seq 32, log every step, no eval.
 BASE_OVERRIDES = (
     "--config=configs/tiny.py",
@@ -41,6 +49,37 @@ BASE_OVERRIDES = (
     "--config.train.eval_steps=0",
     "--config.train.keep_checkpoints=10",
 )
+
+
+def session_dir(tmp_path_factory) -> pathlib.Path:
+  """A directory every xdist worker of this pytest session shares (xdist's recipe)."""
+  base = tmp_path_factory.getbasetemp()
+  root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "reliability"
+  root.mkdir(parents=True, exist_ok=True)
+  return root
+
+
+@contextlib.contextmanager
+def _locked(path: pathlib.Path):
+  with open(path, "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def once(tmp_path_factory, name: str, make: Callable[[pathlib.Path], None]) -> pathlib.Path:
+  """make(workdir) runs once per session (whichever worker comes first); -> workdir."""
+  root = session_dir(tmp_path_factory)
+  wd, done = root / name, root / f"{name}.done"
+  with _locked(root / f"{name}.lock"):
+    if not done.exists():
+      if wd.exists():  # a failed attempt of another worker
+        shutil.rmtree(wd)
+      make(wd)
+      done.write_text("ok")
+  return wd
 
 
 def cli_config(*overrides: str):
@@ -189,6 +228,18 @@ def checkpoint_steps(workdir) -> list[int]:
 def unfinished_checkpoints(workdir) -> list[str]:
   d = pathlib.Path(workdir) / "checkpoints"
   return sorted(p.name for p in d.iterdir() if not p.name.isdigit()) if d.is_dir() else []
+
+
+def reference_run(tmp_path_factory) -> dict:
+  """1 process x 8 devices, the SCHEDULE, with a read log: the run both modules match."""
+  root = session_dir(tmp_path_factory)
+
+  def make(wd):
+    p = run(wd, SCHEDULE, name="reference", env={"BERT_JAX_READ_LOG": str(wd / "reads")},
+            cache_dir=root / "jax_cache", log_dir=root / "logs")
+    assert p.popen.returncode == 0, p.describe()
+  wd = once(tmp_path_factory, "reference", make)
+  return {"workdir": wd, "losses": losses(wd), "params": params(wd), "reads": wd / "reads"}
 
 
 def params(workdir, step: int | None = None) -> dict:

@@ -25,28 +25,27 @@ import pytest
 
 import _reliability as R
 
-STEPS = 6
-SIX_STEPS = (f"--config.train.num_steps={STEPS}", "--config.train.checkpoint_every=2")
+STEPS = R.STEPS
+SIX_STEPS = R.SCHEDULE  # 6 steps, a checkpoint every 2
 
 
 @pytest.fixture(scope="module")
 def ft(tmp_path_factory):
   base = tmp_path_factory.mktemp("fault_tolerance")
+  shared = R.session_dir(tmp_path_factory)
 
   class Ctx:
     root = base
-    kw = dict(cache_dir=base / "jax_cache", log_dir=base / "logs")
+    kw = dict(cache_dir=shared / "jax_cache", log_dir=base / "logs")
   return Ctx
 
 
 @pytest.fixture(scope="module")
-def reference(ft):
-  """The uninterrupted run: 6 steps, checkpoints at 2, 4, 6."""
-  wd = ft.root / "reference"
-  p = R.run(wd, SIX_STEPS, name="reference", **ft.kw)
-  assert p.popen.returncode == 0, p.describe()
-  assert R.checkpoint_steps(wd) == [2, 4, 6]
-  return {"workdir": wd, "losses": R.losses(wd), "params": R.params(wd)}
+def reference(tmp_path_factory):
+  """The uninterrupted run: 6 steps, checkpoints at 2, 4, 6 (once per session)."""
+  ref = R.reference_run(tmp_path_factory)
+  assert R.checkpoint_steps(ref["workdir"]) == [2, 4, 6]
+  return ref
 
 
 def test_sigterm_at_a_random_step_checkpoints_it_and_resumes_exactly(ft, reference):
