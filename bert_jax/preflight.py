@@ -119,9 +119,9 @@ def free_bytes(workdir) -> int | None:
 
 
 def check_free_space(workdir, checkpoint_bytes: int) -> None:
-  """At least one more checkpoint (+10% and 16 MiB of metadata) must fit."""
+  """At least one more checkpoint (uncompressed, +10% and 1 MiB of metadata) must fit."""
   free = free_bytes(workdir)
-  need = int(checkpoint_bytes * 1.1) + 16 * MiB
+  need = int(checkpoint_bytes * 1.1) + MiB
   if free is not None and free < need:
     raise WorkdirError(
         f"--workdir={workdir} has {free / MiB:.1f} MiB free, but one checkpoint of this "
@@ -245,3 +245,20 @@ def check_workdir(config, workdir, checkpoint_dir,
     check_free_space(workdir, state_bytes(abstract))
   return check_resume(config, workdir, checkpoint_dir,
                       (lambda: abstract) if abstract is not None else None)
+
+
+def write_failure(error: BaseException, checkpoint_dir, last_complete: int | None,
+                  keep: int) -> WorkdirError | None:
+  """A checkpoint write that failed for lack of space -> the WorkdirError to raise instead
+  (naming the last complete checkpoint and the fixes); None for any other failure."""
+  message = str(error)
+  full = (getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or
+          "No space left on device" in message or "os_error_code='28'" in message)
+  if not full:
+    return None
+  last = (f"step {last_complete}, which the same command resumes from once there is room"
+          if last_complete is not None else "none yet")
+  return WorkdirError(
+      f"writing a checkpoint to {checkpoint_dir} failed: the disk is full. The last complete "
+      f"checkpoint is {last}; free space there, keep fewer checkpoints "
+      f"(--config.train.keep_checkpoints={keep} now) or move the run to a bigger --workdir.")

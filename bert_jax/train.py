@@ -18,6 +18,7 @@ Process 0 writes `metrics.jsonl`, TensorBoard events under `tensorboard/` and
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -252,15 +253,17 @@ class Checkpointer:
         cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(
         self.directory, options=options, item_names=("state", "data", "config"))
+    self.keep = keep
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
   def save(self, step: int, state, data_state, config) -> None:
     """Starts an (async) save; device arrays are copied out before it returns."""
-    self.manager.save(step, force=True, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=DataStateSave(data_state),
-        config=ocp.args.JsonSave(config.to_dict())))
+    with self._full_disk_error():  # a previous async save may fail here
+      self.manager.save(step, force=True, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=DataStateSave(data_state),
+          config=ocp.args.JsonSave(config.to_dict())))
 
   def restore(self, step: int, abstract_state):
     """-> (train state on the shardings of `abstract_state`, this host's data state)."""
@@ -272,7 +275,19 @@ class Checkpointer:
     return self.manager.reached_preemption(step)
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    with self._full_disk_error():
+      self.manager.wait_until_finished()
+
+  @contextlib.contextmanager
+  def _full_disk_error(self):
+    """A write that failed on a full disk -> one WorkdirError line (preflight.py)."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except  (re-raised unless a full disk)
+      error = preflight.write_failure(e, self.directory, self.latest_step(), self.keep)
+      if error is None:
+        raise
+      raise error from None
 
   def close(self) -> None:
     self.manager.close()

@@ -235,3 +235,16 @@ def test_health_bad_steps_and_fault_specs():
   assert (f.nan_batch, f.kill_in_save, f.step_delay, f.free_bytes) == (3, 4, 0.25, 10)
   with pytest.raises(fault_injection.FaultSpecError, match="nan_batch@STEP"):
     fault_injection.parse("nan@3")
+
+
+def test_a_checkpoint_write_on_a_full_disk_becomes_one_clear_error():
+  """What Checkpointer.save/wait raise when orbax's async write hits ENOSPC mid-run."""
+  from bert_jax import preflight
+  orbax_error = ValueError('RESOURCE_EXHAUSTED: Error writing local file "/w/checkpoints/10.'
+                           'orbax-checkpoint-tmp/state/_sharding": Failed to write 13189 bytes '
+                           "to file 14: No space left on device [os_error_code='28']")
+  e = preflight.write_failure(orbax_error, "/w/checkpoints", 8, keep=3)
+  assert isinstance(e, preflight.WorkdirError)
+  assert "the disk is full" in str(e) and "last complete checkpoint is step 8" in str(e)
+  assert "--config.train.keep_checkpoints=3" in str(e)
+  assert preflight.write_failure(ValueError("permission denied"), "/w", 8, keep=3) is None
