@@ -23,7 +23,7 @@ import math
 import os
 import shutil
 import time
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import flax.linen as nn
 import jax
@@ -33,10 +33,14 @@ import numpy as np
 
 from bert_jax import checkpoints, optim, partitioning, train_lib
 from bert_jax.config import ConfigError
+# Features and batching live in data/batching.py; re-exported here, the tasks' one import.
+from bert_jax.data.batching import (MODEL_INPUTS, batch_keys, bucket_length,  # noqa: F401
+                                    encode_sentence_pairs, eval_batch_indices, make_batch,
+                                    num_examples, sequence_lengths, train_batch_indices,
+                                    truncate_seq_pair)
 from bert_jax.model import BertConfig
 from bert_jax.tokenization import load_tokenizer
 
-MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 # Architecture keys taken from the checkpoint; the rest of config.model (dropout, dtype,
 # remat, scan, attention kernel) stays as the fine-tuning config sets it.
 _ARCH_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -133,135 +137,6 @@ def add_finetune_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   c.train.log_every = 20  # steps between progress lines.
   c.train.eval_every = 0  # >0: also evaluate every N steps (0: after each epoch only).
   return c
-
-
-# ---------------------------------------------------------------------------------------
-# Featurization helpers
-# ---------------------------------------------------------------------------------------
-
-def truncate_seq_pair(tokens_a: list, tokens_b: list, max_length: int) -> None:
-  """The original's _truncate_seq_pair: pop the last token of the longer list (of B on a
-  tie) until the pair fits in max_length tokens. In place."""
-  while len(tokens_a) + len(tokens_b) > max_length:
-    (tokens_a if len(tokens_a) > len(tokens_b) else tokens_b).pop()
-
-
-def encode_sentence_pairs(tokenizer, texts_a: Sequence[str],
-                          texts_b: Sequence[str] | None, max_seq_length: int
-                          ) -> dict[str, np.ndarray]:
-  """[CLS] a [SEP] (b [SEP]) per example, as the original run_classifier.py.
-
-  Returns int32 input_ids / token_type_ids (0 for a, 1 for b) / attention_mask, each
-  [N, max_seq_length], zero-padded. Single sentences are cut to max_seq_length - 2,
-  pairs truncated with `truncate_seq_pair` to max_seq_length - 3.
-  """
-  if max_seq_length < 4:
-    raise ConfigError(f"max_seq_length={max_seq_length}: need room for [CLS] a [SEP] b [SEP].")
-  ids_a = tokenizer.encode_batch(list(texts_a))
-  ids_b = tokenizer.encode_batch(list(texts_b)) if texts_b is not None else None
-  n = len(ids_a)
-  input_ids = np.full((n, max_seq_length), tokenizer.pad_id, np.int32)
-  token_type_ids = np.zeros((n, max_seq_length), np.int32)
-  attention_mask = np.zeros((n, max_seq_length), np.int32)
-  for i in range(n):
-    a = list(ids_a[i])
-    if ids_b is None:
-      a = a[:max_seq_length - 2]
-      ids = [tokenizer.cls_id, *a, tokenizer.sep_id]
-    else:
-      b = list(ids_b[i])
-      truncate_seq_pair(a, b, max_seq_length - 3)
-      ids = [tokenizer.cls_id, *a, tokenizer.sep_id, *b, tokenizer.sep_id]
-      token_type_ids[i, len(a) + 2:len(ids)] = 1
-    input_ids[i, :len(ids)] = ids
-    attention_mask[i, :len(ids)] = 1
-  return {"input_ids": input_ids, "token_type_ids": token_type_ids,
-          "attention_mask": attention_mask}
-
-
-# ---------------------------------------------------------------------------------------
-# Batching with length buckets
-# ---------------------------------------------------------------------------------------
-
-def num_examples(features: dict[str, Any]) -> int:
-  return len(features["input_ids"])
-
-
-def sequence_lengths(features: dict[str, Any]) -> np.ndarray:
-  """Real length of every example: [N] from attention_mask [N, S] or [N, C, S] (max over C)."""
-  mask = np.asarray(features["attention_mask"])
-  lengths = mask.reshape(mask.shape[0], -1, mask.shape[-1]).sum(-1).max(-1)
-  return lengths.astype(np.int64)
-
-
-def bucket_length(length: int, multiple: int, max_length: int) -> int:
-  """`length` rounded up to a multiple of `multiple`, at most max_length."""
-  if multiple <= 0:
-    return max_length
-  return int(min(max_length, max(multiple, -(-int(length) // multiple) * multiple)))
-
-
-def _batch_keys(features: dict[str, Any]) -> list[str]:
-  """Feature keys that go to the device: numeric numpy arrays with one row per example."""
-  n = num_examples(features)
-  return [k for k, v in features.items()
-          if isinstance(v, np.ndarray) and v.dtype.kind in "biuf" and v.shape[:1] == (n,)]
-
-
-def make_batch(features: dict[str, Any], indices: np.ndarray, batch_size: int,
-               bucket_multiple: int, sequence_keys: Sequence[str] = MODEL_INPUTS,
-               keys: Sequence[str] | None = None, lengths: np.ndarray | None = None
-               ) -> dict[str, np.ndarray]:
-  """Rows `indices` padded to `batch_size` rows (example_weight 0) and cut to a bucket.
-
-  Padding rows are all zeros (attention_mask 0); sequence keys lose every position past
-  the bucket length, which holds only padding for the rows of this batch.
-  """
-  keys = list(keys if keys is not None else _batch_keys(features))
-  lengths = sequence_lengths(features) if lengths is None else lengths
-  max_len = np.asarray(features["input_ids"]).shape[-1]
-  cut = bucket_length(int(lengths[indices].max()) if len(indices) else 1,
-                      bucket_multiple, max_len)
-  pad = batch_size - len(indices)
-  if pad < 0:
-    raise ValueError(f"{len(indices)} rows do not fit in a batch of {batch_size}")
-  batch = {}
-  for k in keys:
-    x = np.asarray(features[k])[indices]
-    if k in sequence_keys:
-      x = x[..., :cut]
-    if pad:
-      x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-    batch[k] = x
-  weight = (np.asarray(features["example_weight"], np.float32)[indices]
-            if "example_weight" in features else np.ones(len(indices), np.float32))
-  batch["example_weight"] = np.concatenate([weight, np.zeros(pad, np.float32)])
-  return batch
-
-
-def train_batch_indices(lengths: np.ndarray, batch_size: int, seed: int, epoch: int,
-                        window: int) -> list[np.ndarray]:
-  """One epoch of shuffled batches; with window>0, rows are sorted by length inside
-  windows of `window` batches and the batches shuffled (Hugging Face's group_by_length),
-  so each batch holds similar lengths. The last batch may be short (padded by make_batch)."""
-  rng = np.random.default_rng([seed, epoch])
-  order = rng.permutation(len(lengths))
-  if window > 0:
-    span = window * batch_size
-    order = np.concatenate([
-        chunk[np.argsort(-lengths[chunk], kind="stable")]
-        for chunk in np.array_split(order, max(1, -(-len(order) // span)))])
-  batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-  if window > 0:
-    batches = [batches[i] for i in rng.permutation(len(batches))]
-  return batches
-
-
-def eval_batch_indices(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-  """All rows once, sorted by length (fewest padded positions); outputs are put back in
-  the original order by `predict`."""
-  order = np.argsort(-lengths, kind="stable")
-  return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -397,6 +272,22 @@ def _fill_missing(pretrained: dict, initial: Any, path: str = "bert") -> dict:
       log(f"  {path}/{k}: not in the checkpoint, randomly initialised")
       out[k] = jax.tree_util.tree_map(np.asarray, v)
   return out
+
+
+def init_state(model: nn.Module, features: dict[str, Any], tx, mesh, seed: int,
+               pretrained: dict | None = None, source: str = ""):
+  """Sharded train state for `model` (shapes from `features`), with the encoder replaced
+  by pretrained['bert'] when given; returns (state, shardings)."""
+  example = {k: np.zeros((1,) + v.shape[1:-1] + (min(8, v.shape[-1]),), np.int32)
+             for k, v in features.items() if k in MODEL_INPUTS}
+  init_fn = lambda rng: model.init(rng, example["input_ids"], example["token_type_ids"],
+                                   example["attention_mask"])["params"]
+  state, shardings = train_lib.create_train_state(init_fn, tx, mesh, seed)
+  if pretrained is not None:
+    subtree = _fill_missing(pretrained["bert"], state.params["bert"])
+    state = train_lib.load_pretrained_subtree(state, shardings, subtree, "bert")
+    log(f"loaded the encoder from {source}")
+  return state, shardings
 
 
 # ---------------------------------------------------------------------------------------
@@ -559,16 +450,8 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
   tx = optim.make_optimizer(train_cfg)
 
   model = task.make_model(bert_config)
-  example = {k: np.zeros((1,) + v.shape[1:2] + (min(8, v.shape[-1]),), np.int32)
-             if v.ndim == 3 else np.zeros((1, min(8, v.shape[-1])), np.int32)
-             for k, v in train.features.items() if k in MODEL_INPUTS}
-  init_fn = lambda rng: model.init(rng, example["input_ids"], example["token_type_ids"],
-                                   example["attention_mask"])["params"]
-  state, shardings = train_lib.create_train_state(init_fn, tx, mesh, int(config.seed))
-  if pretrained is not None:
-    subtree = _fill_missing(pretrained["bert"], state.params["bert"])
-    state = train_lib.load_pretrained_subtree(state, shardings, subtree, "bert")
-    log(f"loaded the encoder from {config.init_checkpoint}")
+  state, shardings = init_state(model, train.features, tx, mesh, int(config.seed),
+                                pretrained, config.init_checkpoint)
   if hasattr(task, "compute_loss") and hasattr(task, "denominators_fn"):
     compute_loss, denominators_fn = task.compute_loss, task.denominators_fn
   else:
@@ -587,7 +470,7 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
       f"{train_cfg.learning_rate:g}, seed {config.seed}, mesh {dict(mesh.shape)}")
 
   lengths = sequence_lengths(train.features)
-  train_keys = _batch_keys(train.features)
+  train_keys = batch_keys(train.features)
   n_local = batch_size // jax.process_count()
   lo = jax.process_index() * n_local
   history, best, best_outputs, eval_seconds = [], None, {}, 0.0
