@@ -168,9 +168,15 @@ def test_mnli_stsb_cola_submission_files_and_glue_score(checkpoint, tmp_path):
 def test_bad_inputs_fail_before_training(checkpoint, tmp_path, minilm_path):
   with pytest.raises(glue_data.GlueDataError, match="unknown GLUE task 'mrcp'"):
     glue.run(tiny_config(checkpoint, "mrcp"), str(tmp_path / "a"))
+  # 'all' on the fixtures: SST-2, QNLI, RTE are absent -> one error naming every file.
+  with pytest.raises(glue_data.GlueDataError,
+                     match=r"GLUE file\(s\) not found: .*SST-2/train.tsv.*QNLI/train.tsv"):
+    glue.run(tiny_config(checkpoint, "all"), str(tmp_path / "a"))
   bad = tmp_path / "data" / "RTE"
   bad.mkdir(parents=True)
   (bad / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\tA.\tB.\tyes\n")
+  (bad / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\tA.\tB.\tentailment\n")
+  (bad / "test.tsv").write_text("index\tsentence1\tsentence2\n0\tA.\tB.\n")
   c = tiny_config(checkpoint, "rte")
   c.glue.data_dir = str(tmp_path / "data")
   with pytest.raises(glue_data.GlueDataError,

@@ -48,6 +48,12 @@ class GlueTask:
     # "score" = mean of the official metrics (GLUE's task score) on the first dev split.
     self.selection_metric = f"{self.eval_splits[0]}/score"
 
+  def missing_files(self) -> list[str]:
+    """TSV files this task would read that do not exist."""
+    splits = (self.train_split, *self.eval_splits, *self.predict_splits)
+    paths = [glue_data.split_file(self.spec, s, self.data_dir) for s in splits]
+    return [p for p in paths if not os.path.isfile(p)]
+
   def load_examples(self, split: str) -> list[glue_data.GlueExample]:
     return glue_data.read_split(self.spec, split, self.data_dir, self.source)
 
@@ -132,9 +138,16 @@ def run(config, workdir: str) -> dict[str, Any]:
   several = len(names) > 1
   submission = config.glue.output_dir or (os.path.join(workdir, "submission")
                                           if several else "")
+  tasks = {name: make_task(config, name, submission) for name in names}
+  if config.glue.source == "tsv":  # every file of every task, before hours of training
+    missing = [p for t in tasks.values() for p in t.missing_files()]
+    if missing:
+      raise glue_data.GlueDataError(
+          f"GLUE file(s) not found: {', '.join(missing)}; point config.glue.data_dir at the "
+          "folder GLUE's download script wrote, or run only the tasks you have "
+          "(--config.glue.task=cola,mrpc,...).")
   results = {}
-  for name in names:
-    task = make_task(config, name, submission)
+  for name, task in tasks.items():
     task_dir = os.path.join(workdir, name) if several else workdir
     if config.finetune.sweep:
       results[name] = finetune.sweep(config, task_dir, task)["best"]
