@@ -165,3 +165,42 @@ def test_tfds_records_become_official_json(monkeypatch):
   examples, stats = squad_data.read_squad(data, is_training=True)
   assert [e.qas_id for e in examples] == ["q0", "q1", "q2"] and examples[1].is_impossible
   assert examples[0].answer_text == "Paris" and not stats.skipped
+
+
+def test_head_and_loss_equal_hugging_face(minilm_path):
+  """Real MiniLM weights + one QA head: our logits and loss equal transformers'
+  BertForQuestionAnswering on full-length windows (no padding, where HF's unmasked loss
+  and our masked one coincide)."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import torch
+  import transformers
+  from bert_jax import checkpoints, tokenization
+  from bert_jax.model import BertConfig, BertForQuestionAnswering
+
+  cfg, params = checkpoints.load_pretrained(minilm_path)
+  tok = tokenization.load_tokenizer(f"{minilm_path}/vocab.txt", True)
+  examples, _ = squad_data.read_squad(str(FIX / "train-v2.0-sample.json"), True)
+  f, _ = squad_data.featurize(examples, tok, 64, 32, 16, is_training=True)
+  rows = np.flatnonzero(f["attention_mask"].sum(1) == 64)
+  rows = np.concatenate([rows[f["start_positions"][rows] > 0][:3],
+                         rows[f["start_positions"][rows] == 0][:3]])
+  hf = transformers.BertForQuestionAnswering.from_pretrained(minilm_path).eval()
+  model = BertForQuestionAnswering(BertConfig.from_config(cfg))
+  p = nn.unbox(model.init(jax.random.PRNGKey(0), *(jnp.zeros((1, 8), jnp.int32),) * 3)
+               ["params"])
+  p = {"bert": params["bert"],
+       "qa_outputs": {"kernel": hf.qa_outputs.weight.detach().numpy().T,
+                      "bias": hf.qa_outputs.bias.detach().numpy()}}
+  g = {k: f[k][rows] for k in ("input_ids", "token_type_ids", "attention_mask",
+                               "start_positions", "end_positions")}
+  start, end = model.apply({"params": p}, g["input_ids"], g["token_type_ids"],
+                           g["attention_mask"])
+  ours = squad.span_losses(start, end, g["start_positions"], g["end_positions"],
+                           g["attention_mask"])["loss"]
+  with torch.no_grad():
+    out = hf(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in g.items()})
+  np.testing.assert_allclose(start, out.start_logits.numpy(), atol=1e-4)
+  np.testing.assert_allclose(end, out.end_logits.numpy(), atol=1e-4)
+  assert float(np.mean(ours)) == pytest.approx(float(out.loss), rel=1e-5)
