@@ -6,8 +6,9 @@ python -m bert_jax.tasks.swag --config=configs/swag.py --workdir=DIR \
 Each example is num_choices sequences [CLS] context [SEP] start ending_i [SEP]
 (data/multiple_choice.py); BertForMultipleChoice gives one score per choice from the
 pooled output and a single vector; the loss is the cross-entropy of the softmax over the
-choices. Metric: accuracy. Predictions: a CSV per split with the chosen ending and the
-probability of every ending (the SWAG/HellaSwag leaderboard layout).
+choices. Metric: accuracy. Predictions: a CSV per split, `id,pred,label,ending0..N-1`:
+the chosen ending's index and the probability of every ending (HellaSwag's leaderboard
+takes the per-ending probabilities; the argmax is SWAG's answer).
 """
 from __future__ import annotations
 
