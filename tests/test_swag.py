@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax import checkpoints, finetune, tokenization
+from bert_jax import checkpoints, tokenization
 from bert_jax.config import ConfigError
 from bert_jax.data import multiple_choice as mc
 from bert_jax.model import BertConfig, BertForMultipleChoice
