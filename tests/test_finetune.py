@@ -249,3 +249,71 @@ def test_real_minilm_checkpoint_loads_with_its_architecture(minilm_path):
   with pytest.raises(finetune.FinetuneError, match="init_checkpoint='/no/such/checkpoint' "
                                                    "does not exist"):
     finetune.load_init(c)
+
+
+def test_train_steps_equal_hugging_face_pytorch(tmp_path, minilm_path, tokenizer):
+  """Our classifier + AdamW + schedule + clipping = transformers' BertForSequenceClassification
+  + torch AdamW + the same schedule, step for step (dropout off, same head weights): the
+  benchmark compares implementations, not recipes."""
+  import optax
+  import torch
+  from transformers import BertForSequenceClassification
+  from bert_jax import checkpoints, optim
+  ckpt = _tiny_hf_dir(str(tmp_path / "tiny"), os.path.join(minilm_path, "vocab.txt"))
+  model_cfg, pretrained = checkpoints.load_pretrained(ckpt)
+  model_cfg.update(dropout_rate=0.0, attention_dropout_rate=0.0)
+  task = GlueTask("mrpc", str(FIXTURES))
+  ex = task.load_examples("train")[:16]
+  b = finetune.make_batch(task.featurize(ex, tokenizer, 64), np.arange(16), 16, 32)
+  model = task.make_model(BertConfig.from_config(model_cfg))
+  init = jax.jit(lambda r: model.init(r, b["input_ids"][:1], b["token_type_ids"][:1],
+                                      b["attention_mask"][:1])["params"])
+  params = jax.device_get(finetune.nn.unbox(init(jax.random.PRNGKey(0))))
+  params["bert"] = pretrained["bert"]
+  train_cfg = config_lib.default_config().train
+  train_cfg.update(learning_rate=1e-3, num_steps=10, warmup_steps=2, max_grad_norm=0.05)
+  tx = optim.make_optimizer(train_cfg)
+
+  def loss_fn(p):
+    logits = finetune.apply_model(model, p, b)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, b["labels"]).mean()
+
+  @jax.jit
+  def step(p, s):
+    loss, g = jax.value_and_grad(loss_fn)(p)
+    u, s = tx.update(g, s, p)
+    return optax.apply_updates(p, u), s, loss
+
+  hf = BertForSequenceClassification.from_pretrained(ckpt, num_labels=2,
+                                                     hidden_dropout_prob=0.0,
+                                                     attention_probs_dropout_prob=0.0)
+  with torch.no_grad():
+    hf.classifier.weight.copy_(torch.from_numpy(np.array(params["classifier"]["kernel"]).T))
+    hf.classifier.bias.copy_(torch.from_numpy(np.array(params["classifier"]["bias"])))
+  no_decay = lambda n: "LayerNorm" in n or n.endswith("bias")
+  opt = torch.optim.AdamW(
+      [{"params": [p for n, p in hf.named_parameters() if not no_decay(n)],
+        "weight_decay": 0.01},
+       {"params": [p for n, p in hf.named_parameters() if no_decay(n)], "weight_decay": 0.0}],
+      lr=1e-3, betas=(0.9, 0.999), eps=1e-6)
+  sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: s / 2 if s < 2 else 1 - s / 10)
+  t = lambda k: torch.from_numpy(b[k]).long()
+  p, s, ours, theirs = params, tx.init(params), [], []
+  for _ in range(4):
+    p, s, loss = step(p, s)
+    ours.append(float(loss))
+    out = hf(input_ids=t("input_ids"), token_type_ids=t("token_type_ids"),
+             attention_mask=t("attention_mask"), labels=t("labels"))
+    out.loss.backward()
+    torch.nn.utils.clip_grad_norm_(hf.parameters(), 0.05)  # clipping is active here
+    opt.step()
+    sched.step()
+    opt.zero_grad()
+    theirs.append(out.loss.item())
+  np.testing.assert_allclose(ours, theirs, atol=1e-5)
+  assert ours[3] < ours[1]  # it trains (step 0 has lr 0 in both: warmup starts at 0)
+  np.testing.assert_allclose(np.array(p["classifier"]["kernel"]).T,
+                             hf.classifier.weight.detach().numpy(), atol=1e-6)
+  np.testing.assert_allclose(
+      np.array(p["bert"]["encoder"]["layers"]["intermediate"]["kernel"][1]).T,
+      hf.bert.encoder.layer[1].intermediate.dense.weight.detach().numpy(), atol=1e-6)
