@@ -14,10 +14,13 @@ gradient accumulation) and read off what the TPU program would need and do:
     tokens/s/chip and MFU it implies,
   * the count and size of every collective in the compiled HLO.
 
-These are the compiler's estimates, not measurements. XLA's cost analysis counts the
-body of a `while` loop once, so `scan_layers=True` and `grad_accum_steps>1` under-count
-(the report lists the loops; the pod configs unroll the layers). An estimate faster than
-the FLOPs the compiler itself counts allow at the chip's peak is flagged, not used.
+These are the compiler's estimates, not measurements. Two quirks of the cost model are
+handled: it counts the body of a `while` loop once, so `scan_layers=True` and
+`grad_accum_steps>1` under-count (the report lists the loops; the pod configs unroll the
+layers); and it prices each custom call outside a fusion (libtpu's `ConcatBitcast`,
+which joins gradient buffers) at -1 s, an "unknown" marker that we add back (counted in
+the HLO text; such a copy costs microseconds). An estimate still faster than the FLOPs
+the compiler counts allow at the chip's peak is reported as unusable.
 
 A config that does not fit is reported with the memory it would need, not a crash.
 
@@ -62,7 +65,8 @@ class TpuChip:
 
 
 # Google Cloud TPU system architecture pages (checked 2025): HBM and peak bf16 per chip.
-# Where a page says "GB" (v5e, v5p, v6e) we take 10^9 bytes: conservative.
+# The v5e/v5p/v6e pages say "GB"; they are GiB: libtpu's own limit for a v5e device is
+# 15.75 GiB ("exceeds available HBM (15.75G)"), 16 GiB less what the runtime reserves.
 TPU_CHIPS = {
     "v2": TpuChip(16 * GiB, 45e12, 2, "default",
                   "https://cloud.google.com/tpu/docs/v2 (16 GiB HBM, 45 TFLOP/s per chip, "
@@ -73,11 +77,11 @@ TPU_CHIPS = {
     "v4": TpuChip(32 * GiB, 275e12, 1, "megacore",
                   "https://cloud.google.com/tpu/docs/v4 (32 GiB HBM2, 275 TFLOP/s per chip; "
                   "megacore: 1 JAX device per chip)"),
-    "v5e": TpuChip(16 * 10**9, 197e12, 1, "default",
+    "v5e": TpuChip(16 * GiB, 197e12, 1, "default",
                    "https://cloud.google.com/tpu/docs/v5e (16 GB HBM2, 197 TFLOP/s per chip)"),
-    "v5p": TpuChip(95 * 10**9, 459e12, 1, "megacore",
+    "v5p": TpuChip(95 * GiB, 459e12, 1, "megacore",
                    "https://cloud.google.com/tpu/docs/v5p (95 GB HBM2e, 459 TFLOP/s per chip)"),
-    "v6e": TpuChip(32 * 10**9, 918e12, 1, "default",
+    "v6e": TpuChip(32 * GiB, 918e12, 1, "default",
                    "https://cloud.google.com/tpu/docs/v6e (32 GB HBM, 918 TFLOP/s per chip)"),
 }
 
@@ -220,6 +224,19 @@ def collective_stats(hlo_text: str) -> dict[str, dict[str, Any]]:
   return stats
 
 
+def unpriced_custom_calls(hlo_text: str) -> int:
+  """Custom calls outside fusions: libtpu's cost model prices each at -1 s ("unknown")."""
+  fused = set(re.findall(r" fusion\([^\n]*?calls=%([\w.\-]+)", hlo_text))
+  computation, n = "", 0
+  for line in hlo_text.splitlines():
+    m = _COMPUTATION.match(line)
+    if m:
+      computation = m.group(1)
+    elif " custom-call(" in line and computation not in fused:
+      n += 1
+  return n
+
+
 def while_loops(hlo_text: str) -> list[int]:
   """Trip counts (0 = unknown) of the `while` loops in compiled HLO text."""
   counts = []
@@ -230,17 +247,22 @@ def while_loops(hlo_text: str) -> list[int]:
   return counts
 
 
-_HBM_USED = re.compile(r"Used ([\d.]+)([KMGT]?)i?B? of ([\d.]+)([KMGT]?)i?B? hbm", re.I)
+# XLA:TPU's out-of-memory messages: "... Used 52.47G of 15.48G hbm ..." or "... required
+# for HLO temporaries (34.58G) exceeds available HBM (15.75G)".
+_OOM = (re.compile(r"Used ([\d.]+)([KMGT]?)i?B? of ([\d.]+)([KMGT]?)i?B? hbm", re.I),
+        re.compile(r"\(([\d.]+)([KMGT]?)i?B?\) exceeds available HBM \(([\d.]+)([KMGT]?)i?B?\)",
+                   re.I))
 _UNIT = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 def parse_oom(message: str) -> tuple[int, int] | None:
-  """XLA:TPU 'Ran out of memory ... Used 52.47G of 15.48G hbm' -> (needed, capacity)."""
-  m = _HBM_USED.search(message)
-  if not m:
-    return None
-  return (int(float(m.group(1)) * _UNIT[m.group(2).upper()]),
-          int(float(m.group(3)) * _UNIT[m.group(4).upper()]))
+  """An XLA:TPU out-of-memory error -> (bytes needed, bytes available) per device."""
+  for pattern in _OOM:
+    m = pattern.search(message)
+    if m:
+      return (int(float(m.group(1)) * _UNIT[m.group(2).upper()]),
+              int(float(m.group(3)) * _UNIT[m.group(4).upper()]))
+  return None
 
 
 def _bytes_per_device(tree) -> int:
@@ -322,15 +344,17 @@ def compile_report(config: ml_collections.ConfigDict, topology: str,
       code_bytes_per_device=int(mem.generated_code_size_in_bytes))
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  seconds = float(cost.get("optimal_seconds", -1.0))
+  raw = float(cost.get("optimal_seconds", -1.0))
+  unpriced = unpriced_custom_calls(text)
+  seconds = raw + unpriced  # undo the -1 s "unknown" marker of each unfused custom call
   flops_dev = float(cost.get("flops", 0.0))
-  # The cost model marks what it cannot price with negative times; an estimate below the
-  # compiler's own FLOPs at peak would mean such a marker hid inside the sum.
+  # An estimate below the compiler's own FLOPs at peak would mean another marker hid in
+  # the sum: report none rather than a wrong one.
   floor = flops_dev / (chip.peak_flops_per_chip / chip.devices_per_chip)
   report.update(
       compiler_flops_per_device=flops_dev,
       compiler_bytes_accessed_per_device=float(cost.get("bytes accessed", 0.0)),
-      compiler_optimal_seconds=seconds,
+      compiler_optimal_seconds=raw, unpriced_custom_calls=unpriced,
       step_time_s=seconds if seconds >= floor and seconds > 0 else None,
       while_loop_trip_counts=[n for n in while_loops(text) if n != 1],
       collectives=collective_stats(text))
@@ -380,7 +404,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"{r['num_steps']:,} steps = {r['recipe_hours']:.1f} h ({r['recipe_hours'] / 24:.2f} days)")
   else:
     lines.append(f"estimate   none usable: the compiler's optimal_seconds is "
-                 f"{r['compiler_optimal_seconds']:.3g} s (below its own FLOPs at peak)")
+                 f"{r['compiler_optimal_seconds']:.3g} s with {r['unpriced_custom_calls']} "
+                 "unpriced custom calls (below its own FLOPs at peak)")
   if r["while_loop_trip_counts"]:
     lines.append(f"caveat     while loops with trip counts {r['while_loop_trip_counts']}: the "
                  "cost model counts each body once (use --config.model.scan_layers=False "
@@ -403,10 +428,11 @@ def main(argv):
   except (AotError, ConfigError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  if flags.FLAGS.json:
-    print(json.dumps(report, indent=1, sort_keys=True))
-  else:
-    print(format_report(report))
+  if flags.FLAGS.json_out:
+    with open(flags.FLAGS.json_out, "w") as f:
+      json.dump(report, f, indent=1, sort_keys=True)
+  print(json.dumps(report, indent=1, sort_keys=True) if flags.FLAGS.json
+        else format_report(report))
   return 0
 
 
@@ -418,6 +444,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("topology", "v4:2x2x1",
                       "TPU slice: v2:8x8, v4:4x4x4, v5e:16x16, ... or v4-128, v5e-256.")
   flags.DEFINE_bool("json", False, "Print the report as JSON.")
+  flags.DEFINE_string("json_out", "", "Also write the JSON report to this file.")
   flags.DEFINE_string("dump_hlo", "", "Write the compiled HLO text to this file.")
   flags.mark_flags_as_required(["config"])
   jax.config.update("jax_platforms", "cpu")  # nothing waits for TPU hardware
