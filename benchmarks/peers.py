@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -79,6 +80,15 @@ def flax_step(model_cfg, batch: dict, lr: float = 1e-4):
         out.seq_relationship_logits, b["next_sentence_label"]).mean()
     return mlm + nsp
 
+  return flax_adamw_step(loss_fn, model.params, jb, tx)
+
+
+def flax_adamw_step(loss_fn, params, batch, tx):
+  """A jitted, donated (state, batch) -> (state, loss) step of optax `tx` on
+  loss_fn(params, batch, dropout_rng); returns (compiled, state, batch, compiled)."""
+  import jax
+  import optax
+
   def step(state, b):
     params, opt_state, rng = state
     rng, sub = jax.random.split(rng)
@@ -86,10 +96,9 @@ def flax_step(model_cfg, batch: dict, lr: float = 1e-4):
     updates, opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state, rng), loss
 
-  state = (model.params, tx.init(model.params), jax.random.PRNGKey(0))
-  jitted = jax.jit(step, donate_argnums=(0,))
-  compiled = jitted.lower(state, jb).compile()
-  return compiled, state, jb, compiled
+  state = (params, tx.init(params), jax.random.PRNGKey(0))
+  compiled = jax.jit(step, donate_argnums=(0,)).lower(state, batch).compile()
+  return compiled, state, batch, compiled
 
 
 def torch_step(model_cfg, batch: dict, lr: float = 1e-4):
@@ -117,14 +126,30 @@ def torch_step(model_cfg, batch: dict, lr: float = 1e-4):
   return step, None, tb
 
 
-def time_steps(step_fn, state, batch, n: int, sync) -> tuple[list[float], object]:
-  """Runs n steps after one warm-up step; returns per-step seconds and the final state."""
-  state, out = step_fn(state, batch)
-  sync(out)
-  times = []
-  for _ in range(n):
-    t = time.perf_counter()
-    state, out = step_fn(state, batch)
+def stepper(step_fn, state, batch, sync) -> Callable[[], None]:
+  """A no-argument callable running one step of step_fn(state, batch) -> (state, out)
+  (the state carried from call to call, as donation requires) and waiting for it."""
+  holder = [state]
+
+  def run():
+    holder[0], out = step_fn(holder[0], batch)
     sync(out)
-    times.append(time.perf_counter() - t)
-  return times, state
+  return run
+
+
+def interleaved(runners: dict, n: int) -> dict[str, list[float]]:
+  """Per-call seconds of each runner over n rounds, after one warm-up call each.
+
+  The runners take turns within every round, so a slow spell of a shared machine (we saw
+  +-20% over tens of seconds) falls on all of them alike instead of on whichever ran
+  then; the ratios compare like with like.
+  """
+  for run in runners.values():
+    run()
+  times = {name: [] for name in runners}
+  for _ in range(n):
+    for name, run in runners.items():
+      t = time.perf_counter()
+      run()
+      times[name].append(time.perf_counter() - t)
+  return times

@@ -1,10 +1,12 @@
 """Pre-training train-step speed and memory: bert_jax vs Hugging Face Flax and PyTorch.
 
 Times the full step (forward, backward, AdamW update; MLM + NSP) after compilation,
-median of --steps steps, at fixed shapes, and prints step ms, sequences/s, model FLOPs
-per step (bert_jax.flops formula), achieved FLOP/s and MFU against the peak float32
-matmul FLOP/s of this device measured in the same run, and the compiled program's peak
-memory. The peers run the same shapes in the same process (see peers.py).
+median of --steps steps at fixed shapes, the implementations taking turns step by step
+(so that a slow spell of the shared machine hits them alike), and prints step ms,
+sequences/s, model FLOPs per step (bert_jax.flops formula), achieved FLOP/s and MFU
+against the peak float32 matmul FLOP/s of this device measured in the same run, and the
+compiled program's peak memory. The peers run the same shapes in the same process (see
+peers.py). --levers times each lever against the baseline the same way.
 
   bash benchmarks/setup_peers.sh        # once: transformers<5 (Flax models) into .peer/
   python benchmarks/train_step.py [--shapes=tiny,base128] [--levers] [--json=out.json]
@@ -96,8 +98,8 @@ def peak_bytes(compiled) -> int | None:
     return None
 
 
-def ours(c, batch, steps: int, donate: bool = True, host_sync: bool = False):
-  """bert_jax's step exactly as the loop builds it; returns timing + memory dict."""
+def ours(c, batch, donate: bool = True, host_sync: bool = False):
+  """bert_jax's step exactly as the loop builds it: (one-step runner, peak bytes)."""
   mesh = partitioning.make_mesh(c.mesh, jax.devices()[:1])
   model = train.make_model(c)
   tx = optim.make_optimizer(c.train)
@@ -113,22 +115,28 @@ def ours(c, batch, steps: int, donate: bool = True, host_sync: bool = False):
     if host_sync:
       float(m["loss"])
     return s, m["loss"]
-  times, _ = peers.time_steps(run, state, gb, steps, lambda x: x.block_until_ready())
-  return {"step_s": statistics.median(times), "peak_bytes": peak_bytes(compiled)}
+  return peers.stepper(run, state, gb, lambda x: x.block_until_ready()), peak_bytes(compiled)
 
 
-def flax_peer(c, batch, steps: int):
+def flax_peer(c, batch):
   compiled, state, jb, _ = peers.flax_step(c.model, batch)
-  times, _ = peers.time_steps(compiled, state, jb, steps, lambda x: x.block_until_ready())
-  return {"step_s": statistics.median(times), "peak_bytes": peak_bytes(compiled)}
+  return (peers.stepper(compiled, state, jb, lambda x: x.block_until_ready()),
+          peak_bytes(compiled))
 
 
-def torch_peer(c, batch, steps: int):
+def torch_peer(c, batch):
   import torch
   torch.set_num_threads(os.cpu_count() or 1)
   step, state, tb = peers.torch_step(c.model, batch)
-  times, _ = peers.time_steps(step, state, tb, steps, lambda x: None)
-  return {"step_s": statistics.median(times), "peak_bytes": None}
+  return peers.stepper(step, state, tb, lambda x: None), None
+
+
+def measure(builders: dict, steps: int) -> dict[str, dict]:
+  """Builds every runner, then times them interleaved (peers.interleaved)."""
+  built = {name: build() for name, build in builders.items()}
+  times = peers.interleaved({name: r for name, (r, _) in built.items()}, steps)
+  return {name: {"step_s": statistics.median(times[name]), "peak_bytes": built[name][1]}
+          for name in built}
 
 
 def _row(name, who, r, flops, peak, batch):
@@ -165,28 +173,32 @@ def main(argv=None):
     c = make_config(size, b, s, pr)
     batch = synthetic_batch(b, s, pr)
     fl = flops_lib.pretrain_flops_per_step(c.model, b, s, pr)
-    r_ours = _row(name, "bert_jax", ours(c, batch, a.steps), fl, peak, b)
-    rows.append(r_ours)
+    builders = {"bert_jax": lambda: ours(c, batch)}
     if "flax" in peers_on and HAVE_FLAX_PEER:
-      r = _row(name, "hf-flax", flax_peer(c, batch, a.steps), fl, peak, b)
-      rows.append(r)
-      print(f"{'':8s} ratio bert_jax / hf-flax: {r['step_s'] / r_ours['step_s']:.2f}x")
+      builders["hf-flax"] = lambda: flax_peer(c, batch)
     if "torch" in peers_on:
-      r = _row(name, "hf-torch", torch_peer(c, batch, a.steps), fl, peak, b)
-      rows.append(r)
-      print(f"{'':8s} ratio bert_jax / hf-torch: {r['step_s'] / r_ours['step_s']:.2f}x")
+      builders["hf-torch"] = lambda: torch_peer(c, batch)
+    results = measure(builders, a.steps)
+    for who, r in results.items():
+      rows.append(_row(name, who, r, fl, peak, b))
+    for who, r in results.items():
+      if who != "bert_jax":
+        print(f"{'':8s} ratio bert_jax / {who}: "
+              f"{r['step_s'] / results['bert_jax']['step_s']:.2f}x", flush=True)
     if a.levers:
       levers = {
-          "mlm-all-pos": (make_config(size, b, s, s), synthetic_batch(b, s, s - 2), {}),
-          "dpa-attn": (make_config(size, b, s, pr, attention="dot_product_attention"),
-                       batch, {}),
-          "bf16": (make_config(size, b, s, pr, dtype="bfloat16"), batch, {}),
-          "no-donate": (c, batch, {"donate": False}),
-          "host-sync": (c, batch, {"host_sync": True}),
+          "mlm-all-pos": lambda: ours(make_config(size, b, s, s), synthetic_batch(b, s, s - 2)),
+          "bf16": lambda: ours(make_config(size, b, s, pr, dtype="bfloat16"), batch),
+          "no-donate": lambda: ours(c, batch, donate=False),
+          "host-sync": lambda: ours(c, batch, host_sync=True),
       }
-      for lever, (lc, lb, kw) in levers.items():
-        # MFU counts the useful FLOPs of the baseline (P masked positions) in every row.
-        rows.append(_row(name, lever, ours(lc, lb, a.steps, **kw), fl, peak, b))
+      for lever, build in levers.items():
+        # Each lever against the baseline, interleaved; MFU counts the baseline's useful
+        # FLOPs (P masked positions) in every row.
+        r = measure({"bert_jax": lambda: ours(c, batch), lever: build}, a.steps)
+        rows.append(_row(name, lever, r[lever], fl, peak, b))
+        print(f"{'':8s} {lever} / baseline step time: "
+              f"{r[lever]['step_s'] / r['bert_jax']['step_s']:.2f}x", flush=True)
   if not HAVE_FLAX_PEER and "flax" in peers_on:
     print("hf-flax: not run (no .peer/; run `bash benchmarks/setup_peers.sh`)")
   if a.json:

