@@ -237,7 +237,18 @@ def main(argv=None):
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--peers", default="flax,torch")
   p.add_argument("--json", default="")
+  p.add_argument("--torch_worker", default="", help=argparse.SUPPRESS)
   a = p.parse_args(argv)
+  if a.torch_worker:  # part:shape -> the PyTorch peer alone (see peers.run_isolated)
+    part_name, shape = a.torch_worker.split(":")
+    if part_name == "encoder":
+      size, b, s = ENCODER_SHAPES[shape]
+      run = torch_encoder(model_config(size).model, inputs(b, s))
+    else:
+      size, b, s = SQUAD_SHAPES[shape]
+      run = torch_squad(model_config(size).model, squad_batch(b, s))
+    print(json.dumps(median_times({"hf-torch": run}, a.steps)))
+    return None
   parts, peers_on = set(a.parts.split(",")), set(a.peers.split(","))
   if "flax" in peers_on and not HAVE_FLAX_PEER:
     print("hf-flax: not run (no .peer/; run `bash benchmarks/setup_peers.sh`)")
@@ -259,7 +270,11 @@ def main(argv=None):
         print(f"{'':19s} {r['impl']} / bert_jax time: {r['step_s'] / base:.2f}x")
 
   def part(name, shape, builders, batch, fl):
-    for impl, seconds in median_times({k: b() for k, b in builders.items()}, a.steps).items():
+    times = median_times({k: b() for k, b in builders.items()}, a.steps)
+    if "torch" in peers_on:
+      times.update(peers.run_isolated(__file__, [f"--torch_worker={name}:{shape}",
+                                                 f"--steps={a.steps}"]))
+    for impl, seconds in times.items():
       report(name, shape, impl, seconds, batch, fl)
     ratios(name, shape)
 
@@ -271,8 +286,6 @@ def main(argv=None):
                   "bert_jax-dpa": lambda: ours_encoder(m, x, "dot_product_attention")}
       if "flax" in peers_on:
         builders["hf-flax"] = lambda: flax_encoder(m, x)
-      if "torch" in peers_on:
-        builders["hf-torch"] = lambda: torch_encoder(m, x)
       part("encoder", name, builders, b, encoder_flops(m, b, s))
   if "squad" in parts:
     for name, (size, b, s) in SQUAD_SHAPES.items():
@@ -280,8 +293,6 @@ def main(argv=None):
       builders = {"bert_jax": lambda: ours_squad(c, x)}
       if "flax" in peers_on:
         builders["hf-flax"] = lambda: flax_squad(c.model, x)
-      if "torch" in peers_on:
-        builders["hf-torch"] = lambda: torch_squad(c.model, x)
       part("squad", name, builders, b, 3 * encoder_flops(c.model, b, s))
   levers = {}
   if "levers" in parts:

@@ -7,7 +7,9 @@ Both peers (FlaxBertForPreTraining, PyTorch BertForPreTraining) then come from 4
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import time
 from typing import Callable
@@ -137,19 +139,36 @@ def stepper(step_fn, state, batch, sync) -> Callable[[], None]:
   return run
 
 
-def interleaved(runners: dict, n: int) -> dict[str, list[float]]:
+def interleaved(runners: dict, n: int, gap_s: float = 0.2) -> dict[str, list[float]]:
   """Per-call seconds of each runner over n rounds, after one warm-up call each.
 
   The runners take turns within every round, so a slow spell of a shared machine (we saw
   +-20% over tens of seconds) falls on all of them alike instead of on whichever ran
-  then; the ratios compare like with like.
+  then; the order rotates every round, so each follows each of the others equally often,
+  and an untimed pause separates the calls (PyTorch's worker threads spin on after a
+  step and would slow whatever runs right after it).
   """
+  names = list(runners)
   for run in runners.values():
     run()
-  times = {name: [] for name in runners}
-  for _ in range(n):
-    for name, run in runners.items():
+  times = {name: [] for name in names}
+  for i in range(n):
+    for name in names[i % len(names):] + names[:i % len(names)]:
+      time.sleep(gap_s)
       t = time.perf_counter()
-      run()
+      runners[name]()
       times[name].append(time.perf_counter() - t)
   return times
+
+
+def run_isolated(script: str, args: list[str]) -> dict:
+  """Runs `script ARGS` (its --torch_worker mode) in a child process and returns the JSON it prints
+  last. PyTorch's worker threads, once imported, slow XLA's threads in the same process
+  (BERT-Base JAX step 2.8 s -> 3.4 s beside an idle torch model), so the PyTorch peer is
+  measured in its own process of the same run, right after the JAX implementations."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, script, *args], env=env,
+                       capture_output=True, text=True, check=False)
+  if out.returncode != 0:
+    raise RuntimeError(f"{script} torch worker failed:\n{out.stderr[-2000:]}")
+  return json.loads(out.stdout.strip().splitlines()[-1])

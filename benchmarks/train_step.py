@@ -6,7 +6,7 @@ median of --steps steps at fixed shapes, the implementations taking turns step b
 sequences/s, model FLOPs per step (bert_jax.flops formula), achieved FLOP/s and MFU
 against the peak float32 matmul FLOP/s of this device measured in the same run, and the
 compiled program's peak memory. The peers run the same shapes in the same process (see
-peers.py). --levers times each lever against the baseline the same way.
+peers.py; PyTorch in a child process, see peers.run_isolated). --levers times each lever against the baseline the same way.
 
   bash benchmarks/setup_peers.sh        # once: transformers<5 (Flax models) into .peer/
   python benchmarks/train_step.py [--shapes=tiny,base128] [--levers] [--json=out.json]
@@ -131,6 +131,14 @@ def torch_peer(c, batch):
   return peers.stepper(step, state, tb, lambda x: None), None
 
 
+def torch_worker(name: str, steps: int) -> None:
+  """--torch_worker: the PyTorch peer alone (see peers.run_isolated); prints its JSON."""
+  size, b, s, pr = SHAPES[name]
+  r = measure({"hf-torch": lambda: torch_peer(make_config(size, b, s, pr),
+                                               synthetic_batch(b, s, pr))}, steps)
+  print(json.dumps(r["hf-torch"]))
+
+
 def measure(builders: dict, steps: int) -> dict[str, dict]:
   """Builds every runner, then times them interleaved (peers.interleaved)."""
   built = {name: build() for name, build in builders.items()}
@@ -156,7 +164,10 @@ def main(argv=None):
   p.add_argument("--peers", default="flax,torch")
   p.add_argument("--levers", action="store_true", help="also measure each lever on/off")
   p.add_argument("--json", default="")
+  p.add_argument("--torch_worker", action="store_true", help=argparse.SUPPRESS)
   a = p.parse_args(argv)
+  if a.torch_worker:
+    return torch_worker(a.shapes, a.steps)
 
   peak = measure_peak_matmul()
   dev = jax.devices()[0]
@@ -176,9 +187,10 @@ def main(argv=None):
     builders = {"bert_jax": lambda: ours(c, batch)}
     if "flax" in peers_on and HAVE_FLAX_PEER:
       builders["hf-flax"] = lambda: flax_peer(c, batch)
-    if "torch" in peers_on:
-      builders["hf-torch"] = lambda: torch_peer(c, batch)
     results = measure(builders, a.steps)
+    if "torch" in peers_on:
+      results["hf-torch"] = peers.run_isolated(
+          __file__, ["--torch_worker", f"--shapes={name}", f"--steps={a.steps}"])
     for who, r in results.items():
       rows.append(_row(name, who, r, fl, peak, b))
     for who, r in results.items():
