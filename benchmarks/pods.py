@@ -66,7 +66,7 @@ def markdown(rows: list[dict]) -> str:
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   lines = [head]
   for r in rows:
-    if "error" in r:
+    if "fits" not in r:  # the aot run failed (an OOM is a report with fits=False)
       lines.append(f"| {r['name']} | error: {r['error']} | | | | | | | |")
       continue
     mesh = " x ".join(f"{k} {v}" for k, v in r["mesh"].items() if v > 1) or "1"
