@@ -162,8 +162,8 @@ def interleaved(runners: dict, n: int, gap_s: float = 0.2) -> dict[str, list[flo
 
 
 def run_isolated(script: str, args: list[str]) -> dict:
-  """Runs `script ARGS` (its --torch_worker mode) in a child process and returns the JSON it prints
-  last. PyTorch's worker threads, once imported, slow XLA's threads in the same process
+  """Runs `script ARGS` (its --torch_worker mode) in a child process; returns the JSON it
+  prints last. PyTorch's worker threads, once imported, slow XLA's threads in the same process
   (BERT-Base JAX step 2.8 s -> 3.4 s beside an idle torch model), so the PyTorch peer is
   measured in its own process of the same run, right after the JAX implementations."""
   env = dict(os.environ, JAX_PLATFORMS="cpu")

@@ -5,8 +5,9 @@ median of --steps steps at fixed shapes, the implementations taking turns step b
 (so that a slow spell of the shared machine hits them alike), and prints step ms,
 sequences/s, model FLOPs per step (bert_jax.flops formula), achieved FLOP/s and MFU
 against the peak float32 matmul FLOP/s of this device measured in the same run, and the
-compiled program's peak memory. The peers run the same shapes in the same process (see
-peers.py; PyTorch in a child process, see peers.run_isolated). --levers times each lever against the baseline the same way.
+compiled program's peak memory. The peers run the same shapes in the same run (see
+peers.py; PyTorch in a child process, see peers.run_isolated). --levers times each lever
+against the baseline the same way.
 
   bash benchmarks/setup_peers.sh        # once: transformers<5 (Flax models) into .peer/
   python benchmarks/train_step.py [--shapes=tiny,base128] [--levers] [--json=out.json]
@@ -204,10 +205,11 @@ def main(argv=None):
           "no-donate": lambda: ours(c, batch, donate=False),
           "host-sync": lambda: ours(c, batch, host_sync=True),
       }
+      baseline = ours(c, batch)  # compiled once, timed against every lever in turn
       for lever, build in levers.items():
         # Each lever against the baseline, interleaved; MFU counts the baseline's useful
         # FLOPs (P masked positions) in every row.
-        r = measure({"bert_jax": lambda: ours(c, batch), lever: build}, a.steps)
+        r = measure({"bert_jax": lambda: baseline, lever: build}, a.steps)
         rows.append(_row(name, lever, r[lever], fl, peak, b))
         print(f"{'':8s} {lever} / baseline step time: "
               f"{r[lever]['step_s'] / r['bert_jax']['step_s']:.2f}x", flush=True)

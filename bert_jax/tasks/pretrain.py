@@ -21,8 +21,8 @@ def vocab_cross_entropy(logits: jax.Array, ids: jax.Array) -> tuple[jax.Array, j
   ties), written so that nothing gathers from or scatters into the [.., vocab] logits: the
   target logit is a one-hot product, so the backward pass is one fused elementwise
   softmax - one_hot, and the hit reuses the row max of the log-sum-exp instead of a
-  second (value, index) reduction. On XLA:CPU that halves the step of configs/tiny.py's
-  model (benchmarks/train_step.py).
+  second (value, index) reduction. On XLA:CPU that took the tiny-model step of
+  benchmarks/train_step.py (B32 S128, vocab 30522) from 301 to 271 ms.
   """
   onehot = jax.nn.one_hot(ids, logits.shape[-1], dtype=logits.dtype)
   row_max = jax.lax.stop_gradient(jnp.max(logits, axis=-1))
