@@ -14,13 +14,19 @@ gradient accumulation) and read off what the TPU program would need and do:
     tokens/s/chip and MFU it implies,
   * the count and size of every collective in the compiled HLO.
 
-These are the compiler's estimates, not measurements. Two quirks of the cost model are
-handled: it counts the body of a `while` loop once, so `scan_layers=True` and
-`grad_accum_steps>1` under-count (the report lists the loops; the pod configs unroll the
-layers); and it prices each custom call outside a fusion (libtpu's `ConcatBitcast`,
-which joins gradient buffers) at -1 s, an "unknown" marker that we add back (counted in
-the HLO text; such a copy costs microseconds). An estimate still faster than the FLOPs
-the compiler counts allow at the chip's peak is reported as unusable.
+These are the compiler's estimates, not measurements. Two quirks of the cost model
+(XLA's HloCostAnalysis, which libtpu's extends) are handled:
+  * it counts the body of a `while` loop once. With `grad_accum_steps=k>1` the step time
+    is k times that of the compiled micro-batch step (batch/k, no loop), an upper bound
+    (the gradient all-reduce and the update are counted k times, not once); a loop in
+    the priced program itself (`scan_layers=True`) gives no estimate rather than an
+    under-count (the pod configs unroll the layers);
+  * it prices a custom call outside a fusion (libtpu's `ConcatBitcast`, which joins
+    buffers) at -1 s, an "unknown" marker that we add back (unpriced_custom_calls: such a
+    copy costs microseconds), following the cost model's own sums: a `conditional` keeps
+    its most expensive branch, so markers in the branch it drops are not added back.
+An estimate still faster than the FLOPs the compiler counts allow at the chip's peak is
+reported as unusable.
 
 A config that does not fit is reported with the memory it would need, not a crash.
 
@@ -224,17 +230,67 @@ def collective_stats(hlo_text: str) -> dict[str, dict[str, Any]]:
   return stats
 
 
-def unpriced_custom_calls(hlo_text: str) -> int:
-  """Custom calls outside fusions: libtpu's cost model prices each at -1 s ("unknown")."""
-  fused = set(re.findall(r" fusion\([^\n]*?calls=%([\w.\-]+)", hlo_text))
-  computation, n = "", 0
+def _computations(hlo_text: str) -> tuple[dict[str, list[str]], str]:
+  """Compiled HLO text -> ({computation name: its instruction lines}, ENTRY's name)."""
+  comps, entry, name = {}, "", None
   for line in hlo_text.splitlines():
     m = _COMPUTATION.match(line)
     if m:
-      computation = m.group(1)
-    elif " custom-call(" in line and computation not in fused:
-      n += 1
-  return n
+      name = m.group(1)
+      comps[name] = []
+      if line.startswith("ENTRY"):
+        entry = name
+    elif name is not None and line.strip() != "}":
+      comps[name].append(line)
+  return comps, entry
+
+
+def _callees(line: str, key: str) -> list[str]:
+  """Computations an instruction names with `key=%c` or `key={%a, %b}`."""
+  m = re.search(rf"\b{key}=(\{{[^}}]*\}}|%?[\w.\-]+)", line)
+  return re.findall(r"%?([\w.\-]+)", m.group(1)) if m else []
+
+
+def unpriced_custom_calls(hlo_text: str) -> int:
+  """The -1 s "unknown" markers that reach the cost model's total `optimal_seconds`.
+
+  XLA's HloCostAnalysis (which libtpu's extends) prices a custom call it does not know
+  at -1 for every property (HandleCustomCall); inside a fusion the fusion's own cost
+  stands instead. Nested computations are summed the way HandleWhile/HandleConditional
+  do it: a `while` adds its body and condition once, a `conditional` keeps the per-key
+  maximum over its branches. So the markers counted here are: unfused custom calls of
+  ENTRY, plus those of called / while computations, plus for each conditional the
+  markers of the branch with the FEWEST of them, the one whose (marker-lowered) total is
+  the maximum: a branch's real cost is milliseconds, a marker a whole second. (Counting
+  every branch over-counted by one second per marker in the branch not taken: on v4 the
+  train step's skip-update branch holds 8 ConcatBitcast copies, and BERT-Large batch 256
+  on v4:4x4x4 read 8,014 ms instead of 14 ms.)
+  """
+  comps, entry = _computations(hlo_text)
+  memo: dict[str, int] = {}
+
+  def count(name: str) -> int:
+    if name in memo:
+      return memo[name]
+    memo[name] = 0  # guards against a malformed cycle
+    n = 0
+    for line in comps.get(name, ()):
+      m = _INSTRUCTION.match(line)
+      op = m.group(2) if m else ""
+      if op == "custom-call":
+        n += 1
+      elif op == "while":
+        n += sum(count(c) for c in _callees(line, "body") + _callees(line, "condition"))
+      elif op == "conditional":
+        branches = (_callees(line, "branch_computations")
+                    or _callees(line, "true_computation") + _callees(line, "false_computation"))
+        n += min((count(c) for c in branches), default=0)
+      elif op in ("call", "async-start"):
+        n += sum(count(c) for c in _callees(line, "to_apply") + _callees(line, "calls"))
+    memo[name] = n
+    return n
+
+  return count(entry)
 
 
 def while_loops(hlo_text: str) -> list[int]:
@@ -314,21 +370,13 @@ def compile_report(config: ml_collections.ConfigDict, topology: str,
   step, state = build_step(config, mesh)
   report["param_bytes_per_device"] = _bytes_per_device(state.params)
   report["opt_state_bytes_per_device"] = _bytes_per_device(state.opt_state)
-  batch = abstract_batch(config, mesh)
   t0 = time.time()
-  with partitioning.activate(mesh):
-    lowered = step.jitted.lower(state, batch)
-  try:
-    compiled = lowered.compile()
-  except Exception as e:  # XLA raises a runtime error; only an OOM is a report.
-    oom = parse_oom(str(e))
-    if oom is None:
-      raise
-    report.update(fits=False, peak_bytes_per_device=oom[0], compiler_hbm_bytes=oom[1],
-                  compile_s=time.time() - t0,
-                  error=str(e).strip().splitlines()[0][:300])
-    return report
+  compiled, oom = _compile(step, state, config, mesh)
   report["compile_s"] = time.time() - t0
+  if oom:
+    report.update(fits=False, peak_bytes_per_device=oom[0], compiler_hbm_bytes=oom[1],
+                  error=oom[2])
+    return report
   mem = compiled.memory_analysis()
   text = compiled.as_text()
   if hlo_path:
@@ -341,30 +389,88 @@ def compile_report(config: ml_collections.ConfigDict, topology: str,
       fits=peak <= hbm, peak_bytes_per_device=peak,
       argument_bytes_per_device=int(mem.argument_size_in_bytes),
       temp_bytes_per_device=int(mem.temp_size_in_bytes),
-      code_bytes_per_device=int(mem.generated_code_size_in_bytes))
+      code_bytes_per_device=int(mem.generated_code_size_in_bytes),
+      while_loop_trip_counts=[n for n in while_loops(text) if n != 1],
+      collectives=collective_stats(text))
+  report.update(_priced(compiled, text, chip))
+  k = t.grad_accum_steps
+  report["step_time_method"] = "compiled step"
+  if k > 1:
+    # The accumulation scan is a `while` whose body the cost model counts once. Price one
+    # micro-batch step instead (batch/k, no loop: forward, backward, gradient all-reduce,
+    # update) and take k of them. That counts the all-reduce and the optimizer update k
+    # times instead of once, which outweighs the k gradient additions it leaves out: an
+    # upper bound on the step time, never an under-count.
+    micro = config.copy_and_resolve_references()
+    micro.train.batch_size = t.batch_size // k
+    micro.train.grad_accum_steps = 1
+    m_step, m_state = build_step(micro, mesh)
+    t0 = time.time()
+    m_compiled, m_oom = _compile(m_step, m_state, micro, mesh)
+    report["compile_s"] += time.time() - t0
+    if m_oom:
+      raise AotError(f"the micro-batch step (batch {micro.train.batch_size}) does not fit "
+                     f"although the accumulating step does: {m_oom[2]}")
+    m_text = m_compiled.as_text()
+    m = _priced(m_compiled, m_text, chip)
+    report["micro_step"] = dict(m, batch_size=micro.train.batch_size,
+                                while_loop_trip_counts=[
+                                    n for n in while_loops(m_text) if n != 1])
+    report["step_time_method"] = (f"{k} x compiled micro-batch step (batch "
+                                  f"{micro.train.batch_size}): an upper bound")
+    loops = report["micro_step"]["while_loop_trip_counts"]
+    seconds = k * m["step_time_s"] if m["step_time_s"] else None
+  else:
+    loops = report["while_loop_trip_counts"]
+    seconds = report["step_time_s"]
+  if loops:
+    # A loop left in the priced program (scan_layers=True) counts its body once: no
+    # whole-step figure rather than an under-count.
+    seconds = None
+    report["step_time_method"] = (f"none: while loops with trip counts {loops} are priced "
+                                  "once (use --config.model.scan_layers=False)")
+  report["step_time_s"] = seconds
+  if seconds:
+    report.update(
+        tokens_per_s_per_chip=tokens / seconds / n_chips,
+        mfu=model_flops / (seconds * n_chips * chip.peak_flops_per_chip),
+        recipe_hours=t.num_steps * seconds / 3600)
+  return report
+
+
+def _compile(step, state, config, mesh):
+  """Lowers and compiles the step -> (compiled, None), or (None, (needed, available,
+  message)) when XLA:TPU runs out of HBM; any other compiler error is raised."""
+  batch = abstract_batch(config, mesh)
+  with partitioning.activate(mesh):
+    lowered = step.jitted.lower(state, batch)
+  try:
+    return lowered.compile(), None
+  except Exception as e:  # XLA raises a runtime error; only an OOM is a report.
+    oom = parse_oom(str(e))
+    if oom is None:
+      raise
+    return None, (*oom, str(e).strip().splitlines()[0][:300])
+
+
+def _priced(compiled, text: str, chip: TpuChip) -> dict[str, Any]:
+  """The cost model's figures for one compiled program, its -1 s markers undone.
+
+  step_time_s is None when the result is not credible: not positive, or faster than the
+  FLOPs the compiler itself counts at the chip's peak (another marker hid in the sum).
+  """
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   raw = float(cost.get("optimal_seconds", -1.0))
   unpriced = unpriced_custom_calls(text)
-  seconds = raw + unpriced  # undo the -1 s "unknown" marker of each unfused custom call
+  seconds = raw + unpriced
   flops_dev = float(cost.get("flops", 0.0))
-  # An estimate below the compiler's own FLOPs at peak would mean another marker hid in
-  # the sum: report none rather than a wrong one.
   floor = flops_dev / (chip.peak_flops_per_chip / chip.devices_per_chip)
-  report.update(
+  return dict(
       compiler_flops_per_device=flops_dev,
       compiler_bytes_accessed_per_device=float(cost.get("bytes accessed", 0.0)),
       compiler_optimal_seconds=raw, unpriced_custom_calls=unpriced,
-      step_time_s=seconds if seconds >= floor and seconds > 0 else None,
-      while_loop_trip_counts=[n for n in while_loops(text) if n != 1],
-      collectives=collective_stats(text))
-  if report["step_time_s"]:
-    dt = report["step_time_s"]
-    report.update(
-        tokens_per_s_per_chip=tokens / dt / n_chips,
-        mfu=model_flops / (dt * n_chips * chip.peak_flops_per_chip),
-        recipe_hours=t.num_steps * dt / 3600)
-  return report
+      step_time_s=seconds if seconds >= floor and seconds > 0 else None)
 
 
 def _gib(n) -> str:
@@ -398,18 +504,18 @@ def format_report(r: dict[str, Any]) -> str:
                f"TFLOP/step (flops.py)")
   if r["step_time_s"]:
     lines.append(
-        f"estimate   {r['step_time_s'] * 1e3:.1f} ms/step (compiler's cost model, not a "
-        f"measurement) -> {r['tokens_per_s_per_chip']:,.0f} tokens/s/chip, MFU "
-        f"{100 * r['mfu']:.1f}% of {r['peak_flops_per_chip'] / 1e12:.0f} TFLOP/s/chip; "
-        f"{r['num_steps']:,} steps = {r['recipe_hours']:.1f} h ({r['recipe_hours'] / 24:.2f} days)")
+        f"estimate   {r['step_time_s'] * 1e3:.1f} ms/step ({r['step_time_method']}; the "
+        f"compiler's cost model, not a measurement) -> {r['tokens_per_s_per_chip']:,.0f} "
+        f"tokens/s/chip, MFU {100 * r['mfu']:.1f}% of {r['peak_flops_per_chip'] / 1e12:.0f} "
+        f"TFLOP/s/chip; {r['num_steps']:,} steps = {r['recipe_hours']:.1f} h "
+        f"({r['recipe_hours'] / 24:.2f} days)")
+  elif r["step_time_method"].startswith("none"):
+    lines.append(f"estimate   {r['step_time_method']}")
   else:
+    p = r.get("micro_step", r)
     lines.append(f"estimate   none usable: the compiler's optimal_seconds is "
-                 f"{r['compiler_optimal_seconds']:.3g} s with {r['unpriced_custom_calls']} "
+                 f"{p['compiler_optimal_seconds']:.3g} s with {p['unpriced_custom_calls']} "
                  "unpriced custom calls (below its own FLOPs at peak)")
-  if r["while_loop_trip_counts"]:
-    lines.append(f"caveat     while loops with trip counts {r['while_loop_trip_counts']}: the "
-                 "cost model counts each body once (use --config.model.scan_layers=False "
-                 "and grad_accum_steps=1 for a whole-step estimate)")
   for kind, s in r["collectives"].items():
     if s["count"]:
       dts = ", ".join(f"{dt} {b / 2**20:.1f} MiB" for dt, b in sorted(s["bytes_by_dtype"].items()))
