@@ -312,4 +312,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  from bert_jax import hugepages  # every implementation in this run gets huge pages
+  hugepages.reexec_with_hugepages([os.path.abspath(__file__), *sys.argv[1:]])
   main()

@@ -161,12 +161,13 @@ def interleaved(runners: dict, n: int, gap_s: float = 0.2) -> dict[str, list[flo
   return times
 
 
-def run_isolated(script: str, args: list[str]) -> dict:
+def run_isolated(script: str, args: list[str], env: dict | None = None) -> dict:
   """Runs `script ARGS` (its --torch_worker mode) in a child process; returns the JSON it
   prints last. PyTorch's worker threads, once imported, slow XLA's threads in the same process
   (BERT-Base JAX step 2.8 s -> 3.4 s beside an idle torch model), so the PyTorch peer is
-  measured in its own process of the same run, right after the JAX implementations."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  measured in its own process of the same run, right after the JAX implementations.
+  `env` replaces the child's environment (the huge-pages lever runs ours without them)."""
+  env = dict(os.environ if env is None else env, JAX_PLATFORMS="cpu")
   out = subprocess.run([sys.executable, script, *args], env=env,
                        capture_output=True, text=True, check=False)
   if out.returncode != 0:

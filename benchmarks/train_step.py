@@ -7,7 +7,9 @@ sequences/s, model FLOPs per step (bert_jax.flops formula), achieved FLOP/s and 
 against the peak float32 matmul FLOP/s of this device measured in the same run, and the
 compiled program's peak memory. The peers run the same shapes in the same run (see
 peers.py; PyTorch in a child process, see peers.run_isolated). --levers times each lever
-against the baseline the same way.
+against the baseline the same way. The script re-executes itself with huge pages for the
+host buffers (bert_jax/hugepages.py), so every implementation in the run has them; the
+lever "no-hugepages" is ours in a child process without them.
 
   bash benchmarks/setup_peers.sh        # once: transformers<5 (Flax models) into .peer/
   python benchmarks/train_step.py [--shapes=tiny,base128] [--levers] [--json=out.json]
@@ -32,7 +34,7 @@ import numpy as np  # noqa: E402
 
 from bert_jax import config as config_lib  # noqa: E402
 from bert_jax import flops as flops_lib  # noqa: E402
-from bert_jax import optim, partitioning, train, train_lib  # noqa: E402
+from bert_jax import hugepages, optim, partitioning, train, train_lib  # noqa: E402
 
 # name: (size, batch, seq, predictions)
 SHAPES = {
@@ -132,12 +134,14 @@ def torch_peer(c, batch):
   return peers.stepper(step, state, tb, lambda x: None), None
 
 
-def torch_worker(name: str, steps: int) -> None:
-  """--torch_worker: the PyTorch peer alone (see peers.run_isolated); prints its JSON."""
+def worker(who: str, name: str, steps: int) -> None:
+  """--worker=WHO: one implementation alone in this process (see peers.run_isolated):
+  the PyTorch peer, or ours for the huge-pages lever; prints its JSON."""
   size, b, s, pr = SHAPES[name]
-  r = measure({"hf-torch": lambda: torch_peer(make_config(size, b, s, pr),
-                                               synthetic_batch(b, s, pr))}, steps)
-  print(json.dumps(r["hf-torch"]))
+  build = {"hf-torch": torch_peer, "bert_jax": lambda c, batch: ours(c, batch)}[who]
+  r = measure({who: lambda: build(make_config(size, b, s, pr), synthetic_batch(b, s, pr))},
+              steps)
+  print(json.dumps(r[who]))
 
 
 def measure(builders: dict, steps: int) -> dict[str, dict]:
@@ -165,15 +169,17 @@ def main(argv=None):
   p.add_argument("--peers", default="flax,torch")
   p.add_argument("--levers", action="store_true", help="also measure each lever on/off")
   p.add_argument("--json", default="")
-  p.add_argument("--torch_worker", action="store_true", help=argparse.SUPPRESS)
+  p.add_argument("--worker", default="", help=argparse.SUPPRESS)
   a = p.parse_args(argv)
-  if a.torch_worker:
-    return torch_worker(a.shapes, a.steps)
+  if a.worker:
+    return worker(a.worker, a.shapes, a.steps)
 
   peak = measure_peak_matmul()
   dev = jax.devices()[0]
   print(f"device: {dev.device_kind} ({jax.device_count()} devices, {os.cpu_count()} cores); "
-        f"measured peak float32 matmul: {peak / 1e9:.1f} GFLOP/s")
+        f"measured peak float32 matmul: {peak / 1e9:.1f} GFLOP/s; host buffers: "
+        + ("transparent huge pages (bert_jax/hugepages.py)" if hugepages.enabled()
+           else "4 KiB pages"))
   print("FLOPs/step = 3*B*[S*L*(8H^2 + 4*H*I + 4*S*H) + P*(2H^2 + 2*H*V) + 2H^2 + 4H] "
         "(MLM head at the P masked positions only; see bert_jax/flops.py)")
   print(f"{'shape':8s} {'impl':14s} {'step ms':>9s} {'seq/s':>9s} {'GFLOP/s':>9s} "
@@ -191,7 +197,7 @@ def main(argv=None):
     results = measure(builders, a.steps)
     if "torch" in peers_on:
       results["hf-torch"] = peers.run_isolated(
-          __file__, ["--torch_worker", f"--shapes={name}", f"--steps={a.steps}"])
+          __file__, ["--worker=hf-torch", f"--shapes={name}", f"--steps={a.steps}"])
     for who, r in results.items():
       rows.append(_row(name, who, r, fl, peak, b))
     for who, r in results.items():
@@ -213,6 +219,17 @@ def main(argv=None):
         rows.append(_row(name, lever, r[lever], fl, peak, b))
         print(f"{'':8s} {lever} / baseline step time: "
               f"{r[lever]['step_s'] / r['bert_jax']['step_s']:.2f}x", flush=True)
+      if hugepages.enabled():
+        # Process-wide, so measured in a child without the tunable, right after a child
+        # with it (two processes in a row, not interleaved).
+        env_on = hugepages.environ_with_hugepages()
+        env_off = dict(env_on, GLIBC_TUNABLES="glibc.malloc.hugetlb=0")
+        args = ["--worker=bert_jax", f"--shapes={name}", f"--steps={a.steps}"]
+        on = peers.run_isolated(__file__, args, env_on)
+        off = peers.run_isolated(__file__, args, env_off)
+        rows.append(_row(name, "no-hugepages", off, fl, peak, b))
+        print(f"{'':8s} no-hugepages / hugepages step time (one process each): "
+              f"{off['step_s'] / on['step_s']:.2f}x", flush=True)
   if not HAVE_FLAX_PEER and "flax" in peers_on:
     print("hf-flax: not run (no .peer/; run `bash benchmarks/setup_peers.sh`)")
   if a.json:
@@ -220,5 +237,6 @@ def main(argv=None):
       json.dump({"device": dev.device_kind, "peak_flops": peak, "rows": rows}, f, indent=1)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # every implementation in this run gets huge pages
+  hugepages.reexec_with_hugepages([os.path.abspath(__file__), *sys.argv[1:]])
   main()

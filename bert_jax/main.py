@@ -149,5 +149,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Huge pages for XLA:CPU's per-step buffers (bert_jax/hugepages.py): a fresh process.
+  from bert_jax import hugepages
+  hugepages.reexec_with_hugepages(["-m", "bert_jax.main", *sys.argv[1:]])
   define_flags()
   app.run(main, flags_parser=parse_flags)
