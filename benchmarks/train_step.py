@@ -208,6 +208,7 @@ def main(argv=None):
       levers = {
           "mlm-all-pos": lambda: ours(make_config(size, b, s, s), synthetic_batch(b, s, s - 2)),
           "bf16": lambda: ours(make_config(size, b, s, pr, dtype="bfloat16"), batch),
+          "scan-layers": lambda: ours(make_config(size, b, s, pr, scan_layers=True), batch),
           "no-donate": lambda: ours(c, batch, donate=False),
           "host-sync": lambda: ours(c, batch, host_sync=True),
       }

@@ -4,7 +4,7 @@ Hugging Face and Google TF checkpoints name the same tensors the same way up to
 spelling (`LayerNorm.weight` vs `LayerNorm/gamma`, torch `[out, in]` vs TF `[in, out]`),
 so both are first read into one canonical flat dict in Hugging Face spelling and torch
 layout; `canonical_to_params` / `params_to_canonical` convert that to and from our tree
-(the only place that knows our layer layout). `load_pretrained(path)` recognises:
+(stacked layers here; model.layers_layout gives the model's own layout). `load_pretrained(path)` recognises:
 
   (a) a Hugging Face directory: config.json + model.safetensors | pytorch_model.bin
   (b) a Google TF checkpoint: bert_config.json + bert_model.ckpt.{index,data-*} (read
@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 
 from bert_jax import config as config_lib
+from bert_jax import model as model_lib
 from bert_jax.model import BertConfig
 
 
@@ -84,7 +85,8 @@ def _ln(prefix: str, sd: dict, pop=False) -> dict:
 
 
 def canonical_to_params(sd: dict[str, np.ndarray], cfg: BertConfig) -> dict[str, Any]:
-  """HF-named, torch-layout arrays -> {'bert': ..., and pre-training heads if present}.
+  """HF-named, torch-layout arrays -> {'bert': ..., and pre-training heads if present},
+  the encoder layers in cfg's layout (cfg.scan_layers: stacked or one subtree each).
 
   Keys may carry a leading `bert.` (BertForPreTraining) or not (BertModel).
   """
@@ -138,7 +140,7 @@ def canonical_to_params(sd: dict[str, np.ndarray], cfg: BertConfig) -> dict[str,
     params["nsp"] = {"kernel": sd["cls.seq_relationship.weight"].T,
                      "bias": sd["cls.seq_relationship.bias"]}
   _check_shapes(params, cfg)
-  return params
+  return model_lib.layers_layout(params, cfg.scan_layers)
 
 
 def _stack(trees: list[dict]) -> dict:
@@ -156,8 +158,10 @@ def _check_shapes(params, cfg: BertConfig) -> None:
 
 def params_to_canonical(params: dict[str, Any], cfg: BertConfig,
                         prefix: str = "bert.") -> dict[str, np.ndarray]:
-  """Inverse of `canonical_to_params`: our tree -> HF names, torch layout."""
+  """Inverse of `canonical_to_params`: our tree (either layer layout) -> HF names, torch
+  layout."""
   h = cfg.hidden_size
+  params = model_lib.stack_layers(params)
   b = params["bert"]
   e = b["embeddings"]
   sd = {

@@ -49,7 +49,7 @@ def model_config(size: str = "base") -> ml_collections.ConfigDict:
   m.dtype = "float32"  # compute dtype; "bfloat16" on TPU. Softmax and LayerNorm stay float32.
   m.param_dtype = "float32"  # dtype the parameters (and optimizer state) are kept in.
   m.remat = "none"  # "none" | "full" (recompute each layer) | "dots" (save matmul outputs).
-  m.scan_layers = True  # nn.scan over layers: compile time independent of depth.
+  m.scan_layers = False  # True: nn.scan over stacked layers (compile time independent of depth; slower step).
   m.attention = "einsum"  # "einsum" | "dot_product_attention" (jax.nn; flash on GPU/TPU).
   return m
 

@@ -19,6 +19,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from bert_jax import partitioning
+from bert_jax.model import is_stacked, layers_layout
 
 PyTree = Any
 # compute_loss(params, micro_batch, dropout_rng, denominators) -> (loss, metrics), where loss
@@ -82,8 +83,11 @@ def abstract_train_state(init_params_fn, tx, mesh: Mesh, seed: int = 0,
 def load_pretrained_subtree(state: TrainState, shardings: TrainState, subtree: PyTree,
                             key: str | None = "bert") -> TrainState:
   """Replaces params[key] (or all params if key is None) with `subtree`, placed on the
-  shardings of the params it replaces; shapes must match exactly."""
+  shardings of the params it replaces; shapes must match exactly. The encoder layers of
+  `subtree` may come in either layout (stacked or one subtree each): they are converted
+  to the state's."""
   target = state.params if key is None else state.params[key]
+  subtree = layers_layout(subtree, is_stacked(target))
   target_sh = shardings.params if key is None else shardings.params[key]
   flat_t, treedef = jax.tree_util.tree_flatten_with_path(target)
   src = dict(jax.tree_util.tree_flatten_with_path(subtree)[0])

@@ -33,6 +33,4 @@ def get_config():
   c.train.eval_every = 200
   c.train.eval_steps = 5
   c.train.checkpoint_every = 200
-  # Two layers unrolled: no scan overhead on a CPU.
-  c.model.scan_layers = False
   return c

@@ -243,7 +243,9 @@ def test_real_minilm_checkpoint_loads_with_its_architecture(minilm_path):
   assert (model_cfg.num_layers, model_cfg.hidden_size, model_cfg.num_heads) == (6, 384, 12)
   assert model_cfg.dropout_rate == 0.2  # fine-tuning settings are kept
   assert vocab == os.path.join(minilm_path, "vocab.txt")
-  assert params["bert"]["encoder"]["layers"]["intermediate"]["kernel"].shape == (6, 384, 1536)
+  layers = params["bert"]["encoder"]
+  assert sorted(layers) == [f"layer_{i}" for i in range(6)]
+  assert layers["layer_5"]["intermediate"]["kernel"].shape == (384, 1536)
   assert "pooler" in params["bert"]
   c.init_checkpoint = "/no/such/checkpoint"
   with pytest.raises(finetune.FinetuneError, match="init_checkpoint='/no/such/checkpoint' "
@@ -315,5 +317,5 @@ def test_train_steps_equal_hugging_face_pytorch(tmp_path, minilm_path, tokenizer
   np.testing.assert_allclose(np.array(p["classifier"]["kernel"]).T,
                              hf.classifier.weight.detach().numpy(), atol=1e-6)
   np.testing.assert_allclose(
-      np.array(p["bert"]["encoder"]["layers"]["intermediate"]["kernel"][1]).T,
+      np.array(p["bert"]["encoder"]["layer_1"]["intermediate"]["kernel"]).T,
       hf.bert.encoder.layer[1].intermediate.dense.weight.detach().numpy(), atol=1e-6)

@@ -18,7 +18,7 @@ import torch
 import transformers
 from flax.linen import meta
 
-from bert_jax import checkpoints, config as config_lib, tokenization
+from bert_jax import checkpoints, config as config_lib, model as model_lib, tokenization
 from bert_jax.model import BertConfig, BertForPreTraining, BertModel, count_params
 from bert_jax.tasks.pretrain import pretraining_loss
 
@@ -90,6 +90,70 @@ def test_minilm_equals_hf(minilm, attention):
         f"pooled max abs {pooled_diff:.2e}")
   assert seq_diff <= TOL and pooled_diff <= TOL
   assert np.abs(ref_seq[real]).max() > 1.0  # outputs are not trivially small
+
+
+def test_layer_layouts_equal_each_other_and_hf(minilm):
+  """scan_layers=False (one subtree per layer, the default) and True (stacked, nn.scan):
+  same outputs, hidden states and gradients on the real MiniLM weights, both equal to HF;
+  stack_layers / unstack_layers convert exactly, and a pretrained subtree of either
+  layout loads into a state of the other."""
+  model_cfg, params, hf, (ids, seg, mask) = minilm
+  unrolled = BertConfig.from_config({**model_cfg.to_dict(), "scan_layers": False})
+  scanned = BertConfig.from_config({**model_cfg.to_dict(), "scan_layers": True})
+  p_unrolled = model_lib.layers_layout(params["bert"], False)
+  p_scanned = model_lib.stack_layers(params["bert"])
+  assert sorted(p_unrolled["encoder"]) == [f"layer_{i}" for i in range(6)]
+  assert p_scanned["encoder"]["layers"]["qkv"]["kernel"].shape == (6, 384, 3, 12, 32)
+  back = model_lib.unstack_layers(p_scanned)
+  for a, b in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(p_unrolled)):
+    np.testing.assert_array_equal(a, b)
+
+  def loss_and_states(cfg, p):
+    def f(p):
+      seq, pooled, states = BertModel(cfg).apply({"params": p}, ids, seg, mask,
+                                                 return_all_layers=True)
+      return jnp.sum(seq * mask[..., None]) + jnp.sum(pooled), states
+    (loss, states), grads = jax.jit(jax.value_and_grad(f, has_aux=True))(p)
+    return loss, states, grads
+
+  loss_u, states_u, grads_u = loss_and_states(unrolled, p_unrolled)
+  loss_s, states_s, grads_s = loss_and_states(scanned, p_scanned)
+  assert states_u.shape == states_s.shape == (7,) + ids.shape + (384,)
+  np.testing.assert_allclose(states_u, states_s, atol=1e-5)
+  np.testing.assert_allclose(loss_u, loss_s, rtol=1e-5)
+  grads_u = model_lib.stack_layers(grads_u)
+  for (path, g_s), g_u in zip(jax.tree_util.tree_flatten_with_path(grads_s)[0],
+                              jax.tree_util.tree_leaves(grads_u)):
+    scale = max(1e-6, float(np.abs(g_s).max()))
+    assert float(np.abs(g_u - g_s).max()) / scale < 1e-4, jax.tree_util.keystr(path)
+  with torch.no_grad():
+    hidden = hf(input_ids=torch.tensor(ids, dtype=torch.long),
+                token_type_ids=torch.tensor(seg, dtype=torch.long),
+                attention_mask=torch.tensor(mask, dtype=torch.long),
+                output_hidden_states=True).hidden_states
+  real = mask.astype(bool)
+  for i, h in enumerate(hidden):
+    assert np.abs(np.asarray(states_u[i])[real] - h.numpy()[real]).max() <= TOL
+
+
+def test_pretrained_subtree_loads_into_either_layout(minilm):
+  import optax
+  from bert_jax import partitioning, train_lib
+  model_cfg, params, _, (ids, seg, mask) = minilm
+  mesh = partitioning.make_mesh(config_lib.default_config().mesh, jax.devices()[:1])
+  for scan in (False, True):
+    cfg = BertConfig.from_config({**model_cfg.to_dict(), "scan_layers": scan})
+    model = BertModel(cfg)
+    state, sh = train_lib.create_train_state(
+        lambda r: model.init(r, ids[:1])["params"], optax.sgd(0.1), mesh, 0)
+    for source in (model_lib.stack_layers(params["bert"]),
+                   model_lib.unstack_layers(model_lib.stack_layers(params["bert"]))):
+      loaded = train_lib.load_pretrained_subtree(state, sh, source, None)
+      assert model_lib.is_stacked(loaded.params) == scan
+      seq, _ = model.apply({"params": loaded.params}, ids, seg, mask)
+      ref, _ = BertModel(BertConfig.from_config(model_cfg)).apply(
+          {"params": params["bert"]}, ids, seg, mask)
+      np.testing.assert_allclose(seq, ref, rtol=1e-5, atol=5e-5)  # float32 fusion order
 
 
 SMALL = dict(vocab_size=1024, hidden_size=64, num_layers=2, num_heads=2,
