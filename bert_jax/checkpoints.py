@@ -422,7 +422,8 @@ def load_converted(directory: str) -> tuple[ml_collections.ConfigDict, dict[str,
                                         tree)
   params = ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
   _check_shapes(params, BertConfig.from_config(m))
-  return m, params
+  # Written by any bert_jax version: the layers come back in the layout m describes.
+  return m, model_lib.layers_layout(params, m.scan_layers)
 
 
 def save_hf(output_dir: str, model_config, params: dict[str, Any],
@@ -492,7 +493,7 @@ def load_run(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
       partial_restore=True))
   params = restored["params"]
   _check_shapes(params, BertConfig.from_config(m))
-  return m, params
+  return m, model_lib.layers_layout(params, m.scan_layers)
 
 
 def checkpoint_format(path: str) -> str:
