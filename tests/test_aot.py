@@ -64,8 +64,10 @@ def test_step_compiles_for_the_topology(compiled):
 
 def test_accumulation_is_priced_as_k_micro_batch_steps(compiled):
   one, accum = compiled["data"][0], compiled["data_accum"][0]
-  # The real program loops over the 2 micro-batches (the cost model prices the body once).
-  assert accum["grad_accum_steps"] == 2 and accum["while_loop_trip_counts"] == [2]
+  # The real program loops over the 2 micro-batches (the cost model prices the body
+  # once); libtpu does not always state the trip count (0 = unknown).
+  assert accum["grad_accum_steps"] == 2 and accum["while_loop_trip_counts"] in ([2], [0])
+  assert one["while_loop_trip_counts"] == []
   m = accum["micro_step"]
   assert m["batch_size"] == 4 and m["while_loop_trip_counts"] == []
   assert accum["step_time_s"] == pytest.approx(2 * m["step_time_s"])
@@ -197,11 +199,13 @@ def test_markers_follow_the_cost_models_sums():
 
 ENTRY %main (p: f32[8], i: s32[]) -> f32[8] {
   %custom-call.1 = f32[8]{0} custom-call(%p), custom_call_target="ConcatBitcast"
+  %custom-call.2 = f32[8]{0} custom-call(), custom_call_target="AllocateBuffer"
   %w = f32[8]{0} while(%p), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"4"}}
   ROOT %conditional.1 = f32[8]{0} conditional(%i, %w, %w), branch_computations={%skip, %update}
 }
 """
-  assert aot.unpriced_custom_calls(text) == 1 + 1 + 1  # ENTRY, loop body once, update
+  # ENTRY's ConcatBitcast (libtpu prices AllocateBuffer), the loop body once, update.
+  assert aot.unpriced_custom_calls(text) == 1 + 1 + 1
   assert aot.unpriced_custom_calls(text.replace(
       "branch_computations={%skip, %update}",
       "true_computation=%skip, false_computation=%update")) == 3
