@@ -86,7 +86,7 @@ def markdown(rows: list[dict]) -> str:
     bound = "≤ " if k > 1 else ""  # k micro-batch steps: an upper bound
     est = (f"{bound}{dt * 1e3:.0f} ms | {'≥ ' if k > 1 else ''}"
            f"{r['tokens_per_s_per_chip']:,.0f} | {'≥ ' if k > 1 else ''}"
-           f"{100 * r['mfu']:.0f}% | {bound}{r['recipe_hours']:.0f} h for "
+           f"{100 * r['mfu']:.0f}% | {bound}{r['recipe_hours']:.1f} h for "
            f"{r['num_steps']:,} steps" if dt else "none usable | – | – | –")
     batch = f"{r['batch_size']} x {r['seq_len']}" + (
         f" ({k} x {r['batch_size'] // k})" if k > 1 else "")
