@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax.dropout import Dropout
+
 Array = jax.Array
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -126,7 +128,7 @@ class Embeddings(nn.Module):
         c.type_vocab_size, c.hidden_size, dtype=c.compute_dtype,
         param_dtype=c.weight_dtype, embedding_init=_init(c, (None, "embed")))
     self.layer_norm = LayerNorm(c)
-    self.dropout = nn.Dropout(c.dropout_rate)
+    self.dropout = Dropout(c.dropout_rate)
 
   def __call__(self, input_ids, token_type_ids, deterministic: bool):
     seq_len = input_ids.shape[-1]
@@ -197,12 +199,12 @@ class EncoderLayer(nn.Module):
       scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
       scores = scores / jnp.sqrt(jnp.float32(c.head_dim)) + mask_bias
       probs = jax.nn.softmax(scores, axis=-1)
-      probs = nn.Dropout(c.attention_dropout_rate)(probs, deterministic=self.deterministic)
+      probs = Dropout(c.attention_dropout_rate)(probs, deterministic=self.deterministic)
       ctx = jnp.einsum("bnqk,bknd->bqnd", probs.astype(dt), v)
     ctx = nn.with_logical_constraint(ctx, ("batch", "length", "heads_act", "kv"))
     attn_out = MultiDense(c, (c.num_heads, c.head_dim), (c.hidden_size,),
                           ("heads", "kv"), ("embed",), name="attention_output")(ctx)
-    attn_out = nn.Dropout(c.dropout_rate)(attn_out, deterministic=self.deterministic)
+    attn_out = Dropout(c.dropout_rate)(attn_out, deterministic=self.deterministic)
     x = LayerNorm(c, name="attention_layer_norm")(x + attn_out)
 
     h = nn.Dense(c.intermediate_size, dtype=dt, param_dtype=pdt,
@@ -213,7 +215,7 @@ class EncoderLayer(nn.Module):
     h = nn.Dense(c.hidden_size, dtype=dt, param_dtype=pdt,
                  kernel_init=_init(c, ("mlp", "embed")), bias_init=_zeros(("embed",)),
                  name="output")(h)
-    h = nn.Dropout(c.dropout_rate)(h, deterministic=self.deterministic)
+    h = Dropout(c.dropout_rate)(h, deterministic=self.deterministic)
     x = LayerNorm(c, name="output_layer_norm")(x + h)
     return x, (x if self.emit_output else None)
 
@@ -411,7 +413,7 @@ class BertForSequenceClassification(nn.Module):
     c = self.config
     _, pooled = BertModel(c, name="bert")(input_ids, token_type_ids, attention_mask,
                                           deterministic)
-    pooled = nn.Dropout(c.dropout_rate)(pooled, deterministic=deterministic)
+    pooled = Dropout(c.dropout_rate)(pooled, deterministic=deterministic)
     return nn.Dense(self.num_labels, dtype=c.compute_dtype, param_dtype=c.weight_dtype,
                     kernel_init=_init(c, ("embed", "classes")),
                     bias_init=_zeros(("classes",)), name="classifier")(pooled).astype(
@@ -445,7 +447,7 @@ class BertForMultipleChoice(nn.Module):
     flat = lambda a: a.reshape(batch * num_choices, seq_len)
     _, pooled = BertModel(c, name="bert")(flat(input_ids), flat(token_type_ids),
                                           flat(attention_mask), deterministic)
-    pooled = nn.Dropout(c.dropout_rate)(pooled, deterministic=deterministic)
+    pooled = Dropout(c.dropout_rate)(pooled, deterministic=deterministic)
     scores = nn.Dense(1, dtype=c.compute_dtype, param_dtype=c.weight_dtype,
                       kernel_init=_init(c, ("embed", "classes")),
                       bias_init=_zeros(("classes",)), name="classifier")(pooled)
