@@ -49,19 +49,40 @@ def _raw_key(key: jax.Array) -> jax.Array:
   return key.reshape(-1)[-2:].astype(jnp.uint32)
 
 
-def keep_mask(key: jax.Array, shape: tuple[int, ...], keep_prob: float) -> jax.Array:
-  """bool[shape], each True with probability keep_prob, from key and the element's
-  row-major index alone (so that any sharding of the array gives the same mask)."""
-  n = math.prod(shape)
-  if n >= 2**32:
-    raise ValueError(f"dropout over {n} elements: at most 2**32 - 1 per call")
+def _flat_index(shape: tuple[int, ...], axes: range) -> jax.Array:
+  """uint32[shape]: the row-major index of each element over the dimensions `axes`."""
   index = jnp.zeros(shape, jnp.uint32)
   stride = 1
-  for axis in reversed(range(len(shape))):
+  for axis in reversed(axes):
     index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(stride)
     stride *= shape[axis]
+  return index
+
+
+def counter_words(shape: tuple[int, ...], word: int = 2**32) -> tuple[jax.Array, jax.Array]:
+  """(low, high) uint32[shape]: a distinct pair per element; the trailing dimensions
+  whose size stays below `word` number the low word, the rest the high word."""
+  split = len(shape)
+  trailing = 1
+  while split > 0 and trailing * shape[split - 1] < word:
+    split -= 1
+    trailing *= shape[split]
+  if math.prod(shape[:split]) >= word:
+    raise ValueError(f"dropout over shape {shape}: a dimension of 2**32 or more elements")
+  return _flat_index(shape, range(split, len(shape))), _flat_index(shape, range(split))
+
+
+def keep_mask(key: jax.Array, shape: tuple[int, ...], keep_prob: float) -> jax.Array:
+  """bool[shape], each True with probability keep_prob, from key and the element's
+  index alone (so that any sharding of the array gives the same mask).
+
+  The index is a 64-bit counter in two 32-bit words: the trailing dimensions whose size
+  fits 32 bits give the low word, the leading ones the high word (a pod-sized global
+  batch of attention probabilities has more than 2^32 elements).
+  """
+  low, high = counter_words(shape)
   k = _raw_key(key)
-  bits, _ = threefry2x32(k[0], k[1], index, jnp.zeros(shape, jnp.uint32))
+  bits, _ = threefry2x32(k[0], k[1], low, high)
   threshold = min(int(round(keep_prob * 2**32)), 2**32 - 1)
   return bits < np.uint32(threshold)
 

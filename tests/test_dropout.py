@@ -51,6 +51,29 @@ def test_mask_is_the_same_on_any_mesh():
     np.testing.assert_array_equal(np.asarray(sharded), single)
 
 
+def test_more_than_2_32_elements_get_distinct_counters():
+  """A pod's global batch of attention probabilities exceeds 2^32 elements: the leading
+  dimensions go into the high counter word (checked abstractly, and on a small shape
+  that the split treats the same way)."""
+  big = (16384, 16, 128, 128)  # 2^32 elements: LAMB 32k micro-batch on a v5e-256
+  out = jax.eval_shape(lambda k: dropout.keep_mask(k, big, 0.9), jax.random.PRNGKey(0))
+  assert out.shape == big and out.dtype == jnp.bool_
+  # Same hash inputs as the single-word case when everything fits in the low word.
+  shape = (4, 8, 16)
+  key = jax.random.PRNGKey(1)
+  k = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+  bits, _ = dropout.threefry2x32(k[0], k[1], jnp.arange(512, dtype=jnp.uint32),
+                                 jnp.zeros(512, jnp.uint32))
+  expected = np.asarray(bits < np.uint32(round(0.9 * 2**32))).reshape(shape)
+  np.testing.assert_array_equal(np.asarray(dropout.keep_mask(key, shape, 0.9)), expected)
+  # With a 6-bit "word", shape (4, 8, 16) splits as high = [4, 8], low = [16]: every
+  # element still gets its own (low, high) pair.
+  low, high = dropout.counter_words(shape, word=64)
+  assert int(np.max(low)) == 15 and int(np.max(high)) == 31
+  pairs = set(zip(np.asarray(low).ravel().tolist(), np.asarray(high).ravel().tolist()))
+  assert len(pairs) == 512
+
+
 def test_module_scales_kept_values_and_is_identity_when_deterministic():
   x = jnp.ones((64, 256), jnp.float32) * 3.0
   module = dropout.Dropout(0.25)
