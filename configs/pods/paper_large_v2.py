@@ -22,10 +22,10 @@ def get_config(phase: str = "1"):
   # counts a loop body once) prices the whole step.
   c.model.scan_layers = False
   # What the compiled step taught (README "Pods"): at 2 sequences per 8 GiB v2 core the
-  # step fits without remat (7.3 of 8.0 GiB in phase 1 and 2), so nothing is recomputed,
+  # step fits without remat (5.6 of 8.0 GiB in phase 1 and 2), so nothing is recomputed,
   # and plain data parallelism fits the replicated parameters + Adam moments (3.8 GiB)
   # with no FSDP all-gathers. Batch 256 is the paper's: on a v4-128 (4 sequences per
-  # chip) the compiler gives 24% MFU; for v4/v5e pods use configs/pods/lamb_large.py
+  # chip) the compiler gives 18% MFU; for v4/v5e pods use configs/pods/lamb_large.py
   # (128 sequences per v4 chip per micro-batch: >= 51%).
   c.model.remat = "none"
   c.mesh.shape = (-1, 1, 1)  # data parallel over the 128 TensorCores
