@@ -83,10 +83,10 @@ def markdown(rows: list[dict]) -> str:
       continue
     dt = r.get("step_time_s")
     k = r.get("grad_accum_steps", 1)
-    bound = "≤ " if k > 1 else ""  # k micro-batch steps: an upper bound
-    est = (f"{bound}{dt * 1e3:.0f} ms | {'≥ ' if k > 1 else ''}"
-           f"{r['tokens_per_s_per_chip']:,.0f} | {'≥ ' if k > 1 else ''}"
-           f"{100 * r['mfu']:.0f}% | {bound}{r['recipe_hours']:.1f} h for "
+    # k micro-batch steps: the time an upper bound, the rates lower bounds.
+    most, least = ("≤ ", "≥ ") if k > 1 else ("", "")
+    est = (f"{most}{dt * 1e3:.0f} ms | {least}{r['tokens_per_s_per_chip']:,.0f} | "
+           f"{least}{100 * r['mfu']:.0f}% | {most}{r['recipe_hours']:.1f} h for "
            f"{r['num_steps']:,} steps" if dt else "none usable | – | – | –")
     batch = f"{r['batch_size']} x {r['seq_len']}" + (
         f" ({k} x {r['batch_size'] // k})" if k > 1 else "")

@@ -142,7 +142,7 @@ def worker(who: str, name: str, steps: int) -> None:
   """--worker=WHO: one implementation alone in this process (see peers.run_isolated):
   the PyTorch peer, or ours for the huge-pages lever; prints its JSON."""
   size, b, s, pr = SHAPES[name]
-  build = {"hf-torch": torch_peer, "bert_jax": lambda c, batch: ours(c, batch)}[who]
+  build = {"hf-torch": torch_peer, "bert_jax": ours}[who]
   r = measure({who: lambda: build(make_config(size, b, s, pr), synthetic_batch(b, s, pr))},
               steps)
   print(json.dumps(r[who]))

@@ -4,7 +4,7 @@ Hugging Face and Google TF checkpoints name the same tensors the same way up to
 spelling (`LayerNorm.weight` vs `LayerNorm/gamma`, torch `[out, in]` vs TF `[in, out]`),
 so both are first read into one canonical flat dict in Hugging Face spelling and torch
 layout; `canonical_to_params` / `params_to_canonical` convert that to and from our tree
-(stacked layers here; model.layers_layout gives the model's own layout). `load_pretrained(path)` recognises:
+(in the layer layout of the config: model.layers_layout). `load_pretrained(path)` recognises:
 
   (a) a Hugging Face directory: config.json + model.safetensors | pytorch_model.bin
   (b) a Google TF checkpoint: bert_config.json + bert_model.ckpt.{index,data-*} (read
@@ -99,14 +99,14 @@ def canonical_to_params(sd: dict[str, np.ndarray], cfg: BertConfig) -> dict[str,
         "token_type_embeddings": {"embedding": sd["embeddings.token_type_embeddings.weight"]},
         "layer_norm": _ln("embeddings.LayerNorm", sd),
     }
-    layers = []
+    layers = {}
     for i in range(cfg.num_layers):
       p = f"encoder.layer.{i}."
       q, k, v = (sd[p + f"attention.self.{x}.weight"].T.reshape(h, n, d)
                  for x in ("query", "key", "value"))
       qb, kb, vb = (sd[p + f"attention.self.{x}.bias"].reshape(n, d)
                     for x in ("query", "key", "value"))
-      layers.append({
+      layers[f"{model_lib.LAYER_PREFIX}{i}"] = {
           "qkv": {"kernel": np.stack([q, k, v], axis=1), "bias": np.stack([qb, kb, vb])},
           "attention_output": {
               "kernel": sd[p + "attention.output.dense.weight"].T.reshape(n, d, h),
@@ -117,14 +117,14 @@ def canonical_to_params(sd: dict[str, np.ndarray], cfg: BertConfig) -> dict[str,
           "output": {"kernel": sd[p + "output.dense.weight"].T,
                      "bias": sd[p + "output.dense.bias"]},
           "output_layer_norm": _ln(p + "output.LayerNorm", sd),
-      })
+      }
   except KeyError as e:
     raise CheckpointError(
         f"checkpoint has no tensor {e.args[0]!r}: is it a BERT checkpoint with "
         f"{cfg.num_layers} layers? (check num_hidden_layers in its config)") from e
   bert = {
       "embeddings": emb,
-      "encoder": {"layers": _stack(layers)},
+      "encoder": layers,  # one subtree per layer; stacked below if cfg.scan_layers
   }
   if "pooler.dense.weight" in sd:
     bert["pooler"] = {"kernel": sd["pooler.dense.weight"].T, "bias": sd["pooler.dense.bias"]}
@@ -143,11 +143,6 @@ def canonical_to_params(sd: dict[str, np.ndarray], cfg: BertConfig) -> dict[str,
   return model_lib.layers_layout(params, cfg.scan_layers)
 
 
-def _stack(trees: list[dict]) -> dict:
-  import jax
-  return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *trees)
-
-
 def _check_shapes(params, cfg: BertConfig) -> None:
   rows, width = params["bert"]["embeddings"]["word_embeddings"]["embedding"].shape
   if rows != cfg.vocab_size or width != cfg.hidden_size:
@@ -161,7 +156,7 @@ def params_to_canonical(params: dict[str, Any], cfg: BertConfig,
   """Inverse of `canonical_to_params`: our tree (either layer layout) -> HF names, torch
   layout."""
   h = cfg.hidden_size
-  params = model_lib.stack_layers(params)
+  params = model_lib.unstack_layers(params)
   b = params["bert"]
   e = b["embeddings"]
   sd = {
@@ -171,23 +166,23 @@ def params_to_canonical(params: dict[str, Any], cfg: BertConfig,
       "embeddings.LayerNorm.weight": e["layer_norm"]["scale"],
       "embeddings.LayerNorm.bias": e["layer_norm"]["bias"],
   }
-  L = b["encoder"]["layers"]
   for i in range(cfg.num_layers):
+    L = b["encoder"][f"{model_lib.LAYER_PREFIX}{i}"]
     p = f"encoder.layer.{i}."
     for j, x in enumerate(("query", "key", "value")):
-      sd[p + f"attention.self.{x}.weight"] = np.asarray(L["qkv"]["kernel"][i][:, j]).reshape(h, h).T
-      sd[p + f"attention.self.{x}.bias"] = np.asarray(L["qkv"]["bias"][i][j]).reshape(h)
+      sd[p + f"attention.self.{x}.weight"] = np.asarray(L["qkv"]["kernel"][:, j]).reshape(h, h).T
+      sd[p + f"attention.self.{x}.bias"] = np.asarray(L["qkv"]["bias"][j]).reshape(h)
     sd[p + "attention.output.dense.weight"] = np.asarray(
-        L["attention_output"]["kernel"][i]).reshape(h, h).T
-    sd[p + "attention.output.dense.bias"] = L["attention_output"]["bias"][i]
-    sd[p + "attention.output.LayerNorm.weight"] = L["attention_layer_norm"]["scale"][i]
-    sd[p + "attention.output.LayerNorm.bias"] = L["attention_layer_norm"]["bias"][i]
-    sd[p + "intermediate.dense.weight"] = np.asarray(L["intermediate"]["kernel"][i]).T
-    sd[p + "intermediate.dense.bias"] = L["intermediate"]["bias"][i]
-    sd[p + "output.dense.weight"] = np.asarray(L["output"]["kernel"][i]).T
-    sd[p + "output.dense.bias"] = L["output"]["bias"][i]
-    sd[p + "output.LayerNorm.weight"] = L["output_layer_norm"]["scale"][i]
-    sd[p + "output.LayerNorm.bias"] = L["output_layer_norm"]["bias"][i]
+        L["attention_output"]["kernel"]).reshape(h, h).T
+    sd[p + "attention.output.dense.bias"] = L["attention_output"]["bias"]
+    sd[p + "attention.output.LayerNorm.weight"] = L["attention_layer_norm"]["scale"]
+    sd[p + "attention.output.LayerNorm.bias"] = L["attention_layer_norm"]["bias"]
+    sd[p + "intermediate.dense.weight"] = np.asarray(L["intermediate"]["kernel"]).T
+    sd[p + "intermediate.dense.bias"] = L["intermediate"]["bias"]
+    sd[p + "output.dense.weight"] = np.asarray(L["output"]["kernel"]).T
+    sd[p + "output.dense.bias"] = L["output"]["bias"]
+    sd[p + "output.LayerNorm.weight"] = L["output_layer_norm"]["scale"]
+    sd[p + "output.LayerNorm.bias"] = L["output_layer_norm"]["bias"]
   if "pooler" in b:
     sd["pooler.dense.weight"] = np.asarray(b["pooler"]["kernel"]).T
     sd["pooler.dense.bias"] = b["pooler"]["bias"]

@@ -25,8 +25,10 @@ _ENV = "GLIBC_TUNABLES"
 _OPT_OUT = "BERT_JAX_HUGEPAGES"
 
 
-def _tunables() -> dict[str, str]:
-  return dict(t.partition("=")[::2] for t in os.environ.get(_ENV, "").split(":") if t)
+def _tunables(env=None) -> dict[str, str]:
+  """GLIBC_TUNABLES of `env` (default os.environ) as {name: value}."""
+  value = (os.environ if env is None else env).get(_ENV, "")
+  return dict(t.partition("=")[::2] for t in value.split(":") if t)
 
 
 def enabled() -> bool:
@@ -48,8 +50,8 @@ def _supported() -> bool:
 def environ_with_hugepages(env: dict[str, str] | None = None) -> dict[str, str]:
   """A copy of `env` (default os.environ) with the tunable appended to GLIBC_TUNABLES."""
   env = dict(os.environ if env is None else env)
-  current = env.get(_ENV, "")
-  if "glibc.malloc.hugetlb=" not in current:
+  if "glibc.malloc.hugetlb" not in _tunables(env):
+    current = env.get(_ENV, "")
     env[_ENV] = f"{current}:{TUNABLE}" if current else TUNABLE
   return env
 

@@ -230,7 +230,7 @@ class Encoder(nn.Module):
     "Performance"), and XLA schedules across layers.
   * True: `nn.scan` over parameters stacked on a leading "layers" axis: compile time
     independent of depth, for quick experiments with deep models.
-  `stack_layers` / `unstack_layers` convert between the two (checkpoints use stacked).
+  `stack_layers` / `unstack_layers` / `layers_layout` convert between the two.
   """
   config: BertConfig
 
@@ -303,8 +303,9 @@ def unstack_layers(tree):
 
 
 def layers_layout(tree, scan_layers: bool):
-  """`tree` in the layer layout a model with this scan_layers setting expects."""
-  return stack_layers(tree) if scan_layers else unstack_layers(stack_layers(tree))
+  """`tree` in the layer layout a model with this scan_layers setting expects (either
+  layout in; a tree already in the wanted one comes back without copying arrays)."""
+  return stack_layers(tree) if scan_layers else unstack_layers(tree)
 
 
 def is_stacked(tree) -> bool:
