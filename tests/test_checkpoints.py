@@ -181,6 +181,29 @@ def test_convert_cli_to_orbax_and_back(tf_tiny, tmp_path):
     checkpoints.save_converted(str(out), model_config, params)
 
 
+def test_converted_checkpoint_comes_back_in_its_configs_layer_layout(tf_tiny, tmp_path):
+  """A converted checkpoint written with stacked layers (scan_layers=True, or by a
+  bert_jax version whose model_config.json has no scan_layers key) loads in the layout
+  its config says: stacked for True, one subtree per layer for the default."""
+  from bert_jax import model as model_lib
+  model_config, params = tf_tiny
+  assert sorted(params["bert"]["encoder"]) == ["layer_0", "layer_1"]  # the default
+  stacked = model_lib.stack_layers(params)
+  scanned = model_config.copy_and_resolve_references()
+  scanned.scan_layers = True
+  checkpoints.save_converted(str(tmp_path / "scan"), scanned, stacked)
+  cfg, got = checkpoints.load_pretrained(str(tmp_path / "scan"))
+  assert cfg.scan_layers and got["bert"]["encoder"]["layers"]["qkv"]["kernel"].shape[0] == 2
+  _assert_trees_equal(got, stacked)
+  checkpoints.save_converted(str(tmp_path / "old"), scanned, stacked)
+  saved = json.loads((tmp_path / "old" / "model_config.json").read_text())
+  del saved["scan_layers"]
+  (tmp_path / "old" / "model_config.json").write_text(json.dumps(saved))
+  cfg, got = checkpoints.load_pretrained(str(tmp_path / "old"))
+  assert not cfg.scan_layers
+  _assert_trees_equal(got, params)
+
+
 def test_hf_export_loads_in_transformers_and_round_trips(tf_tiny, tmp_path):
   model_config, params = tf_tiny
   out = str(tmp_path / "hf")
