@@ -27,6 +27,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from _xla import xla_flags
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CORPUS = REPO / "bert_jax" / "resources" / "corpus"
 TIMEOUT_S = 900  # per run; the shared 2-core CI machine can be very slow
@@ -111,7 +113,7 @@ def make_env(cache_dir, devices: int, extra: dict | None = None) -> dict:
   env = {k: v for k, v in os.environ.items()
          if not k.startswith(("BERT_JAX_", "JAX_", "TPU_"))}
   env.update({
-      "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+      "XLA_FLAGS": xla_flags(devices),
       "JAX_PLATFORMS": "cpu",
       "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
       "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",

@@ -1,8 +1,12 @@
 """Shared test setup: 8 fake CPU devices (meshes), offline HF, the real MiniLM checkpoint."""
 import os
 
-# Must be set before jax is imported anywhere: meshes of up to 8 devices on the CPU.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from _xla import xla_flags
+
+# Must be set before jax is imported anywhere: meshes of up to 8 devices on the CPU. A
+# user's own XLA_FLAGS (e.g. --xla_cpu_max_isa=AVX2 to emit code as for a CPU without
+# AVX-512) are kept, with the device count added.
+os.environ["XLA_FLAGS"] = xla_flags(8)
 # CPU only: with libtpu installed (AOT tests) JAX would otherwise probe for a TPU first.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,3 +38,24 @@ def shared_data() -> pathlib.Path:
   if not SHARED_DATA.is_dir():
     pytest.fail(f"{SHARED_DATA} is missing: clone with ../shared beside the repository.")
   return SHARED_DATA
+
+
+# Modules whose assertions are floating-point comparisons (against Hugging Face, a float64
+# run, another mesh or layout): `.ci/run` runs them a second time with XLA emitting code
+# for a CPU without AVX-512 (`-m numerics` under XLA_FLAGS=--xla_cpu_max_isa=AVX2).
+NUMERIC_MODULES = {
+    "test_model", "test_train", "test_checkpoints", "test_dropout", "test_finetune",
+    "test_glue", "test_export", "test_squad_task", "test_swag", "test_optim_reference",
+    "test_curve_parity",
+}
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "numerics: floating-point comparisons, rerun by .ci/run under AVX2 codegen")
+
+
+def pytest_collection_modifyitems(config, items):
+  for item in items:
+    if item.module.__name__.rsplit(".", 1)[-1] in NUMERIC_MODULES:
+      item.add_marker(pytest.mark.numerics)

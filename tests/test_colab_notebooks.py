@@ -8,6 +8,8 @@ import re
 
 import pytest
 
+from _xla import xla_flags
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 COLAB = REPO / "launch" / "colab"
 FIXTURES = REPO / "tests" / "fixtures"
@@ -16,7 +18,8 @@ FIXTURES = REPO / "tests" / "fixtures"
 def execute(name, tmp_path, monkeypatch, **env):
   import nbformat
   from nbclient import NotebookClient
-  monkeypatch.delenv("XLA_FLAGS", raising=False)  # the kernel sees one CPU, as a user would
+  # The kernel sees one CPU, as a user would (the user's other XLA flags kept).
+  monkeypatch.setenv("XLA_FLAGS", xla_flags(1))
   monkeypatch.setenv("BERT_JAX_SMALL", "1")
   monkeypatch.setenv("BERT_JAX_WORK", str(tmp_path / "work"))
   for k, v in env.items():

@@ -21,12 +21,13 @@ from bert_jax import main as main_lib
 from bert_jax import plot
 from bert_jax import config as config_lib
 from bert_jax.config import ConfigError
+from _xla import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_main(tmp_path, *overrides, config="configs/tiny.py"):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ, XLA_FLAGS=xla_flags(8),
              JAX_PLATFORMS="cpu")
   before = resource.getrusage(resource.RUSAGE_CHILDREN)
   t0 = time.time()
