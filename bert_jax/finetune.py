@@ -95,6 +95,11 @@ class Task(Protocol):
                         features: dict[str, Any], split: str, output_dir: str) -> list[str]:
     """Writes prediction file(s) for a split into output_dir; returns their paths."""
 
+  # Optional: def degenerate(self, outputs, examples, features, split, metrics) -> str | None
+  # names predictions that collapsed (all one class, all no-answer, a constant score;
+  # tasks/degenerate.describe), given the split's metrics from evaluate; run() shows it on
+  # the eval and summary lines and writes the best eval's into results.json.
+
 
 # ---------------------------------------------------------------------------------------
 # Config
@@ -408,8 +413,10 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
   """Fine-tunes `task` per `config` (with config.finetune); returns the results dict.
 
   Results: {'task', 'best_step', 'best_epoch', 'best': {split/metric: value},
-  'history': [eval records], 'predictions': {split: [paths]}, 'num_steps',
-  'train_seconds', 'learning_rate', 'seed'}; also written to workdir/results.json.
+  'degenerate': None or what is wrong with the best eval's predictions (e.g. "all 408 dev
+  predictions are class 1 (...)"), 'history': [eval records], 'predictions': {split:
+  [paths]}, 'num_steps', 'train_seconds', 'learning_rate', 'seed'}; also written to
+  workdir/results.json.
   """
   ft = config.finetune
   t_start = time.time()
@@ -485,24 +492,29 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
   def evaluate(at_step: int, at_epoch: float):
     nonlocal best, best_params, best_outputs, eval_seconds
     t0 = time.time()
-    record, outputs = {}, {}
+    record, outputs, notes = {}, {}, []
     for split, data in evals.items():
       out = predict(predict_fn, state.params, data.features, eval_batch_size, mesh,
                     int(ft.bucket_multiple), seq_keys)
       outputs[split] = out
-      for k, v in task.evaluate(out, data.examples, data.features, split).items():
+      metrics = task.evaluate(out, data.examples, data.features, split)
+      for k, v in metrics.items():
         record[f"{split}/{k}"] = float(v)
+      if hasattr(task, "degenerate"):
+        notes.append(task.degenerate(out, data.examples, data.features, split, metrics))
+    degenerate = "; ".join(n for n in notes if n) or None
     score = _select(record, task.selection_metric)
     improved = best is None or score > best[0]
     if improved:
-      best = (score, at_step, at_epoch, record)
+      best = (score, at_step, at_epoch, record, degenerate)
       best_params = copy_params(state.params)
       best_outputs = outputs
     writer.write(at_step, {**record, "epoch": at_epoch})
     history.append({"step": at_step, "epoch": at_epoch, **record})
     shown = "  ".join(f"{k}={v:.4f}" for k, v in record.items())
     log(f"eval step {at_step} (epoch {at_epoch:.2f}): {shown}"
-        f"{'  *best*' if improved else ''}  [{time.time() - t0:.1f}s]")
+        f"{'  *best*' if improved else ''}  [{time.time() - t0:.1f}s]"
+        + (f"  DEGENERATE: {degenerate}" if degenerate else ""))
     eval_seconds += time.time() - t0
 
   while step < total:
@@ -539,7 +551,7 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
     epoch += 1
   train_seconds = time.time() - t_train - eval_seconds  # includes compilation
 
-  score, best_step, best_epoch, best_record = best
+  score, best_step, best_epoch, best_record, degenerate = best
   params = best_params
   predictions: dict[str, list[str]] = {}
   if ft.write_dev_predictions:
@@ -558,6 +570,7 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
   results = {
       "task": task.name, "selection_metric": task.selection_metric, "score": score,
       "best_step": best_step, "best_epoch": best_epoch, "best": best_record,
+      "degenerate": degenerate,
       "history": history, "predictions": predictions, "num_steps": total,
       "train_seconds": train_seconds, "eval_seconds": eval_seconds,
       "total_seconds": time.time() - t_start,
@@ -569,7 +582,8 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
       json.dump(results, f, indent=2)
   writer.close()
   log(f"{task.name}: best {task.selection_metric}={score:.4f} at step {best_step} "
-      f"(epoch {best_epoch:.2f}); trained {_fmt_time(train_seconds)}; predictions: "
+      f"(epoch {best_epoch:.2f})" + (f"; DEGENERATE: {degenerate}" if degenerate else "")
+      + f"; trained {_fmt_time(train_seconds)}; predictions: "
       + ", ".join(p for ps in predictions.values() for p in ps))
   return results
 

@@ -1,6 +1,8 @@
 """GLUE end to end on fixtures: checkpoint -> fine-tune a few steps -> dev eval -> test
 predictions in the GLUE submission format; sweep table; multi-task GLUE score; errors."""
+import contextlib
 import csv
+import io
 import json
 import os
 import pathlib
@@ -73,7 +75,12 @@ def mrpc_sweep(converted, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("mrpc"))
   c = tiny_config(converted, num_epochs=2.0, max_steps=6, sweep=True,
                   sweep_learning_rates=(1e-3, 1e-4), sweep_seeds=(0,), save_best=True)
-  return glue.run(c, workdir), workdir
+  console = io.StringIO()
+  with contextlib.redirect_stdout(console):  # kept for the summary-line checks
+    results = glue.run(c, workdir)
+  print(console.getvalue(), end="")
+  pathlib.Path(workdir, "console.txt").write_text(console.getvalue())
+  return results, workdir
 
 
 def test_full_path_writes_submission_file(mrpc_sweep):
@@ -116,6 +123,29 @@ def test_logs_metrics_jsonl_tensorboard_results(mrpc_sweep):
   assert list(pathlib.Path(run_dir, "tensorboard").glob("events.out.tfevents.*"))
   saved = json.load(open(os.path.join(run_dir, "results.json")))
   assert saved["num_steps"] == 6 and saved["selection_metric"] == "dev/score"
+
+
+def test_single_class_run_is_named_in_results_and_summary(mrpc_sweep):
+  """Dev predictions all one class are named in results.json and on the summary line
+  (null when they vary). Six steps on 64 rows predict the majority class everywhere, as
+  the 60-step MRPC run of issue 16 did (F1 81.2 from "1" on every row)."""
+  _, workdir = mrpc_sweep
+  summaries = [l for l in (pathlib.Path(workdir) / "console.txt").read_text().splitlines()
+               if l.startswith("mrpc: best dev/score=")]
+  collapsed = 0
+  for run_dir, summary in zip((f"lr{lr:g}_seed0" for lr in (1e-3, 1e-4)), summaries):
+    saved = json.load(open(os.path.join(workdir, run_dir, "results.json")))
+    rows = read_tsv(os.path.join(workdir, run_dir, "predictions", "MRPC-dev.tsv"))[1:]
+    classes = {r[1] for r in rows}
+    if len(classes) > 1:
+      assert saved["degenerate"] is None and "DEGENERATE" not in summary
+      continue
+    collapsed += 1
+    share = {"1": "the majority class, 62%", "0": "38%"}[classes.pop()]  # 20 of 32 are "1"
+    expected = f"all 32 dev predictions are class {rows[0][1]} ({share} of dev labels)"
+    assert saved["degenerate"] == expected
+    assert f"; DEGENERATE: {expected}; trained " in summary
+  assert len(summaries) == 2 and collapsed, "neither run collapsed: force one to test this"
 
 
 def test_sweep_prints_one_table_and_keeps_the_best(mrpc_sweep):
@@ -163,6 +193,8 @@ def test_mnli_stsb_cola_submission_files_and_glue_score(checkpoint, tmp_path):
   assert out["glue_score"] == pytest.approx(expected)
   summary = json.load(open(tmp_path / "glue_summary.json"))
   assert "GLUE score" in summary["table"] and set(summary["tasks"]) == {"mnli", "stsb", "cola"}
+  assert summary["degenerate"] == {n: out[n]["degenerate"] for n in summary["tasks"]
+                                   if out[n]["degenerate"]}
 
 
 def test_bad_inputs_fail_before_training(checkpoint, tmp_path, minilm_path):

@@ -72,6 +72,14 @@ def test_train_writes_files_and_consistent_metrics(trained):
   best = json.loads((out / "predictions_best_f1_thresh.json").read_text())
   assert squad_eval.evaluate(dev, best)["f1"] == pytest.approx(ev["best_f1"])
   assert ev["best_f1"] >= ev["f1"]
+  # Answering nothing everywhere (at τ, else at the best-F1 τ) is named, as in results.
+  assert ev["degenerate"] == results["degenerate"]
+  if all(t == "" for t in preds.values()):
+    assert ev["degenerate"].startswith("at τ=0, all 21 dev predictions are no-answer (")
+  elif all(t == "" for t in best.values()):
+    assert ev["degenerate"].startswith("at the best-F1 τ=")
+  else:
+    assert ev["degenerate"] is None
   # training ran and learned something: logged loss falls
   losses = [r["train/loss"] for r in map(json.loads, open(workdir / "metrics.jsonl"))
             if "train/loss" in r]

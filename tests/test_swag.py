@@ -138,6 +138,15 @@ def _check_run(results, workdir, examples):
   dev_rows = swag.read_predictions(results["predictions"]["dev"][0])
   dev_acc = np.mean([r["pred"] == r["label"] for r in dev_rows])
   assert results["best"]["dev/accuracy"] == pytest.approx(dev_acc)
+  # results.json names a run whose dev rows all pick one ending (null otherwise).
+  saved = json.loads((pathlib.Path(workdir) / "results.json").read_text())
+  picked = {r["pred"] for r in dev_rows}
+  assert saved["degenerate"] == results["degenerate"]
+  assert (results["degenerate"] is None) == (len(picked) > 1 or len(dev_rows) < 2
+                                             or len({r["label"] for r in dev_rows}) < 2)
+  if results["degenerate"]:
+    assert results["degenerate"].startswith(
+        f"all {len(dev_rows)} dev predictions are ending {picked.pop()} (")
   logged = [json.loads(l) for l in open(pathlib.Path(workdir) / "metrics.jsonl")]
   assert len([r for r in logged if "train/loss" in r]) == results["num_steps"] // 4
   assert len(results["history"]) == results["num_steps"] // 2  # one eval per epoch

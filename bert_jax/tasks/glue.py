@@ -24,7 +24,7 @@ import optax
 from bert_jax import finetune
 from bert_jax.data import glue as glue_data
 from bert_jax.model import BertConfig, BertForSequenceClassification
-from bert_jax.tasks import glue_metrics
+from bert_jax.tasks import degenerate, glue_metrics
 
 
 class GlueTask:
@@ -91,6 +91,14 @@ class GlueTask:
       out["loss"] = float(-np.mean(logp[np.arange(len(labels)), labels]))
     return out
 
+  def degenerate(self, logits, examples, features, split: str, metrics) -> str | None:
+    """All dev predictions one class (or a constant STS-B score): one sentence, else None."""
+    if self.spec.is_regression:
+      return degenerate.describe(self.predictions(logits), split, "regression",
+                                 features["labels"])
+    return degenerate.describe(self.predictions(logits), split, "class", features["labels"],
+                               names=self.spec.labels)
+
   def format_prediction(self, value) -> str:
     return f"{float(value):.3f}" if self.spec.is_regression else self.spec.labels[int(value)]
 
@@ -154,11 +162,14 @@ def run(config, workdir: str) -> dict[str, Any]:
     else:
       results[name] = finetune.run(config, task_dir, task)
   table, score = summary_table(results)
-  finetune.log(f"GLUE (dev) over {len(results)} task(s): score {score:.2f}\n{table}")
+  collapsed = {n: r["degenerate"] for n, r in results.items() if r.get("degenerate")}
+  finetune.log(f"GLUE (dev) over {len(results)} task(s): score {score:.2f}\n{table}" + "".join(
+      f"\nDEGENERATE {glue_data.get_task(n).dirname}: {m}" for n, m in collapsed.items()))
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "glue_summary.json"), "w", encoding="utf-8") as f:
       json.dump({"glue_score": score, "table": table,
-                 "tasks": {n: r["best"] for n, r in results.items()}}, f, indent=2)
+                 "tasks": {n: r["best"] for n, r in results.items()},
+                 "degenerate": collapsed}, f, indent=2)
   return {**results, "glue_score": score}
 
 

@@ -44,6 +44,7 @@ from bert_jax import finetune, partitioning, train_lib
 from bert_jax.config import ConfigError
 from bert_jax.data import squad as squad_data
 from bert_jax.model import BertConfig, BertForQuestionAnswering
+from bert_jax.tasks import degenerate as degenerate_lib
 from bert_jax.tasks import squad_postprocess as pp
 
 MODES = ("train", "predict", "evaluate", "all")
@@ -248,6 +249,14 @@ class SquadTask:
                          float(self.cfg.null_score_diff_threshold))
     return {k: float(v) for k, v in result.items()}
 
+  def degenerate(self, outputs, examples, features, split: str, metrics) -> str | None:
+    """v2.0: every question answered "no answer" (at τ or at the best-F1 τ), else None."""
+    if not self.version_2:
+      return None
+    return no_answer_degenerate(self.predictions(outputs, examples, features, split),
+                                examples, split, float(self.cfg.null_score_diff_threshold),
+                                metrics.get("best_f1_thresh"))
+
   def write_predictions(self, outputs, examples, features, split: str,
                         output_dir: str) -> list[str]:
     if jax.process_index() != 0:
@@ -275,6 +284,23 @@ def span_losses(start_logits, end_logits, start_positions, end_positions,
   return {"loss": loss, "span_accuracy": hit.astype(jnp.float32)}
 
 
+def no_answer_degenerate(preds: dict[str, pp.Prediction], examples, split: str, tau: float,
+                         best_tau: float | None = None) -> str | None:
+  """"at τ=0, all 21 dev predictions are no-answer (...)" when every question of a
+  v2.0 split gets "" at τ or, failing that, at best_tau (the τ best_f1 is read at, which
+  the official search puts below every null odds when answering nothing scores best);
+  None otherwise. A question without a prediction (skipped) counts as no-answer."""
+  gold = np.array([e.is_impossible or not e.answers for e in examples])
+  for name, t in (("τ", tau), ("the best-F1 τ", best_tau)):
+    if t is None:
+      continue
+    null = [e.qas_id not in preds or preds[e.qas_id].null_odds > t for e in examples]
+    msg = degenerate_lib.describe(null, split, "null", gold)
+    if msg:
+      return f"at {name}={t:.4g}, {msg}"
+  return None
+
+
 def finish_files(task: SquadTask, writer: pp.PredictionWriter, examples, split: str,
                  output_dir: str, skipped: dict[str, list[str]]) -> list[str]:
   """Final prediction files (+ eval_results.json and best-τ predictions for splits with
@@ -289,6 +315,9 @@ def finish_files(task: SquadTask, writer: pp.PredictionWriter, examples, split: 
   if split != "predict":
     result = pp.evaluate(task.dataset(split), writer.preds, task.version_2, tau)
     result["skipped"] = sum(len(v) for v in skipped.values())
+    if task.version_2:
+      result["degenerate"] = no_answer_degenerate(writer.preds, examples, split, tau,
+                                                  result["best_f1_thresh"])
     out.append(pp.write_json_atomic(os.path.join(output_dir, "eval_results.json"), result))
     if task.version_2:
       best = pp.with_threshold({q: writer.preds[q] for q in qids}, result["best_f1_thresh"])

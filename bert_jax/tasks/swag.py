@@ -27,6 +27,7 @@ from bert_jax import finetune
 from bert_jax.config import ConfigError
 from bert_jax.data import multiple_choice as mc
 from bert_jax.model import BertConfig, BertForMultipleChoice
+from bert_jax.tasks import degenerate
 
 DATASETS = ("swag", "commonsense_qa")
 
@@ -128,6 +129,13 @@ class MultipleChoiceTask:
 
   def evaluate(self, outputs, examples, features, split: str) -> dict[str, float]:
     return evaluate_scores(np.asarray(outputs), np.asarray(features["labels"]))
+
+  def degenerate(self, outputs, examples, features, split: str, metrics) -> str | None:
+    """Every labelled dev row picks the same ending: one sentence, else None."""
+    labels = np.asarray(features["labels"])
+    keep = labels >= 0
+    return degenerate.describe(np.asarray(outputs)[keep].argmax(-1), split, "choice",
+                               labels[keep])
 
   def write_predictions(self, outputs, examples, features, split: str,
                         output_dir: str) -> list[str]:
