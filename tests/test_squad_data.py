@@ -73,6 +73,7 @@ def test_windows_cover_every_context_token_real_dev(dev_train_mode, tok, max_seq
                                is_training=True)
   if max_seq_length == 128:
     assert fstats.num_windows > 2 * len(examples)  # really multi-window
+  assert fstats.num_windows == {384: 1414, 128: 3071}[max_seq_length]  # the README's counts
   check_windows(examples, feats, tok, max_seq_length)
   # training targets: inside the window they point at the answer tokens, else [CLS]
   ans = feats["start_positions"] > 0
