@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bert_jax import checkpoints, optim, partitioning, train_lib
+from bert_jax import checkpoints, cleanup, optim, partitioning, train_lib
 from bert_jax.config import ConfigError
 # Features and batching live in data/batching.py; re-exported here, the tasks' one import.
 from bert_jax.data.batching import (MODEL_INPUTS, batch_keys, bucket_length,  # noqa: F401
@@ -162,6 +162,8 @@ class MetricWriter:
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
       except ImportError:  # events are optional; the JSONL log is always written.
         self._tb = None
+    if self._tb is not None:  # its event-writer thread stops at exit, close() or not.
+      cleanup.close_at_exit(self)
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     if not self.enabled:
@@ -176,8 +178,11 @@ class MetricWriter:
       self._tb.flush()
 
   def close(self) -> None:
+    """Flushes and closes the TensorBoard events file (again: a no-op)."""
     if self._tb is not None:
-      self._tb.close()
+      tb, self._tb = self._tb, None
+      cleanup.forget(self)
+      tb.close()
 
 
 def _to_py(v):
@@ -594,9 +599,8 @@ def save_params(directory: str, params, model_cfg) -> None:
   directory = os.path.abspath(directory)
   if os.path.exists(directory) and jax.process_index() == 0:
     shutil.rmtree(directory)
-  ckptr = ocp.StandardCheckpointer()
-  ckptr.save(os.path.join(directory, "params"), params)
-  ckptr.wait_until_finished()
+  with ocp.StandardCheckpointer() as ckptr:  # close(): waits, then stops its threads
+    ckptr.save(os.path.join(directory, "params"), params)
   if jax.process_index() == 0:
     with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
       json.dump(checkpoints.model_config_to_bert_json(model_cfg), f, indent=2)

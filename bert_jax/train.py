@@ -33,6 +33,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from bert_jax import cleanup
 from bert_jax import distributed
 from bert_jax import fault_injection  # test-only hooks; no-ops unless env vars are set
 from bert_jax import finetune  # MetricWriter: one writer for every task's metrics
@@ -254,6 +255,9 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(
         self.directory, options=options, item_names=("state", "data", "config"))
     self.keep = keep
+    self._closed = False
+    # An async save still running at exit finishes first, close() or not (cleanup.py).
+    cleanup.close_at_exit(self)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -290,7 +294,11 @@ class Checkpointer:
       raise error from None
 
   def close(self) -> None:
-    self.manager.close()
+    """Waits for pending saves and stops orbax's threads (again: a no-op)."""
+    if not self._closed:
+      self._closed = True
+      cleanup.forget(self)
+      self.manager.close()
 
 
 def warm_start(state, shardings, config):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bert_jax.data import squad as squad_data
-from bert_jax.tasks import degenerate, glue, squad
+from bert_jax.tasks import degenerate, glue, glue_metrics, squad
 from bert_jax.tasks import squad_postprocess as pp
 from bert_jax.tasks import swag
 
@@ -14,9 +14,11 @@ describe = degenerate.describe
 
 
 def test_classification_all_one_class():
-  labels = np.array([1] * 277 + [0] * 131)  # MRPC dev: 408 rows, 68% paraphrases
+  labels = np.array([1] * 279 + [0] * 129)  # MRPC dev: 408 pairs, 279 paraphrases
   assert describe(np.ones(408, int), "dev", "class", labels, names=("0", "1")) == (
       "all 408 dev predictions are class 1 (the majority class, 68% of dev labels)")
+  # the and the README's case: "1" everywhere scores F1 81.2 on MRPC dev
+  assert round(100 * glue_metrics.f1(labels, np.ones(408, int)), 1) == 81.2
   assert describe(np.zeros(408, int), "dev", "class", labels) == (
       "all 408 dev predictions are class 0 (32% of dev labels)")
   nli = ("entailment", "neutral", "contradiction")
