@@ -73,9 +73,10 @@ def test_squad_v2_tau_notebook(tmp_path, monkeypatch):
   assert m, text[-3000:]
   official = json.loads((work / "squad_v2" / "predictions" / "eval_results.json").read_text())
   # the notebook's own sweep over τ finds the official evaluation's optimum, F1 and τ
-  # (both take the lowest τ reaching the best F1); printed to 2 and 4 decimals
-  assert float(m.group(2)) == pytest.approx(official["best_f1"], abs=0.005)
-  assert float(m.group(3)) == pytest.approx(official["best_f1"], abs=0.005)
-  assert float(m.group(1)) == pytest.approx(official["best_f1_thresh"], abs=5e-5)
-  assert float(m.group(4)) == pytest.approx(official["best_f1_thresh"], abs=5e-5)
+  # (both take the lowest τ reaching the best F1); printed to 2 and 4 decimals, so the
+  # bounds are one printed unit
+  assert float(m.group(2)) == pytest.approx(official["best_f1"], abs=0.01)
+  assert float(m.group(3)) == pytest.approx(official["best_f1"], abs=0.01)
+  assert float(m.group(1)) == pytest.approx(official["best_f1_thresh"], abs=1e-4)
+  assert float(m.group(4)) == pytest.approx(official["best_f1_thresh"], abs=1e-4)
   assert text.count("predicted:") == 8
