@@ -196,4 +196,6 @@ def test_a_dropped_iterator_stops_its_prefetch_threads(shard_dir, tokenizer):
   deadline = time.time() + 10
   while alive() > before and time.time() < deadline:
     time.sleep(0.05)
-  assert alive() == before
+  # <=: threads of an earlier test's dropped iterators may still be finishing a batch
+  # when `before` is counted, and end meanwhile.
+  assert alive() <= before

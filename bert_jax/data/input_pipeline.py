@@ -15,7 +15,9 @@ resume and independent of the host layout:
 - masks are drawn from a counter-based hash of (seed, g) (masking.py): new masks every
   epoch (dynamic masking), the same masks for the same g however the batch was built.
 The iterator state is {"position": g of the next batch, ...} (JSON); `set_state` restarts
-the stream there. A pool of daemon threads builds the next `config.data.prefetch` batches.
+the stream there. A pool of daemon threads builds the next `config.data.prefetch` batches;
+`close()` stops and joins them, and any left running are joined before the interpreter
+shuts down (bert_jax/cleanup.py), so a script using the iterator exits 0 with or without it.
 
 `config.data.{train,eval}_files` is either a shard directory written by
 `python -m bert_jax.data.create_pretraining_data` (or globs of its .array_record files), or
@@ -33,6 +35,7 @@ from typing import Any, Callable, Sequence
 from absl import logging
 import numpy as np
 
+from bert_jax import cleanup
 from bert_jax.data import corpus
 from bert_jax.data import create_pretraining_data as prep
 from bert_jax.data import instances as instances_lib
@@ -195,6 +198,9 @@ class _Prefetcher:
                      for i in range(max(1, num_threads))]
     for t in self._threads:
       t.start()
+    # Joined before the interpreter shuts down, also if nobody calls close() (cleanup.py):
+    # a daemon thread still reading shards then aborts the process (exit 134).
+    cleanup.close_at_exit(self)
 
   def _work(self) -> None:
     while True:
@@ -225,10 +231,20 @@ class _Prefetcher:
       raise value
     return value
 
-  def close(self) -> None:
+  def stop(self) -> None:
+    """Tells the threads to stop after the batch each is building; does not wait."""
     with self._cond:
       self._stopped = True
       self._cond.notify_all()
+
+  def close(self) -> None:
+    """Stops the threads and waits for them (each finishes the batch it is building)."""
+    self.stop()
+    me = threading.current_thread()
+    for t in self._threads:
+      if t is not me:
+        t.join()
+    cleanup.forget(self)
 
 
 # --------------------------------------------------------------------------------------
@@ -353,13 +369,21 @@ class PretrainingIterator:
     self._position = position
 
   def close(self) -> None:
-    """Stops the prefetch threads (they are daemons: also harmless to just drop)."""
+    """Stops the prefetch threads and waits for them (at most one batch each).
+
+    Optional: the threads of an iterator that is dropped stop after their current batch,
+    and any still running when the interpreter exits are joined first (cleanup.py).
+    """
     if getattr(self, "_prefetcher", None) is not None:
       self._prefetcher.close()
       self._prefetcher = None
 
   def __del__(self):
-    self.close()
+    # Signal only: the collector may run this on a prefetch thread, which cannot join the
+    # pool it belongs to (its peers may wait for a lock that thread holds).
+    if getattr(self, "_prefetcher", None) is not None:
+      self._prefetcher.stop()
+      self._prefetcher = None
 
 
 def make_pretraining_iterator(config, tokenizer, *, split: str = "train",
