@@ -149,8 +149,13 @@ def validate_model(m: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"config.model.attention={m.attention!r}: use 'einsum' or 'dot_product_attention'.")
   for key in ("dtype", "param_dtype"):
-    if m[key] not in ("float32", "bfloat16", "float16"):
+    if m[key] not in ("float32", "bfloat16", "float16", "float64"):
       raise ConfigError(f"config.model.{key}={m[key]!r}: use 'float32' or 'bfloat16'.")
+    if m[key] == "float64":  # numerical checks (tests): without x64 JAX makes it float32
+      import jax  # local: the config module stays importable without initialising jax
+      if not jax.config.jax_enable_x64:
+        raise ConfigError(f"config.model.{key}='float64' needs 64-bit JAX: set "
+                          "JAX_ENABLE_X64=1 (float64 is for numerical checks on the CPU).")
 
 
 def paper_phase(config: ml_collections.ConfigDict, phase: str) -> ml_collections.ConfigDict:

@@ -22,7 +22,10 @@ from bert_jax.dropout import Dropout
 
 Array = jax.Array
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# float64 is for numerical checks on the CPU (tests compare shardings and gradient
+# accumulation in it); it needs jax_enable_x64, or arrays silently stay float32.
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16,
+           "float64": jnp.float64}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +75,11 @@ class BertConfig:
   def weight_dtype(self):
     return _DTYPES[self.param_dtype]
 
+  @property
+  def accum_dtype(self):
+    """Softmax, LayerNorm and logits: float32, or float64 when computing in float64."""
+    return jnp.promote_types(self.compute_dtype, jnp.float32)
+
 
 def _init(config: BertConfig, axes: tuple[str | None, ...]):
   return nn.with_logical_partitioning(
@@ -95,8 +103,8 @@ def _activation(name: str):
 
 
 class LayerNorm(nn.Module):
-  """LayerNorm computed in float32 (two-pass variance, as the reference), output cast to
-  the compute dtype. Params: scale, bias."""
+  """LayerNorm computed in float32 (two-pass variance, as the reference; float64 in a
+  float64 model), output cast to the compute dtype. Params: scale, bias."""
   config: BertConfig
 
   @nn.compact
@@ -104,11 +112,11 @@ class LayerNorm(nn.Module):
     c = self.config
     scale = self.param("scale", _ones(("embed",)), (x.shape[-1],), c.weight_dtype)
     bias = self.param("bias", _zeros(("embed",)), (x.shape[-1],), c.weight_dtype)
-    x = x.astype(jnp.float32)
+    x = x.astype(c.accum_dtype)
     mean = jnp.mean(x, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
     y = (x - mean) * jax.lax.rsqrt(var + c.layer_norm_eps)
-    y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+    y = y * scale.astype(c.accum_dtype) + bias.astype(c.accum_dtype)
     return y.astype(c.compute_dtype)
 
 
@@ -196,8 +204,8 @@ class EncoderLayer(nn.Module):
     if c.attention == "dot_product_attention" and self.deterministic:
       ctx = jax.nn.dot_product_attention(q, k, v, bias=mask_bias.astype(dt))
     else:
-      scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
-      scores = scores / jnp.sqrt(jnp.float32(c.head_dim)) + mask_bias
+      scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=c.accum_dtype)
+      scores = scores / jnp.sqrt(jnp.asarray(c.head_dim, c.accum_dtype)) + mask_bias
       probs = jax.nn.softmax(scores, axis=-1)
       probs = Dropout(c.attention_dropout_rate)(probs, deterministic=self.deterministic)
       ctx = jnp.einsum("bnqk,bknd->bqnd", probs.astype(dt), v)
@@ -376,7 +384,8 @@ def gather_positions(sequence: Array, positions: Array) -> Array:
 class BertForPreTraining(nn.Module):
   """Encoder + MLM head (at masked positions only, tied decoder) + NSP head.
 
-  Returns (mlm_logits [B,P,vocab] float32, nsp_logits [B,2] float32).
+  Returns (mlm_logits [B,P,vocab] float32, nsp_logits [B,2] float32; float64 in a
+  float64 model).
   """
   config: BertConfig
 
@@ -399,9 +408,10 @@ class BertForPreTraining(nn.Module):
     h = gather_positions(seq, masked_lm_positions)
     h = _activation(self.config.hidden_act)(self.mlm_transform(h))
     h = self.mlm_layer_norm(h)
-    mlm_logits = self.bert.attend(h).astype(jnp.float32) + self.mlm_output_bias
+    acc = self.config.accum_dtype
+    mlm_logits = self.bert.attend(h).astype(acc) + self.mlm_output_bias
     mlm_logits = nn.with_logical_constraint(mlm_logits, ("batch", None, "vocab_act"))
-    nsp_logits = self.nsp(pooled).astype(jnp.float32)
+    nsp_logits = self.nsp(pooled).astype(acc)
     return mlm_logits, nsp_logits
 
 
@@ -419,7 +429,7 @@ class BertForSequenceClassification(nn.Module):
     return nn.Dense(self.num_labels, dtype=c.compute_dtype, param_dtype=c.weight_dtype,
                     kernel_init=_init(c, ("embed", "classes")),
                     bias_init=_zeros(("classes",)), name="classifier")(pooled).astype(
-                        jnp.float32)
+                        c.accum_dtype)
 
 
 class BertForQuestionAnswering(nn.Module):
@@ -434,7 +444,7 @@ class BertForQuestionAnswering(nn.Module):
     logits = nn.Dense(2, dtype=c.compute_dtype, param_dtype=c.weight_dtype,
                       kernel_init=_init(c, ("embed", "classes")),
                       bias_init=_zeros(("classes",)), name="qa_outputs")(seq)
-    logits = logits.astype(jnp.float32)
+    logits = logits.astype(c.accum_dtype)
     return logits[..., 0], logits[..., 1]
 
 
@@ -453,7 +463,7 @@ class BertForMultipleChoice(nn.Module):
     scores = nn.Dense(1, dtype=c.compute_dtype, param_dtype=c.weight_dtype,
                       kernel_init=_init(c, ("embed", "classes")),
                       bias_init=_zeros(("classes",)), name="classifier")(pooled)
-    return scores.astype(jnp.float32).reshape(batch, num_choices)
+    return scores.astype(c.accum_dtype).reshape(batch, num_choices)
 
 
 def count_params(params) -> int:

@@ -143,12 +143,13 @@ def make_train_step(compute_loss: ComputeLoss, denominators_fn: Callable[[dict],
         return (acc_l + l, add(acc_m, m), add(acc_g, g)), None
 
       zeros_g = jax.tree_util.tree_map(jnp.zeros_like, state.params)
-      _, m_shape = jax.eval_shape(
+      lm_shape = jax.eval_shape(
           lambda: compute_loss(state.params, jax.tree_util.tree_map(lambda x: x[0], micro),
                                dropout_rng, denominators))
-      zeros_m = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), m_shape)
+      zeros_l, zeros_m = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                                lm_shape)
       (loss, metrics, grads), _ = jax.lax.scan(
-          body, (jnp.zeros((), jnp.float32), zeros_m, zeros_g),
+          body, (zeros_l, zeros_m, zeros_g),
           (jnp.arange(grad_accum_steps), micro))
     grad_norm = optax.tree.norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

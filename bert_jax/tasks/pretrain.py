@@ -42,8 +42,9 @@ def pretraining_sums(mlm_logits: jax.Array, nsp_logits: jax.Array,
   w = batch["masked_lm_weights"].astype(jnp.float32)
   ids = batch["masked_lm_ids"]
   labels = batch["next_sentence_labels"].reshape(-1)
-  mlm_logits = mlm_logits.astype(jnp.float32)
-  nsp_logits = nsp_logits.astype(jnp.float32)
+  # float32 at least (float64 logits of a float64 model stay float64).
+  mlm_logits = mlm_logits.astype(jnp.promote_types(mlm_logits.dtype, jnp.float32))
+  nsp_logits = nsp_logits.astype(jnp.promote_types(nsp_logits.dtype, jnp.float32))
   mlm_xent, mlm_hit = vocab_cross_entropy(mlm_logits, ids)
   nsp_xent = optax.softmax_cross_entropy_with_integer_labels(nsp_logits, labels)
   return {
