@@ -164,8 +164,6 @@ class MetricWriter:
         self._tb = None
     if self._tb is not None:  # its event-writer thread stops at exit, close() or not.
       cleanup.close_at_exit(self)
-    if self._tb is not None:  # its event-writer thread stops at exit, close() or not.
-      cleanup.close_at_exit(self)
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     if not self.enabled:

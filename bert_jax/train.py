@@ -34,7 +34,6 @@ from absl import logging
 from etils import epath
 
 from bert_jax import cleanup
-from bert_jax import cleanup
 from bert_jax import distributed
 from bert_jax import fault_injection  # test-only hooks; no-ops unless env vars are set
 from bert_jax import finetune  # MetricWriter: one writer for every task's metrics
@@ -256,9 +255,6 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(
         self.directory, options=options, item_names=("state", "data", "config"))
     self.keep = keep
-    self._closed = False
-    # An async save still running at exit finishes first, close() or not (cleanup.py).
-    cleanup.close_at_exit(self)
     self._closed = False
     # An async save still running at exit finishes first, close() or not (cleanup.py).
     cleanup.close_at_exit(self)
