@@ -24,6 +24,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bert_jax import config as config_lib
+from bert_jax import console
 
 
 
@@ -136,6 +137,9 @@ def main(argv):
   if config is None or not workdir:
     _fail(f"--config and --workdir are required: python -m {PROG} "
           "--config=configs/tiny.py --workdir=runs/tiny")
+  # Library logging (orbax, absl, jax) -> <workdir>/logs/<host>.log; the console keeps
+  # our progress lines and warnings unless --verbosity asks for more (console.py).
+  console.setup(workdir, process_id=flags.FLAGS.process_id)
   initialize_distributed()
   try:
     run(config, workdir)
@@ -152,5 +156,7 @@ if __name__ == "__main__":
   # Huge pages for XLA:CPU's per-step buffers (bert_jax/hugepages.py): a fresh process.
   from bert_jax import hugepages
   hugepages.reexec_with_hugepages(["-m", "bert_jax.main", *sys.argv[1:]])
+  # Before jax starts: no XLA C++ INFO lines, no libtpu probing on a machine without a TPU.
+  console.quiet_start(sys.argv)
   define_flags()
   app.run(main, flags_parser=parse_flags)

@@ -213,10 +213,11 @@ def summarize(directories: Sequence[str]) -> tuple[str, float]:
 
 def main(argv):
   del argv
-  from absl import app, flags, logging
+  from absl import app, flags
+  from bert_jax import console
   FLAGS = flags.FLAGS
-  if not FLAGS["verbosity"].present:  # orbax logs every save at INFO; progress is printed.
-    logging.set_verbosity(logging.WARNING)
+  # orbax logs every save at INFO: library logging -> <workdir>/logs/, progress printed.
+  console.setup(FLAGS.workdir)
   if FLAGS.summarize:
     table, score = summarize(FLAGS.summarize.split(","))
     print(f"GLUE score {score:.2f}\n{table}")
@@ -232,4 +233,7 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "configs/glue.py", lock_config=True)
   flags.DEFINE_string("workdir", None, "Output directory (metrics, predictions, best params).")
   flags.DEFINE_string("summarize", None, "Comma list of workdirs: print the GLUE table.")
+  import sys
+  from bert_jax import console
+  console.quiet_start(sys.argv)  # no XLA C++ INFO lines, no TPU probing without a TPU
   app.run(main)

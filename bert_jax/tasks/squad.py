@@ -486,6 +486,9 @@ def run(config, workdir: str) -> dict[str, Any]:
 if __name__ == "__main__":
   # Same flags, multi-host setup and one-line errors as `python -m bert_jax.main`.
   from absl import app
+  import sys
+  from bert_jax import console
   from bert_jax import main as main_lib
+  console.quiet_start(sys.argv)  # no XLA C++ INFO lines, no TPU probing without a TPU
   main_lib.define_flags()
   app.run(main_lib.main, flags_parser=main_lib.parse_flags)

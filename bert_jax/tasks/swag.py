@@ -236,9 +236,10 @@ def run(config, workdir: str) -> dict[str, Any]:
 
 def main(argv):
   del argv
-  from absl import app, flags, logging
-  if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO.
-    logging.set_verbosity(logging.WARNING)
+  from absl import app, flags
+  from bert_jax import console
+  # orbax logs every save at INFO: library logging -> <workdir>/logs/, progress printed.
+  console.setup(flags.FLAGS.workdir)
   if not flags.FLAGS.workdir:
     raise app.UsageError("--workdir is required.")
   run(flags.FLAGS.config, flags.FLAGS.workdir)
@@ -250,4 +251,7 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", "configs/swag.py", "configs/swag.py or "
                                   "configs/commonsense_qa.py.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Output directory (metrics, predictions, params).")
+  import sys
+  from bert_jax import console
+  console.quiet_start(sys.argv)  # no XLA C++ INFO lines, no TPU probing without a TPU
   app.run(main)
