@@ -533,20 +533,32 @@ def load_pretrained(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any
   return load_converted(path)
 
 
-def check_vocab_matches(vocab_file: str, model_config) -> int:
+def check_vocab_matches(vocab_file: str, model_config, *,
+                        config_vocab_file: str | None = None) -> int:
   """Raises CheckpointError unless the vocabulary has one id per word-embedding row.
 
   Returns the vocabulary size. (A missing file raises TokenizerError from tokenization.)
+  With `config_vocab_file` (config.vocab_file of a run; "" = the bundled vocabulary) the
+  error is a ConfigError naming config.vocab_file, config.model.vocab_size and both fixes.
   """
   from bert_jax import tokenization
   n = tokenization.load_tokenizer(vocab_file).vocab_size
   rows = model_config["vocab_size"]
-  if n != rows:
+  if n == rows:
+    return n
+  if config_vocab_file is None:
     raise CheckpointError(
         f"vocabulary {vocab_file} has {n} tokens but the model has vocab_size={rows} "
         "word-embedding rows: use the vocab.txt that ships with the checkpoint (or set "
         f"--config.model.vocab_size={n} when training from scratch).")
-  return n
+  which = (f"config.vocab_file={config_vocab_file} has {n} tokens" if config_vocab_file else
+           f"config.vocab_file is empty, so the bundled {n}-token vocabulary ({vocab_file}) "
+           "would be used")
+  raise config_lib.ConfigError(
+      f"{which}, but config.model.vocab_size={rows} word-embedding rows: set "
+      f"--config.vocab_file=PATH/vocab.txt to a {rows}-token vocabulary (e.g. the vocab.txt "
+      f"of Google's BERT release), or train a model for this one with "
+      f"--config.model.vocab_size={n}.")
 
 
 def vocab_file_of(path: str) -> str:

@@ -98,12 +98,17 @@ def check_config(config: ml_collections.ConfigDict, devices=None) -> jax.shardin
 
 
 def check_run_inputs(config) -> None:
-  """Fields the command line must set, and the warm-start checkpoint, exist (fast)."""
+  """Fields the command line must set, and the warm-start checkpoint, exist; the
+  vocabulary has one token per word-embedding row (fast)."""
   config_lib.check_required(config)
   if config.init_checkpoint and not paths.as_path(config.init_checkpoint).exists():
     raise ConfigError(
         f"config.init_checkpoint={config.init_checkpoint}: no such file or directory; pass "
         "a bert_jax workdir (phase 1), a converted, Google TF or Hugging Face checkpoint.")
+  # configs/base.py and large.py leave vocab_file empty: the bundled 8,000-token toy
+  # vocabulary must not silently feed a 30,522-row model (configs/tiny.py sets 8000).
+  checkpoints.check_vocab_matches(vocab_file(config), config.model,
+                                  config_vocab_file=config.vocab_file)
 
 
 def vocab_file(config) -> str:
@@ -416,11 +421,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   tokenizer = tokenization.load_tokenizer(vocab_file(config), config.do_lower_case)
   if is_main and not (workdir / "vocab.txt").exists():
     (workdir / "vocab.txt").write_text(epath.Path(vocab_file(config)).read_text())
-  if tokenizer.vocab_size > config.model.vocab_size:
-    raise ConfigError(
-        f"the vocabulary {vocab_file(config)} has {tokenizer.vocab_size} tokens but "
-        f"config.model.vocab_size={config.model.vocab_size}: set "
-        f"--config.model.vocab_size={tokenizer.vocab_size}.")
 
   model = make_model(config)
   tx = optim.make_optimizer(t)
