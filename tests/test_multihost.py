@@ -18,6 +18,7 @@ import re
 import pytest
 
 import _reliability as R
+from _numerics import EQUIV_RTOL, SEED, seed_note
 
 STEPS = R.STEPS
 RUN = R.SCHEDULE  # 6 steps, a checkpoint every 2
@@ -61,9 +62,12 @@ def test_two_processes_train_like_one(one_process, two_processes):
   out0, _ = two_processes["stdout"]
   assert "2 host(s)" in out0 and "mesh {'data': 8" in out0
   assert sorted(two_processes["losses"]) == list(range(1, STEPS + 1))
+  # float64 runs that differ in the order of the cross-host sums: EQUIV_RTOL
+  # (tests/_numerics.py: float64 rounding amplified by Adam) bounds losses and params.
   for s in range(1, STEPS + 1):
-    assert two_processes["losses"][s] == pytest.approx(one_process["losses"][s], rel=1e-5), s
-  R.assert_trees_close(two_processes["params"], one_process["params"], atol=2e-6, rtol=1e-5)
+    assert two_processes["losses"][s] == pytest.approx(one_process["losses"][s],
+                                                      rel=EQUIV_RTOL, abs=0), s
+  R.assert_trees_within(two_processes["params"], one_process["params"], EQUIV_RTOL)
   print(f"RELIABILITY | 2 processes x 4 devices vs 1 x 8 | losses "
         f"{[round(two_processes['losses'][s], 5) for s in range(1, STEPS + 1)]} equal | - | -")
 
@@ -97,7 +101,8 @@ def test_each_process_reads_only_its_share(one_process, two_processes):
 
 def test_preempted_two_process_checkpoint_resumes_in_one_process_on_another_mesh(
     mh, two_processes):
-  rng = random.Random()
+  print(seed_note())  # pytest shows it with a failure
+  rng = random.Random(SEED)
   host, k = rng.randint(0, 1), rng.randint(1, 3)
   wd = mh.root / "preempted"
   procs = R.start_multiprocess(wd, RUN, name="preempted",
@@ -106,7 +111,7 @@ def test_preempted_two_process_checkpoint_resumes_in_one_process_on_another_mesh
   R.sigterm(procs[host])
   assert R.wait_all(procs) == [0, 0], "\n\n".join(p.describe() for p in procs)
   stopped = int(re.search(r"^preempted: stopping at step (\d+)", procs[0].stdout(), re.M)[1])
-  assert k <= stopped < STEPS, (k, stopped)
+  assert k <= stopped < STEPS, (k, stopped, host, seed_note())
   for p in procs:  # every host agreed on that step
     assert re.search(rf"Reached preemption sync point, step={stopped}\b", p.stderr())
   assert R.checkpoint_steps(wd)[-1] == stopped
@@ -120,9 +125,11 @@ def test_preempted_two_process_checkpoint_resumes_in_one_process_on_another_mesh
   assert f"at step {stopped}" in p.stdout() and "1 host(s)" in p.stdout()
   assert "mesh {'data': 1, 'fsdp': 2, 'tensor': 4}" in p.stdout()
   got = R.losses(wd)
+  # Another mesh and host count reorder the float64 sums: EQUIV_RTOL, as above.
   for s in range(stopped + 1, STEPS + 1):
-    assert got[s] == pytest.approx(two_processes["losses"][s], rel=1e-5), s
-  R.assert_trees_close(R.params(wd), two_processes["params"], atol=2e-6, rtol=1e-5)
+    assert got[s] == pytest.approx(two_processes["losses"][s], rel=EQUIV_RTOL, abs=0), \
+        (s, seed_note())
+  R.assert_trees_within(R.params(wd), two_processes["params"], EQUIV_RTOL)
   print(f"RELIABILITY | SIGTERM to host {host} of 2 after step {k} | both hosts stopped at "
         f"step {stopped}, exit 0; resumed in 1 process on mesh (1,2,4) | steps lost 0 | 0")
 
