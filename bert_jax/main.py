@@ -156,7 +156,7 @@ if __name__ == "__main__":
   # Huge pages for XLA:CPU's per-step buffers (bert_jax/hugepages.py): a fresh process.
   from bert_jax import hugepages
   hugepages.reexec_with_hugepages(["-m", "bert_jax.main", *sys.argv[1:]])
-  # Before jax starts: no XLA C++ INFO lines, no libtpu probing on a machine without a TPU.
+  # Before jax starts a backend: no libtpu probing on a machine without a TPU (console.py).
   console.quiet_start(sys.argv)
   define_flags()
   app.run(main, flags_parser=parse_flags)

@@ -489,6 +489,6 @@ if __name__ == "__main__":
   import sys
   from bert_jax import console
   from bert_jax import main as main_lib
-  console.quiet_start(sys.argv)  # no XLA C++ INFO lines, no TPU probing without a TPU
+  console.quiet_start(sys.argv)  # no libtpu probing on a machine without a TPU
   main_lib.define_flags()
   app.run(main_lib.main, flags_parser=main_lib.parse_flags)

@@ -253,5 +253,5 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "Output directory (metrics, predictions, params).")
   import sys
   from bert_jax import console
-  console.quiet_start(sys.argv)  # no XLA C++ INFO lines, no TPU probing without a TPU
+  console.quiet_start(sys.argv)  # no libtpu probing on a machine without a TPU
   app.run(main)
