@@ -188,6 +188,7 @@ class Predictor:
       self.exported = export.deserialize(bytearray(f.read()))
     self.params = unflatten_params(load_file(os.path.join(export_dir, PARAMS_FILE)))
     self._call = jax.jit(self.exported.call)
+    self._compiled = {}  # batch size -> program compiled ahead (compile())
     self._tokenizer = None
 
   @property
@@ -209,9 +210,19 @@ class Predictor:
       token_type_ids = np.zeros_like(input_ids)
     if attention_mask is None:
       attention_mask = (input_ids != self.tokenizer.pad_id).astype(np.int32)
-    out = self._call(self.params, input_ids, np.asarray(token_type_ids, np.int32),
-                     np.asarray(attention_mask, np.int32))
+    call = self._compiled.get(input_ids.shape[0], self._call)
+    out = call(self.params, input_ids, np.asarray(token_type_ids, np.int32),
+               np.asarray(attention_mask, np.int32))
     return {k: np.asarray(v) for k, v in out.items()}
+
+  def compile(self, batch_size: int, compile_fn: Callable | None = None):
+    """Compiles the model for batches of `batch_size` rows, which __call__ then runs;
+    `compile_fn(lowered) -> compiled` replaces `lowered.compile()` (bert_jax.predict
+    passes the memory preflight's, preflight.compile_checked). Returns the program."""
+    ids = jax.ShapeDtypeStruct((batch_size, *self.spec.input_shape), np.int32)
+    lowered = self._call.lower(self.params, ids, ids, ids)
+    self._compiled[batch_size] = (compile_fn or (lambda l: l.compile()))(lowered)
+    return self._compiled[batch_size]
 
   def encode(self, texts_a: Sequence[str], texts_b: Sequence[str] | None = None
              ) -> dict[str, np.ndarray]:

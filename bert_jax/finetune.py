@@ -284,15 +284,20 @@ def _fill_missing(pretrained: dict, initial: Any, path: str = "bert") -> dict:
   return out
 
 
+def init_params_fn(model: nn.Module, features: dict[str, Any]) -> Callable:
+  """rng -> the model's (boxed) params; shapes from a short example of `features`."""
+  example = {k: np.zeros((1,) + v.shape[1:-1] + (min(8, v.shape[-1]),), np.int32)
+             for k, v in features.items() if k in MODEL_INPUTS}
+  return lambda rng: model.init(rng, example["input_ids"], example["token_type_ids"],
+                                example["attention_mask"])["params"]
+
+
 def init_state(model: nn.Module, features: dict[str, Any], tx, mesh, seed: int,
                pretrained: dict | None = None, source: str = ""):
   """Sharded train state for `model` (shapes from `features`), with the encoder replaced
   by pretrained['bert'] when given; returns (state, shardings)."""
-  example = {k: np.zeros((1,) + v.shape[1:-1] + (min(8, v.shape[-1]),), np.int32)
-             for k, v in features.items() if k in MODEL_INPUTS}
-  init_fn = lambda rng: model.init(rng, example["input_ids"], example["token_type_ids"],
-                                   example["attention_mask"])["params"]
-  state, shardings = train_lib.create_train_state(init_fn, tx, mesh, seed)
+  state, shardings = train_lib.create_train_state(init_params_fn(model, features), tx, mesh,
+                                                  seed)
   if pretrained is not None:
     subtree = _fill_missing(pretrained["bert"], state.params["bert"])
     state = train_lib.load_pretrained_subtree(state, shardings, subtree, "bert")
@@ -373,6 +378,90 @@ def predict(predict_fn: Callable, params, features: dict[str, Any], batch_size: 
     return np.concatenate([_pad_to(x, shape) for x in xs])[inverse]
 
   return jax.tree_util.tree_map(stack, *chunks)
+
+
+# ---------------------------------------------------------------------------------------
+# Memory preflight: the biggest batches, compiled before the first step
+# ---------------------------------------------------------------------------------------
+
+def train_batch_plan(lengths: np.ndarray, batch_size: int, seed: int, window: int,
+                     total: int) -> list[np.ndarray]:
+  """The row indices of each of the `total` train steps, as run() will draw them."""
+  plan, epoch = [], 0
+  while len(plan) < total:
+    batches = train_batch_indices(lengths, batch_size, seed, epoch, window)
+    if not batches:
+      break
+    plan.extend(batches)
+    epoch += 1
+  return plan[:total]
+
+
+def _batch_spec(features: dict[str, Any], rows: np.ndarray, batch_size: int,
+                bucket_multiple: int, seq_keys, keys, mesh) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shapes of the global batch make_batch cuts for the longest of `rows` (no copy)."""
+  lengths = sequence_lengths(features)
+  longest = np.asarray([rows[int(np.argmax(lengths[rows]))]])
+  one = make_batch(features, longest, 1, bucket_multiple, seq_keys, keys, lengths)
+  sh = partitioning.batch_sharding(mesh)
+  return {k: jax.ShapeDtypeStruct((batch_size,) + v.shape[1:], v.dtype, sharding=sh)
+          for k, v in one.items()}
+
+
+def _shape_text(spec: dict) -> str:
+  ids = spec["input_ids"].shape
+  return (f"{ids[1]} choices x " if len(ids) == 3 else "") + f"seq {ids[-1]}"
+
+
+def compile_checked_steps(config, mesh, abstract_state, train_step, predict_fn,
+                          train_features, plan, eval_features, seq_keys):
+  """(train_step, predict_fn) with their biggest batches compiled up front and checked
+  against the devices' memory (preflight.DoesNotFitError: one line with the fixes)."""
+  from bert_jax import preflight
+  ft = config.finetune
+  devices = mesh.devices.flat
+  if plan:
+    spec = _batch_spec(train_features, np.concatenate(plan), int(config.train.batch_size),
+                       int(ft.bucket_multiple), seq_keys, batch_keys(train_features), mesh)
+    with partitioning.activate(mesh):
+      lowered = train_step.jitted.lower(abstract_state, spec)
+    hints = preflight.train_hints(config, mesh, abstract_state, _shape_text(spec))
+    train_step = train_lib.precompiled(
+        train_step, preflight.compile_checked(lowered, devices, hints), spec)
+  # Eval/test batches: the longest row of any split, while the train state (besides the
+  # params it reads: the optimizer state and the best params so far) stays resident.
+  longest = max(eval_features, key=lambda f: int(sequence_lengths(f).max()), default=None)
+  if longest is not None:
+    predict_fn = compile_checked_predict(
+        predict_fn, abstract_state.params, longest, np.arange(num_examples(longest)),
+        int(ft.eval_batch_size), int(ft.bucket_multiple), seq_keys, mesh,
+        resident_bytes=preflight.bytes_per_device(abstract_state))
+  return train_step, predict_fn
+
+
+def compile_checked_predict(predict_fn, params, features, rows, batch_size: int,
+                            bucket_multiple: int, seq_keys, mesh, *, what="eval step",
+                            resident_bytes: int = 0, allocated_bytes: int = 0):
+  """predict_fn with the batch of the longest of `rows` compiled up front and checked
+  against the devices' memory (preflight.DoesNotFitError: one line with the fixes).
+
+  Args:
+    params: the params (arrays, or ShapeDtypeStructs before they are allocated).
+    resident_bytes: bytes per device the run holds meanwhile besides `params`.
+    allocated_bytes: bytes per device of `params` already allocated (0 if abstract).
+  """
+  from bert_jax import preflight
+  keys = [k for k in MODEL_INPUTS if k in features]
+  spec = _batch_spec(features, rows, batch_size, bucket_multiple, seq_keys, keys, mesh)
+  with partitioning.activate(mesh):
+    lowered = predict_fn.jitted.lower(params, spec)
+  hints = preflight.MemoryHints(
+      what=what, batch_size=batch_size, batch_flag="--config.finetune.eval_batch_size",
+      batch_shards=partitioning.data_parallel_size(mesh), shape=_shape_text(spec),
+      fixed_bytes=preflight.bytes_per_device(params), resident_bytes=resident_bytes)
+  compiled = preflight.compile_checked(lowered, mesh.devices.flat, hints,
+                                       allocated_bytes=allocated_bytes)
+  return train_lib.precompiled(predict_fn, compiled, spec)
 
 
 # ---------------------------------------------------------------------------------------
@@ -462,8 +551,8 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
   tx = optim.make_optimizer(train_cfg)
 
   model = task.make_model(bert_config)
-  state, shardings = init_state(model, train.features, tx, mesh, int(config.seed),
-                                pretrained, config.init_checkpoint)
+  abstract, shardings = train_lib.abstract_train_state(
+      init_params_fn(model, train.features), tx, mesh, int(config.seed))
   if hasattr(task, "compute_loss") and hasattr(task, "denominators_fn"):
     compute_loss, denominators_fn = task.compute_loss, task.denominators_fn
   else:
@@ -472,6 +561,16 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
                                          grad_accum_steps=int(config.train.grad_accum_steps))
   predict_fn = train_lib.make_predict_step(
       lambda p, b: apply_model(model, p, b), mesh, shardings.params)
+  # The biggest train and eval batches this run will see, compiled now, before anything
+  # is allocated or written: a run too big for the devices stops here with one line
+  # (preflight.check_memory_fits); the loops reuse these programs.
+  train_step, predict_fn = compile_checked_steps(
+      config, mesh, abstract, train_step, predict_fn, train.features,
+      train_batch_plan(sequence_lengths(train.features), batch_size, int(config.seed),
+                       int(ft.group_by_length_window), total),
+      [d.features for d in (*evals.values(), *tests.values())], seq_keys)
+  state, _ = init_state(model, train.features, tx, mesh, int(config.seed), pretrained,
+                        config.init_checkpoint)
 
   writer = MetricWriter(workdir)
   if jax.process_index() == 0:

@@ -115,17 +115,22 @@ def initialize_distributed() -> None:
 def run(config, workdir: str):
   """Dispatches on config.task; returns what the task returns."""
   from bert_jax.config import ConfigError
+  from bert_jax import preflight
   config_lib.check_required(config)  # e.g. phase 2's init_checkpoint
   task = config.task
+  # A step too big for the devices stops after compiling, before the first step and
+  # before any file is written; the directories made for it go again (preflight.py).
   if task == PRETRAIN:
     from bert_jax import train
     from bert_jax import preemption
     train.check_config(config)  # fails fast, before building or compiling anything
     # SIGTERM: finish the step, checkpoint, exit 0 (preemption.py).
-    return train.train_and_evaluate(config, workdir, should_stop=preemption.install())
+    with preflight.removed_on_failure(workdir):
+      return train.train_and_evaluate(config, workdir, should_stop=preemption.install())
   if task in FINETUNE_TASKS:
     module = importlib.import_module(f"bert_jax.tasks.{task}")
-    return module.run(config, workdir)
+    with preflight.removed_on_failure(workdir):
+      return module.run(config, workdir)
   raise ConfigError(f"config.task={task!r} is not a task: use one of "
                     f"{', '.join((PRETRAIN,) + FINETUNE_TASKS)} (e.g. --config.task=pretrain).")
 

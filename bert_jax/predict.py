@@ -24,9 +24,11 @@ import sys
 import time
 from typing import Sequence
 
+import jax
 import numpy as np
 
 from bert_jax import export as export_lib
+from bert_jax import preflight
 
 PAIR_SEPARATOR = " ||| "
 ID_KEYS = ("id", "index", "guid", "idx")
@@ -147,6 +149,20 @@ def predict(predictor: export_lib.Predictor, texts_a: Sequence[str],
   return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
+def check_memory(predictor: export_lib.Predictor, batch_size: int) -> None:
+  """Compiles the model for `batch_size` before predicting; preflight.DoesNotFitError (one
+  line: what it needs, what there is, a --batch_size that fits) if it cannot fit."""
+  params = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(predictor.params))
+  dims = tuple(predictor.spec.input_shape)
+  hints = preflight.MemoryHints(
+      what="prediction", batch_size=batch_size, batch_flag="--batch_size",
+      shape=(f"{dims[0]} choices x " if len(dims) == 2 else "") + f"seq {dims[-1]}",
+      fixed_bytes=params)
+  devices = jax.local_devices()[:1]
+  predictor.compile(batch_size, lambda lowered: preflight.compile_checked(
+      lowered, devices, hints, allocated_bytes=params))
+
+
 def records(spec: export_lib.ServingSpec, ids: Sequence[str], outputs: dict[str, np.ndarray]
             ) -> list[dict]:
   """One JSON-ready dict per example: label + probabilities, or score."""
@@ -179,10 +195,11 @@ def main(argv=None) -> int:
           "classifiers and regressors; use bert_jax.extract_features for features and "
           "the squad/swag task modules for span and multiple-choice predictions.")
     ids, a, b = read_examples(args.input_file, args.text_a, args.text_b, spec.text_columns)
+    check_memory(predictor, args.batch_size)
     t0 = time.time()
     outputs = predict(predictor, a, b, args.batch_size)
     rows = records(spec, ids, outputs)
-  except (PredictError, export_lib.ExportError) as e:
+  except (PredictError, export_lib.ExportError, preflight.DoesNotFitError) as e:
     print(f"bert_jax.predict: error: {e}", file=sys.stderr)
     return 2
   os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)

@@ -16,13 +16,27 @@ scratch over someone else's run (or continues it with a model it was not trained
    from this one with --config.init_checkpoint). Other changed keys (num_steps,
    learning_rate, mesh, ...) are listed and the run resumes with the new values: a
    different mesh or host count is fine, orbax reshards on restore.
+
+And after compiling, before the first step (check_memory_fits, one place for every loop:
+pre-training, fine-tuning, SQuAD prediction, bert_jax.predict):
+
+4. memory: the compiled program's arguments + temporaries + outputs that do not reuse an
+   argument's buffer (`memory_analysis()`, per device) must fit the device: its HBM
+   (`memory_stats()['bytes_limit']`) on TPU/GPU, the host's available RAM (MemAvailable,
+   or the cgroup's limit if lower) shared by the local devices on CPU. If not, one line
+   says how much it needs, how much there is, and which batch size, gradient accumulation
+   or remat would fit; `removed_on_failure` removes the directories the run created.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
 import json
+import math
 import os
 import shutil
+import time
 from typing import Any, Callable, Mapping
 
 import jax
@@ -262,3 +276,315 @@ def write_failure(error: BaseException, checkpoint_dir, last_complete: int | Non
       f"writing a checkpoint to {checkpoint_dir} failed: the disk is full. The last complete "
       f"checkpoint is {last}; free space there, keep fewer checkpoints "
       f"(--config.train.keep_checkpoints={keep} now) or move the run to a bigger --workdir.")
+
+
+# ---------------------------------------------------------------------------------------
+# Memory: does the compiled program fit the devices?
+# ---------------------------------------------------------------------------------------
+
+GiB = 1 << 30
+# Hints aim below the capacity: they extrapolate from one compiled size, and the
+# allocator needs some room of its own.
+HINT_HEADROOM = 0.9
+
+
+class DoesNotFitError(ValueError):
+  """A compiled program needs more memory than the devices have; the message says how
+  much it needs, how much there is and which config changes would fit."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryHints:
+  """What the memory message may suggest changing, and the flags that change it.
+
+  Attributes:
+    what: the program, for the message ("train step", "eval step", "prediction").
+    batch_size: global rows per step (over all micro-steps).
+    batch_flag: the flag that sets it ("--config.train.batch_size").
+    batch_shards: devices the batch is split over (the mesh's data x fsdp axes).
+    shape: the rest of the batch's shape, for the message ("seq 128").
+    grad_accum_steps: micro-steps per step (1 for prediction).
+    grad_accum_flag: the flag that sets it; None: the program accumulates no gradients.
+    remat: config.model.remat of a program with a backward pass; None: no backward pass.
+    fixed_bytes: bytes per device that do not shrink with the batch (parameters,
+      optimizer state, gradients).
+    accum_bytes: further bytes per device once grad_accum_steps > 1 (the gradient sum).
+    resident_bytes: bytes per device the run holds besides this program's own (the
+      train state and best params while a fine-tuning run evaluates); counted as needed.
+  """
+  what: str
+  batch_size: int
+  batch_flag: str
+  batch_shards: int = 1
+  shape: str = ""
+  grad_accum_steps: int = 1
+  grad_accum_flag: str | None = None
+  remat: str | None = None
+  fixed_bytes: int = 0
+  accum_bytes: int = 0
+  resident_bytes: int = 0
+
+
+def bytes_per_device(tree) -> int:
+  """Bytes the fullest device holds of a tree of (sharded) arrays or ShapeDtypeStructs."""
+  total = 0
+  for x in jax.tree_util.tree_leaves(tree):
+    if not hasattr(x, "shape"):
+      continue
+    sharding = getattr(x, "sharding", None)
+    shape = sharding.shard_shape(x.shape) if sharding is not None else x.shape
+    total += int(np.prod(shape, dtype=np.int64)) * np.dtype(x.dtype).itemsize
+  return total
+
+
+def train_hints(config, mesh, abstract_state, shape: str, what: str = "train step"
+                ) -> MemoryHints:
+  """MemoryHints for a train step of `config` (config.train's batch and accumulation,
+  config.model.remat) on `mesh`, with the state's and the gradients' bytes fixed."""
+  from bert_jax import partitioning
+  params = bytes_per_device(abstract_state.params)
+  return MemoryHints(
+      what=what, batch_size=int(config.train.batch_size),
+      batch_flag="--config.train.batch_size",
+      batch_shards=partitioning.data_parallel_size(mesh), shape=shape,
+      grad_accum_steps=int(config.train.grad_accum_steps),
+      grad_accum_flag="--config.train.grad_accum_steps", remat=str(config.model.remat),
+      fixed_bytes=bytes_per_device(abstract_state) + params, accum_bytes=params)
+
+
+def host_available_bytes() -> int | None:
+  """RAM this process can still allocate: MemAvailable, or the cgroup's room if lower."""
+  avail = None
+  try:
+    with open("/proc/meminfo", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          avail = int(line.split()[1]) * 1024
+          break
+  except (OSError, ValueError, IndexError):
+    pass
+  if avail is None:  # not Linux
+    try:
+      avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+      pass
+  room = _cgroup_room()
+  if room is not None:
+    avail = room if avail is None else min(avail, room)
+  return avail
+
+
+def _cgroup_room() -> int | None:
+  """limit - usage + reclaimable page cache of this container's memory cgroup (v2 or v1);
+  None when there is no limit."""
+  for limit_f, usage_f, stat_f, cache_key in (
+      ("memory.max", "memory.current", "memory.stat", "inactive_file"),
+      ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "memory/memory.stat",
+       "total_inactive_file")):
+    try:
+      with open(f"/sys/fs/cgroup/{limit_f}", encoding="ascii") as f:
+        limit = f.read().strip()
+      if limit == "max" or int(limit) >= 1 << 60:
+        return None
+      with open(f"/sys/fs/cgroup/{usage_f}", encoding="ascii") as f:
+        usage = int(f.read())
+      cache = 0
+      with open(f"/sys/fs/cgroup/{stat_f}", encoding="ascii") as f:
+        for line in f:
+          key, _, value = line.partition(" ")
+          if key == cache_key:
+            cache = int(value)
+      return max(int(limit) - usage + cache, 0)
+    except (OSError, ValueError):
+      continue
+  return None
+
+
+def device_memory(devices) -> tuple[int, str] | None:
+  """(bytes one device can use, what they are for the message), or None when unknown.
+
+  TPU/GPU: the smallest `memory_stats()['bytes_limit']` of this process's devices. CPU:
+  the host's available RAM, divided among this process's CPU devices (they share it).
+  """
+  local = [d for d in devices if d.process_index == jax.process_index()] or list(devices)
+  if local[0].platform == "cpu":
+    avail = host_available_bytes()
+    if avail is None:
+      return None
+    n = len(local)
+    if n == 1:
+      return avail, f"the host has {_gib(avail)} of RAM available"
+    return avail // n, (f"each has {_gib(avail // n)} ({_gib(avail)} of host RAM available, "
+                        f"shared by {n} CPU devices)")
+  limits = []
+  for d in local:
+    try:
+      stats = d.memory_stats()
+    except Exception:  # pylint: disable=broad-except  (a backend without memory stats)
+      stats = None
+    if not stats or not stats.get("bytes_limit"):
+      return None
+    limits.append(int(stats["bytes_limit"]))
+  return min(limits), f"a {local[0].device_kind} device has {_gib(min(limits))}"
+
+
+def _gib(n: float) -> str:
+  return f"{n / GiB:.1f} GiB" if n >= GiB // 10 else f"{n / 2**20:.0f} MiB"
+
+
+def memory_needed(compiled) -> tuple[int, str] | None:
+  """(bytes per device, 'arguments A + temporaries T ...') from memory_analysis()."""
+  try:
+    mem = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except  (not every backend implements it)
+    mem = None
+  if mem is None:
+    return None
+  args, temp = int(mem.argument_size_in_bytes), int(mem.temp_size_in_bytes)
+  out = max(int(mem.output_size_in_bytes) - int(mem.alias_size_in_bytes), 0)
+  code = int(getattr(mem, "generated_code_size_in_bytes", 0) or 0)
+  parts = [f"arguments {_gib(args)}", f"temporaries {_gib(temp)}"]
+  if out >= GiB // 10:
+    parts.append(f"outputs {_gib(out)}")
+  if code >= GiB // 10:
+    parts.append(f"code {_gib(code)}")
+  return args + temp + out + code, " + ".join(parts)
+
+
+def fit_hints(h: MemoryHints, needed: int, capacity: int) -> str:
+  """The config changes that would fit, as one sentence. Estimated from one compiled
+  size: what is not fixed (activations and their gradients) scales with the rows per
+  device and micro-step."""
+  target = HINT_HEADROOM * capacity
+  k, shards = max(h.grad_accum_steps, 1), max(h.batch_shards, 1)
+  fixed_at = lambda accum: (h.fixed_bytes + h.resident_bytes
+                            + (h.accum_bytes if accum > 1 else 0))
+  rows = max(h.batch_size // (shards * k), 1)  # per device and micro-step
+  per_row = max(needed - fixed_at(k), 0) / rows
+  if fixed_at(1) >= target or per_row <= 0:
+    shard = (" shard them over more devices (FSDP: --config.mesh.shape='(1,-1,1)'), or"
+             if h.batch_flag.startswith("--config.") else "")
+    return (f"The parameters{' and optimizer state' if h.grad_accum_flag else ''} alone "
+            f"take {_gib(fixed_at(1))} per device:{shard} use a smaller model or devices "
+            "with more memory.")
+  fits = lambda r, accum: fixed_at(accum) + per_row * r <= target
+  would = []
+  if h.grad_accum_flag:
+    for k2 in range(k + 1, h.batch_size // shards + 1):
+      if h.batch_size % (shards * k2) == 0 and fits(h.batch_size // (shards * k2), k2):
+        would.append(f"{h.grad_accum_flag}={k2} (the same batch in micro-batches of "
+                     f"{h.batch_size // k2})")
+        break
+  max_rows = min(int((target - fixed_at(k)) // per_row), rows - 1)
+  if max_rows >= 1:  # a power of two: the usual batch sizes, and it divides evenly
+    would.append(f"{h.batch_flag}={(1 << (max_rows.bit_length() - 1)) * shards * k}")
+  remat = (h.remat is not None and h.remat != "full")
+  remat_text = ("--config.model.remat=full (recomputes each layer in the backward pass: "
+                "less memory for activations, about a third more compute)")
+  if would:
+    return (f"Would fit (estimated): {' or '.join(would)}"
+            + (f"; {remat_text} also saves memory." if remat else "."))
+  if remat:
+    return f"Try {remat_text}, or devices with more memory."
+  return "Use devices with more memory."
+
+
+def check_memory_fits(compiled, devices, hints: MemoryHints, *,
+                      capacity: int | None = None,
+                      allocated_bytes: int = 0) -> tuple[int, int] | None:
+  """Raises DoesNotFitError when `compiled` needs more memory per device than `devices`
+  have; returns (needed, available) bytes per device, or None if either is unknown.
+
+  Args:
+    compiled: a compiled program (`jax.jit(f).lower(...).compile()`), not yet run.
+    devices: the devices it runs on (e.g. `mesh.devices.flat`).
+    hints: the batch it was compiled for and the flags that change it (MemoryHints).
+    capacity: bytes per device to check against instead of the device's (tests).
+    allocated_bytes: bytes per device of its arguments that are allocated already (on a
+      CPU they are no longer in the host's available RAM, so they are added back).
+  """
+  devices = list(devices)
+  need = memory_needed(compiled)
+  found = ((capacity, f"the limit is {_gib(capacity)}") if capacity is not None
+           else device_memory(devices))
+  if need is None or found is None:
+    return None
+  (needed, parts), (available, there) = need, found
+  if hints.resident_bytes:
+    needed += hints.resident_bytes
+    parts += f" + train state held meanwhile {_gib(hints.resident_bytes)}"
+  if capacity is None and allocated_bytes and devices[0].platform == "cpu":
+    available += allocated_bytes
+    there += f" (+{_gib(allocated_bytes)} already holding its arguments)"
+  if needed > available:
+    raise DoesNotFitError(_does_not_fit(hints, needed, parts, available, there))
+  return needed, available
+
+
+def _does_not_fit(h: MemoryHints, needed: int, parts: str, available: int,
+                  there: str) -> str:
+  batch = f"batch {h.batch_size}" + (f" x {h.shape}" if h.shape else "")
+  return (f"the {h.what} does not fit in memory: at {batch} it needs {_gib(needed)} per "
+          f"device ({parts}), and {there}. {fit_hints(h, needed, available)}")
+
+
+def compile_checked(lowered, devices, hints: MemoryHints, *, capacity: int | None = None,
+                    allocated_bytes: int = 0, report: Callable | None = None):
+  """lowered.compile(), then check_memory_fits (arguments as there); XLA:TPU refusing a
+  program too big for its HBM at compile time raises the same DoesNotFitError (with the
+  compiler's figures). `report(compiled, seconds)` runs between the two (the loops print
+  the compile time and memory)."""
+  devices = list(devices)
+  t0 = time.time()
+  try:
+    compiled = lowered.compile()
+  except Exception as e:  # XLA raises a runtime error; only an out-of-memory is ours
+    from bert_jax import aot
+    oom = aot.parse_oom(str(e))
+    if oom is None:
+      raise
+    raise DoesNotFitError(_does_not_fit(
+        hints, oom[0], "the compiler's figure", oom[1],
+        f"a {devices[0].device_kind} device has {_gib(oom[1])}")) from None
+  if report is not None:
+    report(compiled, time.time() - t0)
+  check_memory_fits(compiled, devices, hints, capacity=capacity,
+                    allocated_bytes=allocated_bytes)
+  return compiled
+
+
+@contextlib.contextmanager
+def removed_on_failure(workdir, errors=(DoesNotFitError,)):
+  """When the body raises one of `errors` (re-raised), removes the directories it
+  created under and above `workdir` that are still empty.
+
+  Every loop checks its memory before it writes a file (only its directories exist by
+  then), so a fresh workdir goes away entirely; a file is never deleted: a workdir that
+  holds another run (or a finished GLUE task of this one) keeps all of it.
+  """
+  if paths.is_remote(workdir):  # object stores have no empty directories to leave behind
+    yield
+    return
+  wd = os.path.abspath(os.fspath(workdir))
+  top = wd
+  while not os.path.exists(top) and os.path.dirname(top) != top:
+    top = os.path.dirname(top)  # the deepest directory that exists now
+  before = {d for d, _, _ in os.walk(wd)} if os.path.isdir(wd) else set()
+  try:
+    yield
+  except errors:
+    for d, _, _ in sorted(os.walk(wd, topdown=False), key=lambda w: -len(w[0])):
+      if d not in before:
+        _rmdir_if_empty(d)
+    d = wd
+    while d != top and d not in before and len(d) > len(top):
+      _rmdir_if_empty(d)
+      d = os.path.dirname(d)
+    raise
+
+
+def _rmdir_if_empty(d: str) -> None:
+  try:
+    os.rmdir(d)
+  except OSError:  # not empty (or gone): keep it
+    pass

@@ -1,7 +1,9 @@
 """BERT pre-training (MLM + NSP): the loss, the sharded loop, eval, checkpoints, metrics.
 
 `train_and_evaluate(config, workdir)` is what `python -m bert_jax.main` runs for
-`config.task == "pretrain"`. It builds the mesh from `config.mesh`, initialises the
+`config.task == "pretrain"`. It builds the mesh from `config.mesh`, compiles the step
+from shapes alone (a step that cannot fit the devices stops here, before anything is
+allocated or written, with one line: preflight.check_memory_fits), initialises the
 model and optimizer directly into their shardings (train_lib), and runs one jitted,
 donated step per global batch. Every `train.eval_every` steps it measures MLM accuracy,
 NSP accuracy and loss on held-out data; every `train.checkpoint_every` steps it writes
@@ -355,6 +357,31 @@ def progress_line(step: int, num_steps: int, m: dict, eta_s: float) -> str:
 # The loop
 # ---------------------------------------------------------------------------------------
 
+def abstract_batch(config, mesh) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shapes, dtypes and sharding of one global batch of the data pipeline."""
+  from bert_jax import aot
+  return aot.abstract_batch(config, mesh)
+
+
+def compile_step(step_fn, state, batch, config, mesh, is_main: bool):
+  """The train step compiled for (state, batch) (arrays or ShapeDtypeStructs); prints
+  the compile time and memory, and raises preflight.DoesNotFitError (one line: what it
+  needs, what there is, the fixes) when it cannot fit the devices."""
+  t0 = time.time()
+  with partitioning.activate(mesh):
+    lowered = step_fn.jitted.lower(state, batch)
+
+  def report(compiled, _):
+    mem = compiled.memory_analysis()
+    if is_main:
+      extra = (f", temp {mem.temp_size_in_bytes / 2**20:.0f} MiB/device"
+               if mem is not None else "")
+      print(f"compiled train step in {time.time() - t0:.1f}s{extra}", flush=True)
+
+  hints = preflight.train_hints(config, mesh, state, f"seq {config.data.max_seq_length}")
+  return preflight.compile_checked(lowered, mesh.devices.flat, hints, report=report)
+
+
 def default_iterator(config, tokenizer, split: str) -> Iterator[dict]:
   """This host's share of the pre-training batches (bert_jax.data)."""
   from bert_jax import data
@@ -403,15 +430,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   t = config.train
   # orbax wants absolute local paths (runs/tiny -> /abs/runs/tiny); gs:// stays as is.
   workdir = paths.as_path(workdir if paths.is_remote(workdir) else os.path.abspath(workdir))
+  model = make_model(config)
+  tx = optim.make_optimizer(t)
+  init_fn = make_init_fn(model, config)
+  abstract, shardings = train_lib.abstract_train_state(init_fn, tx, mesh, config.seed)
   # Before anything is written or compiled: the workdir is writable, has room, and holds
   # no checkpoint this config cannot continue (preflight.py).
-  resume_note = preflight.check_workdir(
-      config, workdir, workdir / CHECKPOINT_DIR,
-      lambda: train_lib.abstract_train_state(make_init_fn(make_model(config), config),
-                                             optim.make_optimizer(t), mesh, config.seed)[0])
+  resume_note = preflight.check_workdir(config, workdir, workdir / CHECKPOINT_DIR,
+                                        lambda: abstract)
   is_main = jax.process_index() == 0
   if is_main and resume_note:
     print(resume_note, flush=True)
+  step_fn = train_lib.make_train_step(
+      make_compute_loss(model), denominators, tx, mesh, shardings,
+      grad_accum_steps=t.grad_accum_steps)
+  # Compile once, up front, from shapes alone, and stop here (nothing allocated, nothing
+  # written) if the step cannot fit the devices: one line with the memory and the fixes.
+  batch_spec = abstract_batch(config, mesh)
+  compiled = compile_step(step_fn, abstract, batch_spec, config, mesh, is_main)
   if is_main:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
@@ -422,14 +458,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if is_main and not (workdir / "vocab.txt").exists():
     (workdir / "vocab.txt").write_text(epath.Path(vocab_file(config)).read_text())
 
-  model = make_model(config)
-  tx = optim.make_optimizer(t)
-  init_fn = make_init_fn(model, config)
   ckpt = Checkpointer(workdir / CHECKPOINT_DIR, t.keep_checkpoints, t.async_checkpointing)
   train_iter = make_iterator(config, tokenizer, "train")
   latest = ckpt.latest_step()
   if latest is not None:
-    abstract, shardings = train_lib.abstract_train_state(init_fn, tx, mesh, config.seed)
     state, data_state = ckpt.restore(latest, abstract)
     train_iter.set_state(data_state)
     logging.info("Resumed from %s at step %d", ckpt.directory, latest)
@@ -440,10 +472,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if config.init_checkpoint:
       state = warm_start(state, shardings, config)
   n_params = model_lib.count_params(state.params)
-
-  step_fn = train_lib.make_train_step(
-      make_compute_loss(model), denominators, tx, mesh, shardings,
-      grad_accum_steps=t.grad_accum_steps)
   eval_step = make_eval_step(model, mesh, shardings.params)
   lr_fn = optim.learning_rate_schedule(t)
   # metrics.jsonl + TensorBoard, process 0; keys "train/loss", "eval/mlm_accuracy", ...
@@ -466,19 +494,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   summary = {"step": step, "train": {}, "eval": {}, "stopped_early": False, "history": []}
   pending: list[dict] = []  # device metrics since the last log (fetched only then)
   t_last, steps_timed, paused = None, 0, 0.0  # step time excludes compile and eval
-  compiled = None
+  first = True
   while step < t.num_steps:
     batch = train_lib.global_batch(next(train_iter), mesh)
-    if compiled is None:  # compile once, up front, and say what it costs
-      t0 = time.time()
-      with partitioning.activate(mesh):
-        compiled = step_fn.jitted.lower(state, batch).compile()
-      mem = compiled.memory_analysis()
-      if is_main:
-        extra = (f", temp {mem.temp_size_in_bytes / 2**20:.0f} MiB/device"
-                 if mem is not None else "")
-        print(f"compiled train step in {time.time() - t0:.1f}s{extra}", flush=True)
+    if first:
+      # An iterator of other shapes or dtypes (tests): compile (and check) for those.
+      if train_lib.batch_avals(batch) != train_lib.batch_avals(batch_spec):
+        compiled = compile_step(step_fn, abstract, batch, config, mesh, is_main)
       distributed.barrier("bert_jax_first_step")  # hosts start together (distributed.py)
+      first = False
     state, metrics = compiled(state, batch)
     step += 1
     pending.append(metrics)

@@ -40,7 +40,7 @@ import numpy as np
 
 from bert_jax import checkpoints
 from bert_jax import config as config_lib
-from bert_jax import finetune, partitioning, train_lib
+from bert_jax import finetune, partitioning, preflight, train_lib
 from bert_jax.config import ConfigError
 from bert_jax.data import squad as squad_data
 from bert_jax.model import BertConfig, BertForQuestionAnswering
@@ -385,6 +385,11 @@ def predict_file(task: SquadTask, config, split: str, output_dir: str, params_di
   params, shardings = load_finetuned(params_dir, model, ex_in, mesh)
   predict_fn = train_lib.make_predict_step(
       lambda p, b: finetune.apply_model(model, p, b), mesh, shardings)
+  # The longest windows' batch, compiled now: one line with the fixes if it cannot fit.
+  predict_fn = finetune.compile_checked_predict(
+      predict_fn, params, features, np.arange(finetune.num_examples(features)), batch_size,
+      int(config.finetune.bucket_multiple), finetune.MODEL_INPUTS, mesh, what="prediction",
+      allocated_bytes=preflight.bytes_per_device(params))
 
   stamp = lambda p: f"{p}:{os.path.getmtime(p) if os.path.exists(p) else ''}"
   key = hashlib.sha256("|".join([
