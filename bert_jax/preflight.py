@@ -556,11 +556,12 @@ def compile_checked(lowered, devices, hints: MemoryHints, *, capacity: int | Non
 @contextlib.contextmanager
 def removed_on_failure(workdir, errors=(DoesNotFitError,)):
   """When the body raises one of `errors` (re-raised), removes the directories it
-  created under and above `workdir` that are still empty.
+  created under and above `workdir` that are still empty, and the log directory it
+  created (console.py's <workdir>/logs: only this run's log is in it).
 
-  Every loop checks its memory before it writes a file (only its directories exist by
-  then), so a fresh workdir goes away entirely; a file is never deleted: a workdir that
-  holds another run (or a finished GLUE task of this one) keeps all of it.
+  Every loop checks its memory before it writes a file (only its directories and log
+  exist by then), so a fresh workdir goes away entirely; no other file is deleted: a
+  workdir that holds another run (or a finished GLUE task of this one) keeps all of it.
   """
   if paths.is_remote(workdir):  # object stores have no empty directories to leave behind
     yield
@@ -573,6 +574,10 @@ def removed_on_failure(workdir, errors=(DoesNotFitError,)):
   try:
     yield
   except errors:
+    from bert_jax import console
+    logs = os.path.join(wd, console.LOG_SUBDIR)
+    if logs not in before and os.path.isdir(logs):
+      shutil.rmtree(logs, ignore_errors=True)
     for d, _, _ in sorted(os.walk(wd, topdown=False), key=lambda w: -len(w[0])):
       if d not in before:
         _rmdir_if_empty(d)

@@ -148,19 +148,24 @@ def test_removed_on_failure_removes_only_the_directories_the_run_made(tmp_path):
   with pytest.raises(preflight.DoesNotFitError):
     with preflight.removed_on_failure(str(fresh)):
       (fresh / "checkpoints").mkdir(parents=True)
+      (fresh / "logs").mkdir()  # console.py's log of this run
+      (fresh / "logs" / "host.log").write_text("I1203 compiling\n")
       raise preflight.DoesNotFitError("too big")
   assert not (tmp_path / "runs").exists()
   old = tmp_path / "old"
   (old / "checkpoints" / "100").mkdir(parents=True)
+  (old / "logs").mkdir()
   (old / "config.json").write_text("{}")
   with pytest.raises(preflight.DoesNotFitError):
     with preflight.removed_on_failure(str(old)):
       (old / "checkpoints" / "200").mkdir()
+      (old / "logs" / "host.log").write_text("I1203 compiling\n")  # its log: kept
       (old / "mrpc").mkdir()
       (old / "mrpc" / "results.json").write_text("{}")  # e.g. a finished GLUE task
       raise preflight.DoesNotFitError("too big")
   assert sorted(str(p.relative_to(old)) for p in old.rglob("*")) == [
-      "checkpoints", "checkpoints/100", "config.json", "mrpc", "mrpc/results.json"]
+      "checkpoints", "checkpoints/100", "config.json", "logs", "logs/host.log", "mrpc",
+      "mrpc/results.json"]
   with pytest.raises(ConfigError):  # other errors: nothing is removed
     with preflight.removed_on_failure(str(fresh)):
       fresh.mkdir(parents=True)
@@ -222,6 +227,24 @@ def test_finetuning_too_big_stops_before_the_first_step(checkpoint, tmp_path, ke
   with pytest.raises(preflight.DoesNotFitError):
     main_lib.run(c, str(old))
   assert [p.name for p in old.iterdir()] == ["results.json"]
+
+
+def test_finetuning_command_too_big_exits_with_one_line(checkpoint, tmp_path):
+  """The same through `python -m bert_jax.main` (its log file set up, one CPU device)."""
+  workdir = tmp_path / "mrpc"
+  proc = subprocess.run(
+      [sys.executable, "-m", "bert_jax.main", "--config=configs/glue.py",
+       f"--workdir={workdir}", f"--config.init_checkpoint={checkpoint}",
+       "--config.glue.task=mrpc", f"--config.glue.data_dir={GLUE_FIXTURES}",
+       "--config.data.max_seq_length=64", f"--config.train.batch_size={2**22}"],
+      cwd=REPO, env=dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS="cpu"),
+      capture_output=True, text=True, timeout=300)
+  lines = _error_lines(proc.stderr)
+  print(lines)
+  assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+  assert "the train step does not fit in memory" in lines[0]
+  assert "Traceback" not in proc.stderr + proc.stdout
+  assert not workdir.exists()
 
 
 def test_predict_batch_too_big_is_one_line(tmp_path, capsys):
