@@ -8,6 +8,10 @@ anything is compiled. Then `config.task` picks the job: "pretrain" runs
 `bert_jax.train.train_and_evaluate`; a fine-tuning task (glue, squad, swag) runs
 `bert_jax.tasks.<task>.run(config, workdir)`.
 
+The console shows the run's progress lines and warnings; library logging (orbax's INFO
+lines about every checkpoint, absl, jax) goes to <workdir>/logs/<host>.log, and also to
+the console with --verbosity=0 (bert_jax/console.py).
+
 Multi-host: on a TPU pod every worker runs the same command and JAX finds the others;
 elsewhere pass --coordinator_address, --num_processes and --process_id, or the
 JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID env vars (launch/tpu.py does
