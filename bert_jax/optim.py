@@ -35,7 +35,8 @@ def learning_rate_schedule(train_cfg) -> optax.Schedule:
         f"config.train.warmup_steps={warmup}: must be between 0 and num_steps={total}.")
 
   def schedule(step):
-    step = jnp.asarray(step, jnp.float32)
+    # float32, or float64 in a float64 run (jax_enable_x64): its lr is then exact too.
+    step = jnp.asarray(step, float)
     decayed = lr * jnp.maximum(0.0, 1.0 - step / total)
     if warmup == 0:
       return decayed
