@@ -11,6 +11,7 @@ pytest.importorskip(
 
 from bert_jax import aot  # noqa: E402
 from configs import tiny  # noqa: E402
+from _numerics import EPS64  # noqa: E402
 
 TOPOLOGY = "v4:2x2x1"
 MESHES = {"data": (4, 1, 1), "fsdp": (1, 4, 1), "tensor": (1, 1, 4)}
@@ -54,8 +55,8 @@ def test_step_compiles_for_the_topology(compiled):
     assert r["compiler_flops_per_device"] > 0 and "ENTRY" in text
     # The compiler prices the step; its estimate implies a positive MFU below 100%.
     assert r["step_time_s"] and 0 < r["mfu"] < 1, (name, r["compiler_optimal_seconds"])
-    assert r["tokens_per_s_per_chip"] == pytest.approx(
-        8 * 32 / r["step_time_s"] / 4)
+    assert r["tokens_per_s_per_chip"] == pytest.approx(  # 2 float64 divisions each side
+        8 * 32 / r["step_time_s"] / 4, rel=4 * EPS64, abs=0)
     # 256 tokens on 4 chips: milliseconds, not the seconds that uncounted or
     # over-counted -1 s markers of unfused custom calls would leave.
     assert r["step_time_s"] < 0.05, (name, r["compiler_optimal_seconds"],
@@ -70,7 +71,7 @@ def test_accumulation_is_priced_as_k_micro_batch_steps(compiled):
   assert one["while_loop_trip_counts"] == []
   m = accum["micro_step"]
   assert m["batch_size"] == 4 and m["while_loop_trip_counts"] == []
-  assert accum["step_time_s"] == pytest.approx(2 * m["step_time_s"])
+  assert accum["step_time_s"] == 2 * m["step_time_s"]  # k x the micro step: exact
   assert "2 x compiled micro-batch step" in accum["step_time_method"]
   # Never below what the looping program's own (once-counted) estimate says, nor below
   # the whole batch in one step (the update and all-reduce are counted twice).
@@ -81,7 +82,9 @@ def test_accumulation_is_priced_as_k_micro_batch_steps(compiled):
 
 def test_params_are_sharded_per_the_rules(compiled):
   data, fsdp, tensor = (compiled[k][0] for k in ("data", "fsdp", "tensor"))
-  # FSDP shards every parameter's embed dimension 4 ways (all of them have one here).
+  # FSDP shards every parameter's embed dimension 4 ways; the biases without one (qkv,
+  # intermediate, pooler, mlm_transform, nsp: 3,074 of 566,786 parameters, 0.54%) stay
+  # whole on every device: 1 + 3 x 0.54% = 1.6% above a quarter.
   assert fsdp["param_bytes_per_device"] == pytest.approx(data["param_bytes_per_device"] / 4,
                                                          rel=0.02)
   assert fsdp["opt_state_bytes_per_device"] < data["opt_state_bytes_per_device"] / 3.5

@@ -380,9 +380,12 @@ def test_flops_formula_matches_xla_cost_analysis():
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   formula = flops.pretrain_flops_per_step(c.model, b, s, p)
+  # The formula counts matmuls only; XLA also counts the elementwise work (softmax,
+  # LayerNorm, GELU, the optimizer update): a few % at H=256, under 10%.
   assert abs(cost["flops"] / formula - 1) < 0.10, (cost["flops"], formula)
   # and the README's numbers come from the same function
   base = load_config("base")
-  assert flops.pretrain_flops_per_step(base.model, 256, 128, 20) == pytest.approx(
+  # integers below 2**53, so the float64 product is exact
+  assert flops.pretrain_flops_per_step(base.model, 256, 128, 20) == (
       3 * 256 * (128 * 12 * (8 * 768**2 + 4 * 768 * 3072 + 4 * 128 * 768)
                  + 20 * (2 * 768**2 + 2 * 768 * 30522) + 2 * 768**2 + 4 * 768))
