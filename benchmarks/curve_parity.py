@@ -153,6 +153,11 @@ class TorchRun:
     torch.manual_seed(seed)
     self.model = BertForPreTraining.from_pretrained(
         hf_dir, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout).train()
+    # HF's word embeddings have padding_idx=pad_token_id (0): the [PAD] row gets no
+    # gradient from its lookups. Google's model (and ours) trains it, and masking can
+    # draw [PAD] as the random replacement token (create_pretraining_data samples the
+    # whole vocabulary, as the original): off, so that both sides do the same maths.
+    self.model.bert.embeddings.word_embeddings.padding_idx = None
     if float64:  # the float32 weights, exactly
       self.model.double()
     t = config.train
@@ -315,12 +320,13 @@ def plot(curves: dict, path: str, title: str) -> None:
             "hf": ("HF PyTorch, dropout off", "C1", 0.8),
             "jax_dropout": ("bert_jax, dropout 0.1", "C2", 1.0),
             "hf_dropout": ("HF PyTorch, dropout 0.1", "C3", 1.0)}
+  floor = 1e-16  # log axis: exact agreement is drawn at the floor
   for key, (label, color, lw) in styles.items():
     if key in curves:
       y = np.asarray(curves[key])
       if key.endswith("dropout"):
-        ax.plot(steps, y, color=color, lw=0.3, alpha=0.35)
-        ax.plot(steps, smooth(y), color=color, lw=1.5, label=label + " (50-step mean)")
+        ax.plot(steps, smooth(y), color=color, lw=1.5, label=label + " (50-step mean)",
+                ls="--" if key.startswith("hf") else "-")
       else:
         ax.plot(steps, y, color=color, lw=lw, label=label,
                 ls="--" if key == "hf" else "-")
@@ -328,14 +334,14 @@ def plot(curves: dict, path: str, title: str) -> None:
   ax.set_title(title)
   ax.legend()
   jax_l = np.asarray(curves["jax"])
-  ax2.semilogy(steps, np.abs(jax_l - np.asarray(curves["hf"])) + 1e-9, color="C1", lw=0.8,
+  ax2.semilogy(steps, np.abs(jax_l - np.asarray(curves["hf"])) + floor, color="C1", lw=0.8,
                label="|bert_jax - HF|, dropout off")
   e_jax, e_hf = float32_error(curves, "jax"), float32_error(curves, "hf")
   if e_jax is not None and e_hf is not None:
     ax2.semilogy(steps, e_jax + e_hf, color="C7", lw=1.0,
                  label="E_jax + E_hf (each float32 curve vs its float64 run)")
     ax2.semilogy(steps, np.abs(np.asarray(curves["jax64"]) - np.asarray(curves["hf64"]))
-                 + 1e-9, color="C4", lw=0.8, label="|bert_jax - HF|, both float64")
+                 + floor, color="C4", lw=0.8, label="|bert_jax - HF|, both float64")
   ax2.semilogy(steps, step_noise(jax_l), color="k", lw=1.0, ls=":",
                label="the curve's step-to-step noise")
   ax2.set_xlabel("step")
@@ -343,6 +349,46 @@ def plot(curves: dict, path: str, title: str) -> None:
   ax2.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
+
+
+def _title(batch: int, seq: int) -> str:
+  return f"bert_jax vs HF PyTorch BertForPreTraining: L4 H256, batch {batch} x seq {seq}, AdamW"
+
+
+def markdown(result: dict) -> str:
+  """The docs' table of a result JSON (benchmarks/README.md is generated from it)."""
+  s = result["summary"]
+  off, f64, on = s["dropout_off"], s.get("float64"), s.get("dropout_on")
+  rows = [
+      ("steps (batch x seq)", f"{off['steps']} ({result['batch']} x {result['seq']})"),
+      ("final loss, dropout off: bert_jax / HF",
+       f"{off['final_loss_jax']:.4f} / {off['final_loss_hf']:.4f}"),
+      ("loss difference, dropout off: max / median",
+       f"{off['max_abs_diff']:.2e} / {off['median_abs_diff']:.2e} (relative "
+       f"{off['max_rel_diff']:.1e} / {off['median_rel_diff']:.1e})"),
+      ("... in units of the curve's step-to-step noise: max / median",
+       f"{off['max_diff_over_noise']:.1e} / {off['median_diff_over_noise']:.1e} (noise "
+       f"{off['median_step_noise']:.3f}, median)"),
+  ]
+  if f64:
+    rows += [
+        ("float32 error E (float32 vs float64 curve, max): bert_jax / HF",
+         f"{off['float32_error_jax_max']:.2e} / {off['float32_error_hf_max']:.2e}"),
+        ("loss difference, both in float64: max / median",
+         f"{f64['max_abs_diff']:.1e} / {f64['median_abs_diff']:.1e} (tolerance "
+         f"2^-29 max(E_jax + E_hf) = {f64['tolerance']:.1e})"),
+    ]
+  if on:
+    rows += [
+        (f"dropout {result['dropout']}: difference of the {on['smoothing_window']}-step "
+         "means, max / median",
+         f"{on['max_abs_diff_smoothed']:.4f} / {on['median_abs_diff_smoothed']:.4f} "
+         f"({on['max_diff_over_noise']:.2f} x the step-to-step noise at most)"),
+        (f"dropout {result['dropout']}: final {on['smoothing_window']}-step mean, "
+         "bert_jax / HF", f"{on['final_smoothed_jax']:.4f} / {on['final_smoothed_hf']:.4f}"),
+    ]
+  lines = ["| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
+  return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -354,13 +400,24 @@ def main(argv=None) -> int:
   p.add_argument("--dropout", type=float, default=0.1)
   p.add_argument("--runs", default="jax,hf,jax64,hf64,jax_dropout,hf_dropout")
   p.add_argument("--torch_threads", type=int, default=1,
-                 help="PyTorch intra-op threads (2 made its step 10x slower on a busy "
-                      "2-core machine: OpenMP threads waiting on each other)")
+                 help="PyTorch intra-op threads (with more threads than free cores, "
+                      "OpenMP threads wait on each other and the step gets many times "
+                      "slower)")
   p.add_argument("--json", default=os.path.join(REPO, "benchmarks", "results",
                                                 "curve_parity.json"))
   p.add_argument("--png", default=os.path.join(REPO, "benchmarks", "results",
                                                "curve_parity.png"))
+  p.add_argument("--markdown", default="",
+                 help="print the docs' table of this result JSON (and redraw --png from "
+                      "it if given) and exit")
   args = p.parse_args(argv)
+  if args.markdown:
+    with open(args.markdown) as f:
+      result = json.load(f)
+    print(markdown(result))
+    if args.png and "--png" in " ".join(argv or sys.argv[1:]):
+      plot(result["curves"], args.png, _title(result["batch"], result["seq"]))
+    return 0
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
   import jax
@@ -386,7 +443,7 @@ def main(argv=None) -> int:
     runs = {n: factories[n]() for n in names}
   curves = {n: [] for n in names}
   seconds = {n: 0.0 for n in names}
-  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+  commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO,
                           capture_output=True, text=True).stdout.strip()
   result = {
       "command": "python benchmarks/curve_parity.py " + " ".join(argv or sys.argv[1:]),
@@ -419,8 +476,7 @@ def main(argv=None) -> int:
       line = " ".join(f"{n}={curves[n][-1]:.4f}" for n in names)
       print(f"step {t + 1}/{len(batches)} {line} ({time.time() - t0:.0f} s)", flush=True)
   if args.png:
-    plot(curves, args.png, f"bert_jax vs HF PyTorch BertForPreTraining: L4 H256, "
-         f"batch {args.batch} x seq {args.seq}, AdamW")
+    plot(curves, args.png, _title(args.batch, args.seq))
   print(json.dumps(result["summary"], indent=1))
   return 0
 
