@@ -7,7 +7,7 @@ import pytest
 from bert_jax import config as config_lib
 from bert_jax import config_reference as ref
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+README = pathlib.Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
 
 @pytest.fixture(scope="module")

@@ -294,7 +294,7 @@ def test_shell_scripts_pass_shellcheck():
 
 
 def test_readme_dry_run_excerpt_is_current():
-  readme = (REPO / "README.md").read_text(encoding="utf-8")
+  readme = (REPO / "docs" / "tpu.md").read_text(encoding="utf-8")
   excerpt = readme[readme.index("`--dry_run` prints what that runs:"):].split("```\n", 2)[1]
   text = dry_run(["up", "--name=bert-base", "--zone=us-central2-b", "--accelerator_type=v4-8",
                   "--config=configs/base.py", "--workdir=gs://my-bucket/bert_base",
