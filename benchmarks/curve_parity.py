@@ -2,7 +2,7 @@
 
 Both sides train the same model (4 layers, H=256, 4 heads, intermediate 1024, the bundled
 8,000-token vocabulary) from the same initial weights (ours, exported with
-`checkpoints.save_hf`), on the same batches (drawn once from our pipeline, masks fixed,
+`weights.save_hf`), on the same batches (drawn once from our pipeline, masks fixed,
 fed to both), with the same optimizer: AdamW with bias correction, eps 1e-6, weight
 decay 0.01 off LayerNorm parameters and biases (ours: `optim.make_optimizer` "adamw",
 optax.adamw with `optim.decay_mask`; theirs: torch.optim.AdamW with two parameter
@@ -71,8 +71,8 @@ def make_config(*, layers=4, hidden=256, heads=4, intermediate=1024, batch=16, s
 
 def make_batches(config, n: int, seed: int = 0) -> list[dict]:
   """n global batches of our pipeline (masks drawn once), as numpy."""
-  from bert_jax import data, tokenization, train
-  tok = tokenization.load_tokenizer(train.vocab_file(config), config.do_lower_case)
+  from bert_jax import config as config_lib, data, tokenization
+  tok = tokenization.load_tokenizer(config_lib.vocab_file(config), config.do_lower_case)
   it = data.make_pretraining_iterator(config, tok, split="train", process_index=0,
                                      process_count=1, seed=seed)
   out = [dict(next(it)) for _ in range(n)]
@@ -83,16 +83,17 @@ def make_batches(config, n: int, seed: int = 0) -> list[dict]:
 def initial_params(config):
   """Our initialisation of config's model (numpy, per-layer layout)."""
   import jax
-  from bert_jax import optim, partitioning, train, train_lib
+  from bert_jax import optim, partitioning, train_lib
+  from bert_jax.tasks import pretrain
   mesh = partitioning.make_mesh(config.mesh, jax.devices()[:1])
   state, _ = train_lib.create_train_state(
-      train.make_init_fn(train.make_model(config), config), optim.make_optimizer(config.train),
+      pretrain.make_init_fn(pretrain.make_model(config), config), optim.make_optimizer(config.train),
       mesh, config.seed)
   return jax.device_get(state.params)
 
 
 def hf_denominators(batch: dict) -> dict:
-  """train.denominators without the original's +1e-5 on the number of MLM predictions:
+  """pretrain.denominators without the original's +1e-5 on the number of MLM predictions:
   HF's mean, so that both sides compute the same maths (the +1e-5 makes our MLM loss
   lower by a relative 1e-5 / predictions, about 1e-7)."""
   import jax.numpy as jnp
@@ -110,20 +111,21 @@ class JaxRun:
     import jax
     self._x64 = (lambda: jax.enable_x64(True)) if float64 else contextlib.nullcontext
     with self._x64():
-      from bert_jax import optim, partitioning, train, train_lib
+      from bert_jax import optim, partitioning, train_lib
+      from bert_jax.tasks import pretrain
       c = copy.deepcopy(config)
       c.model.dropout_rate = c.model.attention_dropout_rate = dropout
       if float64:
         c.model.dtype = c.model.param_dtype = "float64"
         params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), params)
       mesh = partitioning.make_mesh(c.mesh, jax.devices()[:1])
-      model = train.make_model(c)
+      model = pretrain.make_model(c)
       tx = optim.make_optimizer(c.train)
-      state, shardings = train_lib.create_train_state(train.make_init_fn(model, c), tx,
+      state, shardings = train_lib.create_train_state(pretrain.make_init_fn(model, c), tx,
                                                       mesh, seed)
       # (The optimizer state does not depend on the values: zero moments, count 0.)
       self.state = state.replace(params=jax.device_put(params, shardings.params))
-      self._step = train_lib.make_train_step(train.make_compute_loss(model),
+      self._step = train_lib.make_train_step(pretrain.make_compute_loss(model),
                                              hf_denominators, tx, mesh, shardings)
       self._global_batch = lambda b: train_lib.global_batch(b, mesh)
 
@@ -178,8 +180,8 @@ class TorchRun:
     tensor = lambda x: torch.from_numpy(np.asarray(x, np.int64))  # noqa: E731
     self.opt.zero_grad(set_to_none=True)
     out = self.model(input_ids=tensor(batch["input_ids"]),
-                     token_type_ids=tensor(batch["segment_ids"]),
-                     attention_mask=tensor(batch["input_mask"]),
+                     token_type_ids=tensor(batch["token_type_ids"]),
+                     attention_mask=tensor(batch["attention_mask"]),
                      labels=tensor(hf_labels(batch)),
                      next_sentence_label=tensor(batch["next_sentence_labels"]).reshape(-1))
     out.loss.backward()
@@ -196,8 +198,8 @@ class TorchRun:
 
 
 def export_hf(config, params, directory: str) -> str:
-  from bert_jax import checkpoints, train
-  return checkpoints.save_hf(directory, config.model, params, train.vocab_file(config))
+  from bert_jax import config as config_lib, weights
+  return weights.save_hf(directory, config.model, params, config_lib.vocab_file(config))
 
 
 # ---------------------------------------------------------------------------------------

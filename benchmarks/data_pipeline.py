@@ -27,7 +27,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from bert_jax import config as config_lib  # noqa: E402
 from bert_jax import flops  # noqa: E402
-from bert_jax.data import create_pretraining_data as prep  # noqa: E402
+from bert_jax.data import shards as prep  # noqa: E402
 from bert_jax.data import input_pipeline as ip  # noqa: E402
 from bert_jax.data import instances as instances_lib  # noqa: E402
 from bert_jax.data import statistics  # noqa: E402

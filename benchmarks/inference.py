@@ -122,7 +122,7 @@ def ours_squad(c, b):
   """The fine-tuning loop's own step: SquadTask losses on train_lib.make_train_step."""
   c.train.update(optimizer="adamw", learning_rate=3e-5, num_steps=1000, warmup_steps=100)
   mesh = partitioning.make_mesh(c.mesh, jax.devices()[:1])
-  task = squad.SquadTask(squad.squad_config())
+  task = squad.SquadTask(config_lib.squad_config())
   model = task.make_model(BertConfig.from_config(c.model))
   tx = optim.make_optimizer(c.train)
   state, sh = finetune.init_state(model, b, tx, mesh, 0)

@@ -66,8 +66,8 @@ def flax_step(model_cfg, batch: dict, lr: float = 1e-4):
   tx = optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01)
   labels = hf_labels(batch)
   jb = {"input_ids": jnp.asarray(batch["input_ids"]),
-        "attention_mask": jnp.asarray(batch["input_mask"]),
-        "token_type_ids": jnp.asarray(batch["segment_ids"]),
+        "attention_mask": jnp.asarray(batch["attention_mask"]),
+        "token_type_ids": jnp.asarray(batch["token_type_ids"]),
         "labels": jnp.asarray(labels, jnp.int32),
         "next_sentence_label": jnp.asarray(batch["next_sentence_labels"])}
 
@@ -113,8 +113,8 @@ def torch_step(model_cfg, batch: dict, lr: float = 1e-4):
   opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-6,
                           weight_decay=0.01)
   tb = {"input_ids": torch.tensor(batch["input_ids"]).long(),
-        "attention_mask": torch.tensor(batch["input_mask"]).long(),
-        "token_type_ids": torch.tensor(batch["segment_ids"]).long(),
+        "attention_mask": torch.tensor(batch["attention_mask"]).long(),
+        "token_type_ids": torch.tensor(batch["token_type_ids"]).long(),
         "labels": torch.tensor(hf_labels(batch)).long(),
         "next_sentence_label": torch.tensor(batch["next_sentence_labels"]).long()}
 

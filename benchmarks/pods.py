@@ -1,6 +1,6 @@
 """The README "Pods" table: the real train step compiled for TPU slices we do not have.
 
-Runs `python -m bert_jax.aot ... --json_out` once per row (one process each, so a large
+Runs `python -m bert_jax.tools.aot ... --json_out` once per row (one process each, so a large
 compile's memory is returned before the next), then prints the table in Markdown with
 the command of every row. Everything is the TPU compiler's estimate (libtpu's cost model
 and memory assignment), not a measurement on hardware.
@@ -8,7 +8,7 @@ and memory assignment), not a measurement on hardware.
   JAX_PLATFORMS=cpu python benchmarks/pods.py [--rows=paper,today,nofit] [--out=DIR] [--reuse]
 
 A row with gradient accumulation (k micro-batches) is priced as k compiled micro-batch
-steps (bert_jax/aot.py): an upper bound, marked "<=" in the table.
+steps (bert_jax/tools/aot.py): an upper bound, marked "<=" in the table.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ ROWS = [
 
 def command(row) -> list[str]:
   _, _, config, topology, overrides = row
-  return [sys.executable, "-m", "bert_jax.aot", f"--config={config}",
+  return [sys.executable, "-m", "bert_jax.tools.aot", f"--config={config}",
           f"--topology={topology}", *overrides]
 
 

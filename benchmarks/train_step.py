@@ -33,8 +33,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bert_jax import config as config_lib  # noqa: E402
+
 from bert_jax import flops as flops_lib  # noqa: E402
-from bert_jax import hugepages, optim, partitioning, train, train_lib  # noqa: E402
+from bert_jax import hugepages, optim, partitioning, train_lib  # noqa: E402
+from bert_jax.tasks import pretrain  # noqa: E402
 
 # name: (size, batch, seq, predictions)
 SHAPES = {
@@ -86,8 +88,8 @@ def synthetic_batch(batch: int, seq: int, preds: int, vocab: int = 30522, seed: 
                   for _ in range(batch)]).astype(np.int32)
   return {
       "input_ids": rs.randint(5, vocab, (batch, seq)).astype(np.int32),
-      "input_mask": np.ones((batch, seq), np.int32),
-      "segment_ids": (np.arange(seq)[None] >= seq // 2).astype(np.int32).repeat(batch, 0),
+      "attention_mask": np.ones((batch, seq), np.int32),
+      "token_type_ids": (np.arange(seq)[None] >= seq // 2).astype(np.int32).repeat(batch, 0),
       "masked_lm_positions": pos,
       "masked_lm_ids": rs.randint(5, vocab, (batch, preds)).astype(np.int32),
       "masked_lm_weights": np.ones((batch, preds), np.float32),
@@ -108,10 +110,10 @@ def peak_bytes(compiled) -> int | None:
 def ours(c, batch, donate: bool = True, host_sync: bool = False):
   """bert_jax's step exactly as the loop builds it: (one-step runner, peak bytes)."""
   mesh = partitioning.make_mesh(c.mesh, jax.devices()[:1])
-  model = train.make_model(c)
+  model = pretrain.make_model(c)
   tx = optim.make_optimizer(c.train)
-  state, sh = train_lib.create_train_state(train.make_init_fn(model, c), tx, mesh, 0)
-  step = train_lib.make_train_step(train.make_compute_loss(model), train.denominators, tx,
+  state, sh = train_lib.create_train_state(pretrain.make_init_fn(model, c), tx, mesh, 0)
+  step = train_lib.make_train_step(pretrain.make_compute_loss(model), pretrain.denominators, tx,
                                    mesh, sh, donate=donate)
   gb = train_lib.global_batch(batch, mesh)
   with partitioning.activate(mesh):

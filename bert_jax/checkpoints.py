@@ -1,448 +1,192 @@
-"""Pretrained BERT weights in and out: Hugging Face, Google TF and our own orbax format.
+"""Checkpoints of our own runs: what a run saves, how it resumes, and how others read it.
 
-Hugging Face and Google TF checkpoints name the same tensors the same way up to
-spelling (`LayerNorm.weight` vs `LayerNorm/gamma`, torch `[out, in]` vs TF `[in, out]`),
-so both are first read into one canonical flat dict in Hugging Face spelling and torch
-layout; `canonical_to_params` / `params_to_canonical` convert that to and from our tree
-(in the layer layout of the config: model.layers_layout). `load_pretrained(path)` recognises:
+- Pre-training (train.py): `Checkpointer`, an orbax CheckpointManager whose steps hold
+  the train state, each host's data-iterator position (`DataStateHandler`) and the
+  config, written asynchronously, the last `keep` kept: WORKDIR/checkpoints/<step>/.
+- Warm starts: `warm_start` copies a pretrained encoder (or everything) into a state.
+- Fine-tuning: the best params (`save_params` / `restore_params`): WORKDIR/best/params
+  (orbax) + config.json (Google/Hugging Face spelling).
+- Reading runs: `find_run_checkpoint` (latest finished step), `load_run` (params, any
+  mesh), `saved_config` and `param_shapes_from_checkpoint` (resume checks, preflight.py).
 
-  (a) a Hugging Face directory: config.json + model.safetensors | pytorch_model.bin
-  (b) a Google TF checkpoint: bert_config.json + bert_model.ckpt.{index,data-*} (read
-      without TensorFlow, see tf_checkpoint.py), given as the directory or the prefix
-  (c) ours, written by `python -m bert_jax.convert`: model_config.json + params/ (orbax)
-
-each with its vocab.txt beside it. `save_converted` / `save_hf` / `save_tf` write (c), (a)
-and (b).
+Foreign formats (Google TF, Hugging Face, our converted directories) are weights.py.
 """
 from __future__ import annotations
 
+import base64
+import contextlib
+import dataclasses
+import errno
 import json
 import os
-import re
 import shutil
-from typing import Any
+from typing import Any, Mapping
 
+import flax.linen as nn
+import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
 
+from bert_jax import cleanup
 from bert_jax import config as config_lib
 from bert_jax import model as model_lib
+from bert_jax import partitioning, paths, train_lib
+from bert_jax.config import ConfigError
+from bert_jax import weights
 from bert_jax.model import BertConfig
+from bert_jax.paths import WorkdirError
+from bert_jax.weights import CheckpointError, check_param_shapes
 
-
-class CheckpointError(ValueError):
-  """A checkpoint cannot be read or does not fit; the message names the file and the fix."""
-
-
-# Google bert_config.json / HF config.json key -> our config.model key.
-_CONFIG_KEYS = {
-    "vocab_size": "vocab_size",
-    "hidden_size": "hidden_size",
-    "num_hidden_layers": "num_layers",
-    "num_attention_heads": "num_heads",
-    "intermediate_size": "intermediate_size",
-    "hidden_act": "hidden_act",
-    "max_position_embeddings": "max_position_embeddings",
-    "type_vocab_size": "type_vocab_size",
-    "hidden_dropout_prob": "dropout_rate",
-    "attention_probs_dropout_prob": "attention_dropout_rate",
-    "layer_norm_eps": "layer_norm_eps",
-    "initializer_range": "initializer_range",
-}
-
-
-def model_config_from_bert_json(path: str) -> ml_collections.ConfigDict:
-  """Reads a Google `bert_config.json` or HF `config.json` into our `config.model`."""
-  try:
-    with open(path, encoding="utf-8") as f:
-      raw = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise CheckpointError(f"cannot read model config {path}: {e}") from e
-  m = config_lib.model_config("base")
-  for theirs, ours in _CONFIG_KEYS.items():
-    if theirs in raw:
-      m[ours] = type(m[ours])(raw[theirs])
-  if m.hidden_act == "gelu_new":
-    m.hidden_act = "gelu_tanh"
-  config_lib.validate_model(m)
-  return m
-
-
-def model_config_to_bert_json(m) -> dict[str, Any]:
-  """Our `config.model` -> HF/Google config.json dict."""
-  out = {theirs: m[ours] for theirs, ours in _CONFIG_KEYS.items()}
-  out["hidden_act"] = "gelu_new" if m["hidden_act"] == "gelu_tanh" else m["hidden_act"]
-  out.update(model_type="bert", architectures=["BertForPreTraining"], pad_token_id=0)
-  return out
-
-
-# ---------------------------------------------------------------------------------------
-# canonical (HF names, torch layout) <-> our params
-# ---------------------------------------------------------------------------------------
-
-def _ln(prefix: str, sd: dict, pop=False) -> dict:
-  return {"scale": sd[prefix + ".weight"], "bias": sd[prefix + ".bias"]}
-
-
-def canonical_to_params(sd: dict[str, np.ndarray], cfg: BertConfig) -> dict[str, Any]:
-  """HF-named, torch-layout arrays -> {'bert': ..., and pre-training heads if present},
-  the encoder layers in cfg's layout (cfg.scan_layers: stacked or one subtree each).
-
-  Keys may carry a leading `bert.` (BertForPreTraining) or not (BertModel).
-  """
-  sd = {k[len("bert."):] if k.startswith("bert.") else k: np.asarray(v) for k, v in sd.items()}
-  h, n, d = cfg.hidden_size, cfg.num_heads, cfg.head_dim
-  try:
-    emb = {
-        "word_embeddings": {"embedding": sd["embeddings.word_embeddings.weight"]},
-        "position_embeddings": {"embedding": sd["embeddings.position_embeddings.weight"]},
-        "token_type_embeddings": {"embedding": sd["embeddings.token_type_embeddings.weight"]},
-        "layer_norm": _ln("embeddings.LayerNorm", sd),
-    }
-    layers = {}
-    for i in range(cfg.num_layers):
-      p = f"encoder.layer.{i}."
-      q, k, v = (sd[p + f"attention.self.{x}.weight"].T.reshape(h, n, d)
-                 for x in ("query", "key", "value"))
-      qb, kb, vb = (sd[p + f"attention.self.{x}.bias"].reshape(n, d)
-                    for x in ("query", "key", "value"))
-      layers[f"{model_lib.LAYER_PREFIX}{i}"] = {
-          "qkv": {"kernel": np.stack([q, k, v], axis=1), "bias": np.stack([qb, kb, vb])},
-          "attention_output": {
-              "kernel": sd[p + "attention.output.dense.weight"].T.reshape(n, d, h),
-              "bias": sd[p + "attention.output.dense.bias"]},
-          "attention_layer_norm": _ln(p + "attention.output.LayerNorm", sd),
-          "intermediate": {"kernel": sd[p + "intermediate.dense.weight"].T,
-                           "bias": sd[p + "intermediate.dense.bias"]},
-          "output": {"kernel": sd[p + "output.dense.weight"].T,
-                     "bias": sd[p + "output.dense.bias"]},
-          "output_layer_norm": _ln(p + "output.LayerNorm", sd),
-      }
-  except KeyError as e:
-    raise CheckpointError(
-        f"checkpoint has no tensor {e.args[0]!r}: is it a BERT checkpoint with "
-        f"{cfg.num_layers} layers? (check num_hidden_layers in its config)") from e
-  bert = {
-      "embeddings": emb,
-      "encoder": layers,  # one subtree per layer; stacked below if cfg.scan_layers
-  }
-  if "pooler.dense.weight" in sd:
-    bert["pooler"] = {"kernel": sd["pooler.dense.weight"].T, "bias": sd["pooler.dense.bias"]}
-  params: dict[str, Any] = {"bert": bert}
-  if "cls.predictions.transform.dense.weight" in sd:
-    bias = sd.get("cls.predictions.bias", sd.get("cls.predictions.decoder.bias"))
-    params.update(
-        mlm_transform={"kernel": sd["cls.predictions.transform.dense.weight"].T,
-                       "bias": sd["cls.predictions.transform.dense.bias"]},
-        mlm_layer_norm=_ln("cls.predictions.transform.LayerNorm", sd),
-        mlm_output_bias=bias)
-  if "cls.seq_relationship.weight" in sd:
-    params["nsp"] = {"kernel": sd["cls.seq_relationship.weight"].T,
-                     "bias": sd["cls.seq_relationship.bias"]}
-  _check_shapes(params, cfg)
-  return model_lib.layers_layout(params, cfg.scan_layers)
-
-
-def _check_shapes(params, cfg: BertConfig) -> None:
-  rows, width = params["bert"]["embeddings"]["word_embeddings"]["embedding"].shape
-  if rows != cfg.vocab_size or width != cfg.hidden_size:
-    raise CheckpointError(
-        f"word embeddings are [{rows}, {width}] but the config says vocab_size="
-        f"{cfg.vocab_size}, hidden_size={cfg.hidden_size}: use the checkpoint's own config.")
-
-
-def params_to_canonical(params: dict[str, Any], cfg: BertConfig,
-                        prefix: str = "bert.") -> dict[str, np.ndarray]:
-  """Inverse of `canonical_to_params`: our tree (either layer layout) -> HF names, torch
-  layout."""
-  h = cfg.hidden_size
-  params = model_lib.unstack_layers(params)
-  b = params["bert"]
-  e = b["embeddings"]
-  sd = {
-      "embeddings.word_embeddings.weight": e["word_embeddings"]["embedding"],
-      "embeddings.position_embeddings.weight": e["position_embeddings"]["embedding"],
-      "embeddings.token_type_embeddings.weight": e["token_type_embeddings"]["embedding"],
-      "embeddings.LayerNorm.weight": e["layer_norm"]["scale"],
-      "embeddings.LayerNorm.bias": e["layer_norm"]["bias"],
-  }
-  for i in range(cfg.num_layers):
-    L = b["encoder"][f"{model_lib.LAYER_PREFIX}{i}"]
-    p = f"encoder.layer.{i}."
-    for j, x in enumerate(("query", "key", "value")):
-      sd[p + f"attention.self.{x}.weight"] = np.asarray(L["qkv"]["kernel"][:, j]).reshape(h, h).T
-      sd[p + f"attention.self.{x}.bias"] = np.asarray(L["qkv"]["bias"][j]).reshape(h)
-    sd[p + "attention.output.dense.weight"] = np.asarray(
-        L["attention_output"]["kernel"]).reshape(h, h).T
-    sd[p + "attention.output.dense.bias"] = L["attention_output"]["bias"]
-    sd[p + "attention.output.LayerNorm.weight"] = L["attention_layer_norm"]["scale"]
-    sd[p + "attention.output.LayerNorm.bias"] = L["attention_layer_norm"]["bias"]
-    sd[p + "intermediate.dense.weight"] = np.asarray(L["intermediate"]["kernel"]).T
-    sd[p + "intermediate.dense.bias"] = L["intermediate"]["bias"]
-    sd[p + "output.dense.weight"] = np.asarray(L["output"]["kernel"]).T
-    sd[p + "output.dense.bias"] = L["output"]["bias"]
-    sd[p + "output.LayerNorm.weight"] = L["output_layer_norm"]["scale"]
-    sd[p + "output.LayerNorm.bias"] = L["output_layer_norm"]["bias"]
-  if "pooler" in b:
-    sd["pooler.dense.weight"] = np.asarray(b["pooler"]["kernel"]).T
-    sd["pooler.dense.bias"] = b["pooler"]["bias"]
-  out = {prefix + k: np.ascontiguousarray(np.asarray(v)) for k, v in sd.items()}
-  if "mlm_transform" in params:
-    out["cls.predictions.transform.dense.weight"] = np.asarray(params["mlm_transform"]["kernel"]).T
-    out["cls.predictions.transform.dense.bias"] = np.asarray(params["mlm_transform"]["bias"])
-    out["cls.predictions.transform.LayerNorm.weight"] = np.asarray(params["mlm_layer_norm"]["scale"])
-    out["cls.predictions.transform.LayerNorm.bias"] = np.asarray(params["mlm_layer_norm"]["bias"])
-    out["cls.predictions.bias"] = np.asarray(params["mlm_output_bias"])
-  if "nsp" in params:
-    out["cls.seq_relationship.weight"] = np.asarray(params["nsp"]["kernel"]).T
-    out["cls.seq_relationship.bias"] = np.asarray(params["nsp"]["bias"])
-  return {k: np.ascontiguousarray(v) for k, v in out.items()}
-
-
-# ---------------------------------------------------------------------------------------
-# Hugging Face directories
-# ---------------------------------------------------------------------------------------
-
-def read_hf_state_dict(directory: str) -> dict[str, np.ndarray]:
-  """model.safetensors, else pytorch_model.bin with torch.load(weights_only=True)."""
-  st = os.path.join(directory, "model.safetensors")
-  if os.path.isfile(st):
-    from safetensors.numpy import load_file
-    return load_file(st)
-  binf = os.path.join(directory, "pytorch_model.bin")
-  if os.path.isfile(binf):
-    import torch  # only for this format; weights_only refuses pickled code.
-    sd = torch.load(binf, map_location="cpu", weights_only=True)
-    return {k: v.float().numpy() for k, v in sd.items()}
-  raise CheckpointError(
-      f"{directory}: no model.safetensors or pytorch_model.bin; a Hugging Face BERT "
-      "directory holds config.json, one of those weight files and vocab.txt.")
-
-
-def load_hf(directory: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
-  """A Hugging Face BERT directory -> (config.model, params)."""
-  m = model_config_from_bert_json(os.path.join(directory, "config.json"))
-  params = canonical_to_params(read_hf_state_dict(directory), BertConfig.from_config(m))
-  return m, params
-
-
-# ---------------------------------------------------------------------------------------
-# Google TF checkpoints (bert_model.ckpt): Google names <-> canonical names
-# ---------------------------------------------------------------------------------------
-
-# Exceptions to the generic rule below (scope/kernel -> scope.weight transposed, ...).
-_GOOGLE_SPECIAL = {
-    "cls/predictions/output_bias": "cls.predictions.bias",
-    "cls/seq_relationship/output_weights": "cls.seq_relationship.weight",  # already [2, H]
-    "cls/seq_relationship/output_bias": "cls.seq_relationship.bias",
-}
-_GOOGLE_LEAF = {"kernel": "weight", "gamma": "weight", "beta": "bias", "bias": "bias"}
-
-
-def _google_to_canonical_name(name: str) -> tuple[str, bool] | None:
-  """Google variable name -> (canonical name, transpose?); None for non-weights."""
-  if name in _GOOGLE_SPECIAL:
-    return _GOOGLE_SPECIAL[name], False
-  if not name.startswith(("bert/", "cls/")) or name.endswith(("/adam_m", "/adam_v")):
-    return None  # global_step, optimizer slots, fine-tuning heads of run_classifier.
-  parts = re.sub(r"/layer_(\d+)/", r"/layer.\1/", name).split("/")
-  if parts[-1].endswith("_embeddings"):
-    return ".".join(parts) + ".weight", False
-  if parts[-1] not in _GOOGLE_LEAF:
-    return None
-  return ".".join(parts[:-1] + [_GOOGLE_LEAF[parts[-1]]]), parts[-1] == "kernel"
-
-
-def google_to_canonical(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Google-named TF arrays (kernels [in, out]) -> canonical dict (torch layout)."""
-  out = {}
-  for name, value in tensors.items():
-    mapped = _google_to_canonical_name(name)
-    if mapped is not None:
-      out[mapped[0]] = value.T if mapped[1] else value
-  return out
-
-
-def canonical_to_google(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Inverse of `google_to_canonical` (canonical keys as `params_to_canonical` writes)."""
-  special = {v: k for k, v in _GOOGLE_SPECIAL.items()}
-  out = {}
-  for name, value in sd.items():
-    value = np.asarray(value)
-    if name in special:
-      out[special[name]] = value
-      continue
-    scope, leaf = name.rsplit(".", 1)
-    scope = re.sub(r"\.layer\.(\d+)\.", r".layer_\1.", scope).replace(".", "/")
-    if scope.endswith("_embeddings"):
-      out[scope] = value
-    elif scope.endswith("LayerNorm"):
-      out[f"{scope}/{'gamma' if leaf == 'weight' else 'beta'}"] = value
-    elif leaf == "weight":
-      out[scope + "/kernel"] = np.ascontiguousarray(value.T)
-    else:
-      out[scope + "/bias"] = value
-  return out
-
-
-def _tf_prefix(path: str) -> str:
-  """A checkpoint directory or prefix -> the prefix (DIR/bert_model.ckpt)."""
-  if os.path.isfile(path + ".index"):
-    return path
-  if os.path.isdir(path):
-    state = os.path.join(path, "checkpoint")  # TF's "latest checkpoint" state file.
-    if os.path.isfile(state):
-      with open(state, encoding="utf-8") as f:
-        m = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', f.read(), re.M)
-      if m:
-        return os.path.join(path, m.group(1))
-    indexes = sorted(f[:-len(".index")] for f in os.listdir(path) if f.endswith(".index"))
-    if "bert_model.ckpt" in indexes:
-      return os.path.join(path, "bert_model.ckpt")
-    if len(indexes) == 1:
-      return os.path.join(path, indexes[0])
-    if indexes:
-      raise CheckpointError(f"{path} holds several TF checkpoints {indexes}: pass one "
-                            f"prefix, e.g. {os.path.join(path, indexes[-1])}.")
-  raise CheckpointError(f"{path}: no TF checkpoint (*.index + *.data-*) found.")
-
-
-def load_tf(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
-  """A Google TF BERT checkpoint (directory or prefix) -> (config.model, params)."""
-  from bert_jax import tf_checkpoint
-  prefix = _tf_prefix(path)
-  cfg_file = os.path.join(os.path.dirname(prefix), "bert_config.json")
-  if not os.path.isfile(cfg_file):
-    raise CheckpointError(
-        f"{cfg_file} not found: a Google BERT checkpoint needs its bert_config.json "
-        "beside bert_model.ckpt.* (it ships in the same zip).")
-  m = model_config_from_bert_json(cfg_file)
-  try:
-    sd = google_to_canonical(tf_checkpoint.read_checkpoint(prefix))
-  except tf_checkpoint.TFCheckpointError as e:
-    raise CheckpointError(str(e)) from e
-  if not sd:
-    raise CheckpointError(
-        f"{prefix}: no BERT variables (bert/..., cls/...): is it a TF2 object-based "
-        "checkpoint? Convert it with the Model Garden, or use a Hugging Face directory.")
-  return m, canonical_to_params(sd, BertConfig.from_config(m))
-
-
-def save_tf(output_dir: str, model_config, params: dict[str, Any],
-            vocab_file: str = "") -> str:
-  """Writes a Google-format checkpoint: bert_config.json, bert_model.ckpt.*, vocab.txt."""
-  from bert_jax import tf_checkpoint
-  os.makedirs(output_dir, exist_ok=True)
-  cfg = BertConfig.from_config(model_config)
-  tensors = canonical_to_google(params_to_canonical(_numpy_tree(params), cfg))
-  prefix = os.path.join(output_dir, "bert_model.ckpt")
-  tf_checkpoint.write_checkpoint(prefix, tensors)
-  google_keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                 "intermediate_size", "hidden_act", "hidden_dropout_prob",
-                 "attention_probs_dropout_prob", "max_position_embeddings",
-                 "type_vocab_size", "initializer_range")
-  bert_json = model_config_to_bert_json(model_config)
-  _write_json(os.path.join(output_dir, "bert_config.json"),
-              {k: bert_json[k] for k in google_keys})
-  _copy_vocab(vocab_file, output_dir)
-  return prefix
-
-
-# ---------------------------------------------------------------------------------------
-# Our converted format (orbax) and Hugging Face export
-# ---------------------------------------------------------------------------------------
-
-MODEL_CONFIG_FILE = "model_config.json"
-PARAMS_DIR = "params"
-
-
-def _write_json(path: str, obj) -> None:
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
-
-
-def _copy_vocab(vocab_file: str, output_dir: str) -> None:
-  if vocab_file:
-    dst = os.path.join(output_dir, "vocab.txt")
-    if os.path.abspath(vocab_file) != os.path.abspath(dst):
-      shutil.copyfile(vocab_file, dst)
-
-
-def _numpy_tree(params):
-  import jax
-  from flax.linen import meta
-  return jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)), meta.unbox(params))
-
-
-def save_converted(output_dir: str, model_config, params: dict[str, Any],
-                   vocab_file: str = "") -> str:
-  """Writes OUTPUT/params (orbax), OUTPUT/model_config.json and OUTPUT/vocab.txt."""
-  import orbax.checkpoint as ocp
-  output_dir = os.path.abspath(output_dir)
-  os.makedirs(output_dir, exist_ok=True)
-  params_dir = os.path.join(output_dir, PARAMS_DIR)
-  if os.path.exists(params_dir):
-    raise CheckpointError(f"{params_dir} already exists: pass a new --output directory "
-                          "(converted checkpoints are never overwritten).")
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(params_dir, _numpy_tree(params))
-    ckptr.wait_until_finished()
-  m = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
-  _write_json(os.path.join(output_dir, MODEL_CONFIG_FILE), m)
-  _copy_vocab(vocab_file, output_dir)
-  return output_dir
-
-
-def load_converted(directory: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
-  """Reads a directory written by `save_converted` -> (config.model, numpy params)."""
-  import jax
-  import orbax.checkpoint as ocp
-  directory = os.path.abspath(directory)
-  m = config_lib.model_config("base")
-  with open(os.path.join(directory, MODEL_CONFIG_FILE), encoding="utf-8") as f:
-    saved = json.load(f)
-  unknown = sorted(set(saved) - set(m))
-  if unknown:
-    raise CheckpointError(
-        f"{directory}/{MODEL_CONFIG_FILE} has unknown key(s) {unknown}: it was written by "
-        "another bert_jax version; remove them or re-run bert_jax.convert.")
-  m.update(saved)
-  config_lib.validate_model(m)
-  path = os.path.join(directory, PARAMS_DIR)
-  # Restore to host numpy (no device placement): the caller shards it as it needs.
-  ckptr = ocp.PyTreeCheckpointer()
-  tree = ckptr.metadata(path).item_metadata.tree
-  restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                                        tree)
-  params = ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-  _check_shapes(params, BertConfig.from_config(m))
-  # Written by any bert_jax version: the layers come back in the layout m describes.
-  return m, model_lib.layers_layout(params, m.scan_layers)
-
-
-def save_hf(output_dir: str, model_config, params: dict[str, Any],
-            vocab_file: str = "") -> str:
-  """Writes a Hugging Face directory (config.json, model.safetensors, vocab.txt) that
-  `transformers.BertForPreTraining.from_pretrained` (or BertModel) loads."""
-  from safetensors.numpy import save_file
-  os.makedirs(output_dir, exist_ok=True)
-  params = _numpy_tree(params)
-  cfg = BertConfig.from_config(model_config)
-  sd = params_to_canonical(params, cfg)
-  hf_json = model_config_to_bert_json(model_config)
-  if "mlm_transform" not in params:
-    hf_json["architectures"] = ["BertModel"]
-  _write_json(os.path.join(output_dir, "config.json"), hf_json)
-  save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sd.items()},
-            os.path.join(output_dir, "model.safetensors"), metadata={"format": "pt"})
-  _copy_vocab(vocab_file, output_dir)
-  return output_dir
-
-
-# Pre-training runs: bert_jax.train's orbax CheckpointManager writes
 # WORKDIR/checkpoints/<step>/{state, data, config}; the config item holds the full config.
 RUN_CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "best"  # fine-tuning: WORKDIR/best/{params, config.json}
+
+
+# ---------------------------------------------------------------------------------------
+# Pre-training runs: the CheckpointManager
+# ---------------------------------------------------------------------------------------
+
+
+class DataStateHandler(ocp.CheckpointHandler):
+  """Writes/reads this process's data-iterator state as process_<i>-of-<n>.json."""
+
+  def _file(self, directory) -> epath.Path:
+    return epath.Path(directory) / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+
+  def save(self, directory, args: "DataStateSave"):
+    state = args.state
+    if isinstance(state, (bytes, bytearray)):  # grain DataLoader iterators give bytes
+      state = {"__bytes__": base64.b64encode(bytes(state)).decode("ascii")}
+    self._file(directory).write_text(json.dumps(state))
+
+  def restore(self, directory, args: "DataStateRestore" = None):
+    f = self._file(directory)
+    if not f.exists():
+      f = self._other_layout_file(directory)
+    state = json.loads(f.read_text())
+    if isinstance(state, dict) and set(state) == {"__bytes__"}:
+      state = base64.b64decode(state["__bytes__"])
+    return state
+
+  def _other_layout_file(self, directory) -> epath.Path:
+    """A checkpoint from another host count: the pipeline's state is the global stream
+    position, the same on every host, so any host's file resumes any host layout."""
+    files = sorted(epath.Path(directory).glob("process_*-of-*.json"))
+    states = [json.loads(f.read_text()) for f in files]
+    if not states or not all(isinstance(s, dict) and "position" in s for s in states):
+      raise FileNotFoundError(
+          f"{self._file(directory)} is missing: the checkpoint was written by a different "
+          f"number of hosts than the {jax.process_count()} now running, with a data "
+          "iterator whose state is per host; resume with the same host count.")
+    if len({s["position"] for s in states}) > 1:
+      raise ValueError(f"{directory}: the hosts saved different data positions "
+                       f"{sorted({s['position'] for s in states})}; the checkpoint is broken.")
+    return files[0]
+
+  def metadata(self, directory):
+    return None
+
+  def finalize(self, directory):
+    pass
+
+  def close(self):
+    pass
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_save=True)
+@dataclasses.dataclass
+class DataStateSave(ocp.args.CheckpointArgs):
+  state: Any
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_restore=True)
+@dataclasses.dataclass
+class DataStateRestore(ocp.args.CheckpointArgs):
+  pass
+
+
+class Checkpointer:
+  """The run's CheckpointManager: items `state`, `data` (per host) and `config`."""
+
+  def __init__(self, directory, keep: int, async_save: bool = True):
+    self.directory = epath.Path(directory)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, enable_async_checkpointing=async_save, create=True,
+        cleanup_tmp_directories=True)
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=("state", "data", "config"))
+    self.keep = keep
+    self._closed = False
+    # An async save still running at exit finishes first, close() or not (cleanup.py).
+    cleanup.close_at_exit(self)
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, data_state, config) -> None:
+    """Starts an (async) save; device arrays are copied out before it returns."""
+    with self._full_disk_error():  # a previous async save may fail here
+      self.manager.save(step, force=True, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=DataStateSave(data_state),
+          config=ocp.args.JsonSave(config.to_dict())))
+
+  def restore(self, step: int, abstract_state):
+    """-> (train state on the shardings of `abstract_state`, this host's data state)."""
+    out = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), data=DataStateRestore()))
+    return out.state, out.data
+
+  def reached_preemption(self, step: int) -> bool:
+    return self.manager.reached_preemption(step)
+
+  def wait(self) -> None:
+    with self._full_disk_error():
+      self.manager.wait_until_finished()
+
+  @contextlib.contextmanager
+  def _full_disk_error(self):
+    """A write that failed on a full disk -> one WorkdirError line (preflight.py)."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except  (re-raised unless a full disk)
+      error = write_failure(e, self.directory, self.latest_step(), self.keep)
+      if error is None:
+        raise
+      raise error from None
+
+  def close(self) -> None:
+    """Waits for pending saves and stops orbax's threads (again: a no-op)."""
+    if not self._closed:
+      self._closed = True
+      cleanup.forget(self)
+      self.manager.close()
+
+
+
+
+def write_failure(error: BaseException, checkpoint_dir, last_complete: int | None,
+                  keep: int) -> WorkdirError | None:
+  """A checkpoint write that failed for lack of space -> the WorkdirError to raise instead
+  (naming the last complete checkpoint and the fixes); None for any other failure."""
+  message = str(error)
+  full = (getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or
+          "No space left on device" in message or "os_error_code='28'" in message)
+  if not full:
+    return None
+  last = (f"step {last_complete}, which the same command resumes from once there is room"
+          if last_complete is not None else "none yet")
+  return WorkdirError(
+      f"writing a checkpoint to {checkpoint_dir} failed: the disk is full. The last complete "
+      f"checkpoint is {last}; free space there, keep fewer checkpoints "
+      f"(--config.train.keep_checkpoints={keep} now) or move the run to a bigger --workdir.")
+
+
+# ---------------------------------------------------------------------------------------
+# Reading runs
+# ---------------------------------------------------------------------------------------
 
 
 def find_run_checkpoint(path: str) -> tuple[str, int] | None:
@@ -487,9 +231,43 @@ def load_run(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
       item={"params": tree["params"]}, restore_args={"params": restore_args},
       partial_restore=True))
   params = restored["params"]
-  _check_shapes(params, BertConfig.from_config(m))
+  check_param_shapes(params, BertConfig.from_config(m))
   return m, model_lib.layers_layout(params, m.scan_layers)
 
+
+def latest_checkpoint(checkpoint_dir) -> tuple[int, epath.Path] | None:
+  steps = paths.checkpoint_steps(checkpoint_dir) if epath.Path(checkpoint_dir).is_dir() else []
+  steps = [s for s in steps if (epath.Path(checkpoint_dir) / str(s) / "state").is_dir()]
+  if not steps:
+    return None
+  return steps[-1], epath.Path(checkpoint_dir) / str(steps[-1])
+
+
+def saved_config(step_dir) -> dict | None:
+  """The config a checkpoint was written with (its `config` item), or None."""
+  f = epath.Path(step_dir) / "config" / "metadata"
+  return json.loads(f.read_text()) if f.exists() else None
+
+
+def param_shapes_from_checkpoint(step_dir) -> dict[str, tuple]:
+  """{'bert.encoder.layers.qkv.kernel': shape, ...} from a checkpoint's state metadata."""
+  import orbax.checkpoint as ocp
+  meta = ocp.PyTreeCheckpointer().metadata(epath.Path(step_dir) / "state").item_metadata.tree
+  return {k: tuple(v.shape) for k, v in dotted(meta["params"]).items()}
+
+
+def dotted(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, Mapping):
+    out = {}
+    for k, v in tree.items():
+      out.update(dotted(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+# ---------------------------------------------------------------------------------------
+# Any checkpoint by its path
+# ---------------------------------------------------------------------------------------
 
 def checkpoint_format(path: str) -> str:
   """'hf' | 'tf' | 'bert_jax' | 'bert_jax_run' for a path load_pretrained accepts; raises
@@ -498,7 +276,7 @@ def checkpoint_format(path: str) -> str:
     return "bert_jax_run"
   if os.path.isdir(path):
     names = set(os.listdir(path))
-    if MODEL_CONFIG_FILE in names and PARAMS_DIR in names:
+    if weights.MODEL_CONFIG_FILE in names and weights.PARAMS_DIR in names:
       return "bert_jax"
     if "config.json" in names:
       return "hf"
@@ -509,11 +287,11 @@ def checkpoint_format(path: str) -> str:
   if not os.path.exists(path) and not os.path.exists(path + ".index"):
     raise CheckpointError(
         f"checkpoint {path!r} does not exist: pass a Hugging Face BERT directory, a Google "
-        "TF checkpoint (directory or bert_model.ckpt prefix) or a bert_jax.convert output.")
+        "TF checkpoint (directory or bert_model.ckpt prefix) or a bert_jax.tools.convert output.")
   raise CheckpointError(
       f"{path}: not a recognised checkpoint (expected a Hugging Face directory with "
       "config.json, a Google TF checkpoint with bert_config.json + bert_model.ckpt.index, "
-      "or a directory written by `python -m bert_jax.convert`).")
+      "or a directory written by `python -m bert_jax.tools.convert`).")
 
 
 def load_pretrained(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
@@ -527,38 +305,10 @@ def load_pretrained(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any
   if fmt == "bert_jax_run":
     return load_run(path)
   if fmt == "hf":
-    return load_hf(path)
+    return weights.load_hf(path)
   if fmt == "tf":
-    return load_tf(path)
-  return load_converted(path)
-
-
-def check_vocab_matches(vocab_file: str, model_config, *,
-                        config_vocab_file: str | None = None) -> int:
-  """Raises CheckpointError unless the vocabulary has one id per word-embedding row.
-
-  Returns the vocabulary size. (A missing file raises TokenizerError from tokenization.)
-  With `config_vocab_file` (config.vocab_file of a run; "" = the bundled vocabulary) the
-  error is a ConfigError naming config.vocab_file, config.model.vocab_size and both fixes.
-  """
-  from bert_jax import tokenization
-  n = tokenization.load_tokenizer(vocab_file).vocab_size
-  rows = model_config["vocab_size"]
-  if n == rows:
-    return n
-  if config_vocab_file is None:
-    raise CheckpointError(
-        f"vocabulary {vocab_file} has {n} tokens but the model has vocab_size={rows} "
-        "word-embedding rows: use the vocab.txt that ships with the checkpoint (or set "
-        f"--config.model.vocab_size={n} when training from scratch).")
-  which = (f"config.vocab_file={config_vocab_file} has {n} tokens" if config_vocab_file else
-           f"config.vocab_file is empty, so the bundled {n}-token vocabulary ({vocab_file}) "
-           "would be used")
-  raise config_lib.ConfigError(
-      f"{which}, but config.model.vocab_size={rows} word-embedding rows: set "
-      f"--config.vocab_file=PATH/vocab.txt to a {rows}-token vocabulary (e.g. the vocab.txt "
-      f"of Google's BERT release), or train a model for this one with "
-      f"--config.model.vocab_size={n}.")
+    return weights.load_tf(path)
+  return weights.load_converted(path)
 
 
 def vocab_file_of(path: str) -> str:
@@ -566,3 +316,60 @@ def vocab_file_of(path: str) -> str:
   d = path if os.path.isdir(path) else os.path.dirname(path)
   v = os.path.join(d, "vocab.txt")
   return v if os.path.isfile(v) else ""
+
+
+# ---------------------------------------------------------------------------------------
+# Warm starts and fine-tuned params
+# ---------------------------------------------------------------------------------------
+
+
+def warm_start(state, shardings, config):
+  """Copies config.init_checkpoint's encoder (init_mode=encoder) or all params (full).
+
+  Any checkpoint checkpoints.load_pretrained reads: a bert_jax run (phase 2 from phase 1),
+  a converted one, Google's TF release or a Hugging Face directory.
+  """
+  ckpt_model, params = load_pretrained(config.init_checkpoint)
+  for key in config_lib.MODEL_SHAPE_KEYS:
+    if ckpt_model[key] != config.model[key]:
+      raise ConfigError(
+          f"config.init_checkpoint={config.init_checkpoint} has model.{key}="
+          f"{ckpt_model[key]} but config.model.{key}={config.model[key]}: set "
+          f"--config.model.{key}={ckpt_model[key]} (the checkpoint's model shape).")
+  if config.init_mode == "encoder":
+    state = train_lib.load_pretrained_subtree(state, shardings, params["bert"], "bert")
+  else:
+    state = train_lib.load_pretrained_subtree(state, shardings, params, None)
+  logging.info("Warm start (%s) from %s", config.init_mode, config.init_checkpoint)
+  return state
+
+
+def save_params(directory: str, params, model_cfg) -> None:
+  """Best params (orbax, params only) + config.json (HF/Google spelling) in directory."""
+  import orbax.checkpoint as ocp
+  directory = os.path.abspath(directory)
+  if os.path.exists(directory) and jax.process_index() == 0:
+    shutil.rmtree(directory)
+  with ocp.StandardCheckpointer() as ckptr:  # close(): waits, then stops its threads
+    ckptr.save(os.path.join(directory, "params"), params)
+  if jax.process_index() == 0:
+    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
+      json.dump(weights.model_config_to_bert_json(model_cfg), f, indent=2)
+
+
+def restore_params(params_dir: str, model, example_inputs, mesh):
+  """Params written by save_params (orbax) -> sharded params for `model`."""
+  import orbax.checkpoint as ocp
+  path = os.path.join(os.path.abspath(params_dir), "params")
+  if not os.path.isdir(path):
+    raise CheckpointError(
+        f"no fine-tuned params at {path}: run mode=train first or set "
+        "--config.squad.params_dir to a fine-tuning workdir's best/ directory.")
+  init = lambda rng: model.init(rng, *example_inputs)["params"]
+  with partitioning.activate(mesh):
+    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
+    plain = partitioning.strip_boxes(abstract)
+    shardings = partitioning.logical_to_shardings(plain, nn.get_partition_spec(abstract), mesh)
+  target = jax.tree_util.tree_map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), plain, shardings)
+  return ocp.StandardCheckpointer().restore(path, target), shardings

@@ -8,8 +8,8 @@ threads reading ArrayRecord shards ended a script with `terminate called without
 active exception` (SIGABRT, exit 134), and an orbax async save still in flight failed
 with "cannot schedule new futures after interpreter shutdown", leaving a half-written
 checkpoint. So every object of ours that owns threads -- the prefetch pool
-(data/input_pipeline.py), the checkpoint manager (train.Checkpointer) and the metrics
-writer (finetune.MetricWriter) -- calls `close_at_exit(self)`, and its `close()` runs in
+(data/input_pipeline.py), the checkpoint manager (checkpoints.Checkpointer) and the metrics
+writer (metrics.MetricWriter) -- calls `close_at_exit(self)`, and its `close()` runs in
 the first of those steps, before the executors stop: pending saves finish, prefetch
 threads are joined, and the process exits 0. The objects are held weakly: one that was
 closed and dropped is not kept alive.

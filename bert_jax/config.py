@@ -6,7 +6,9 @@ error line before any long work starts.
 """
 from __future__ import annotations
 
+import difflib
 import os
+import re
 
 import ml_collections
 
@@ -25,8 +27,38 @@ BERT_SIZES = {
 # init_checkpoint); check_required() names each one left unset.
 REQUIRED = "<required>"
 
+# The keys of config.model that fix the parameter tree's shapes: a checkpoint decides
+# them, a resumed run must not change them.
+MODEL_SHAPE_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads",
+                    "intermediate_size", "max_position_embeddings", "type_vocab_size")
+# Everything a pretrained checkpoint decides about the encoder; the rest of config.model
+# (dropout, dtypes, remat, scan, attention kernel) stays as the run's config sets it.
+ARCHITECTURE_KEYS = MODEL_SHAPE_KEYS + ("hidden_act", "layer_norm_eps", "initializer_range")
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources")
+
+# Logical axis (model.py names every parameter and key activation with them) -> mesh axis
+# (or axes; None = replicated): config.mesh.rules. Data parallel, FSDP (ZeRO-3: embed
+# sharded over fsdp) and Megatron tensor parallel (heads/mlp/vocab over tensor) are then
+# only mesh shapes; the t5x / MaxText convention.
+LOGICAL_AXIS_RULES = (
+    # activations
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("embed_act", None),
+    ("heads_act", "tensor"),
+    ("mlp_act", "tensor"),
+    ("vocab_act", "tensor"),
+    ("kv", None),
+    # parameters
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("vocab", "tensor"),
+    ("layers", None),
+    ("classes", None),
+)
 
 
 def model_config(size: str = "base") -> ml_collections.ConfigDict:
@@ -69,7 +101,7 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   # Pre-training: text files (one sentence per line, blank line between documents) or a
-  # directory of shards written by `bert_jax.data.create_pretraining_data`.
+  # directory of shards written by `python -m bert_jax.tools.create_pretraining_data`.
   c.data.train_files = ""
   c.data.eval_files = ""  # held-out text or shards for eval (same formats as train_files).
   c.data.max_seq_length = 128  # tokens per sequence, [CLS] and [SEP]s included.
@@ -117,6 +149,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.axes = ("data", "fsdp", "tensor")  # mesh axis names the sharding rules use.
   c.mesh.shape = (-1, 1, 1)  # devices per axis; one -1 takes the rest.
+  # (logical axis, mesh axis | (mesh axes) | None) pairs: how parameters and activations
+  # are laid out on the mesh; axes the mesh lacks are dropped.
+  c.mesh.rules = LOGICAL_AXIS_RULES
   return c
 
 
@@ -189,6 +224,86 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
   return module.get_config(arg) if arg else module.get_config()
 
 
+def config_file_arg(argv) -> str | None:
+  """The value of --config in a command line, or None."""
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      return a.split("=", 1)[1]
+    if a == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def explain_override_error(argv, error: Exception, prog: str = "bert_jax.main") -> str:
+  """A flag-parsing error -> one line naming the --config.KEY at fault and the fix."""
+  msg = str(error).strip().strip("'\"").replace("\\n", " ").replace("\n", " ")
+  config_path = config_file_arg(argv)
+  if config_path is None:
+    return f"{msg} (usage: python -m {prog} --config=configs/tiny.py --workdir=DIR)"
+  try:
+    config = load_config_file(config_path)
+  except Exception as e:  # a broken config file: say so.
+    return f"cannot load --config={config_path}: {type(e).__name__}: {e}"
+  for a in argv:
+    m = re.match(r"--config\.([^=]+)(?:=(.*))?$", a)
+    if not m:
+      continue
+    key, value = m.group(1), m.group(2)
+    node, walked = config, []
+    for part in key.split("."):
+      children = list(node.keys()) if hasattr(node, "keys") else []
+      if part not in children:
+        where = ".".join(["config"] + walked)
+        close = difflib.get_close_matches(part, children, n=1)
+        hint = (f"did you mean --config.{'.'.join(walked + [close[0]])}?" if close else
+                f"valid keys of {where}: {', '.join(sorted(children))}" if children else
+                f"{where} is a value, not a group")
+        return f"--config.{key}: unknown config key {part!r} in {where}; {hint}"
+      node = node[part]
+      walked.append(part)
+    if value is not None and not hasattr(node, "keys") and key in msg:
+      return (f"--config.{key}={value}: expected a {type(node).__name__} (default "
+              f"{node!r}); fix the value, e.g. --config.{key}={node!r}")
+  return msg
+
+
+def check_pretrain(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError (naming the key and the fix) for a bad pre-training config: the
+  checks that need no devices (train.check_config adds the mesh and the optimizer)."""
+  validate_model(config.model)
+  d, t = config.data, config.train
+  if d.max_seq_length > config.model.max_position_embeddings:
+    raise ConfigError(
+        f"config.data.max_seq_length={d.max_seq_length} exceeds config.model."
+        f"max_position_embeddings={config.model.max_position_embeddings}: lower it or raise "
+        "max_position_embeddings (only before pre-training starts).")
+  if not 0 < d.max_predictions_per_seq <= d.max_seq_length:
+    raise ConfigError(
+        f"config.data.max_predictions_per_seq={d.max_predictions_per_seq}: must be in "
+        f"1..max_seq_length={d.max_seq_length} (the paper: 20 at seq 128, 80 at seq 512).")
+  if config.init_mode not in ("encoder", "full"):
+    raise ConfigError(f"config.init_mode={config.init_mode!r}: use 'encoder' (new heads) "
+                      "or 'full' (continue pre-training with the checkpoint's heads).")
+  for key in ("log_every", "eval_every", "checkpoint_every", "grad_accum_steps",
+              "keep_checkpoints", "batch_size"):
+    if t[key] < 1:
+      raise ConfigError(f"config.train.{key}={t[key]}: must be >= 1.")
+  if t.eval_steps < 0:
+    raise ConfigError(f"config.train.eval_steps={t.eval_steps}: must be >= 0 (0 = no eval).")
+  if t.nan_policy not in ("skip", "stop"):
+    raise ConfigError(f"config.train.nan_policy={t.nan_policy!r}: use 'skip' or 'stop'.")
+  shape = tuple(config.mesh.shape)
+  if not all(isinstance(s, int) for s in shape):
+    raise ConfigError(
+        f"config.mesh.shape={shape!r}: must be integers, one per axis of config.mesh.axes="
+        f"{tuple(config.mesh.axes)}, e.g. --config.mesh.shape='(-1,1,1)' (-1 = the rest).")
+
+
+def vocab_file(config: ml_collections.ConfigDict) -> str:
+  """config.vocab_file, or the vocabulary bundled with the repository."""
+  return config.vocab_file or os.path.join(BUNDLED_DIR, "vocab.txt")
+
+
 def check_required(config: ml_collections.ConfigDict, prefix: str = "config") -> None:
   """Raises ConfigError naming every field still set to REQUIRED."""
   missing = []
@@ -204,3 +319,143 @@ def check_required(config: ml_collections.ConfigDict, prefix: str = "config") ->
     raise ConfigError(
         f"{', '.join(missing)} must be set on the command line, e.g. "
         f"--{missing[0]}=VALUE (see the config file's docstring).")
+
+
+# ---------------------------------------------------------------------------------------
+# Fine-tuning: config.finetune (the loop) and one section per task
+# ---------------------------------------------------------------------------------------
+
+SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+SQUAD_MODES = ("train", "predict", "evaluate", "all")
+SQUAD_MAX_WINDOWS = 100  # a question whose context needs more windows is skipped
+
+
+def finetune_config() -> ml_collections.ConfigDict:
+  """config.finetune defaults: the paper's recipe (Devlin et al. 2018, section A.3)."""
+  f = ml_collections.ConfigDict()
+  f.num_epochs = 3.0  # paper: 2-4 epochs (3 for GLUE).
+  f.warmup_proportion = 0.1  # linear warmup over the first 10% of steps.
+  f.max_steps = 0  # >0 caps the number of steps (quick runs); 0 = num_epochs of data.
+  f.max_train_examples = 0  # >0: train on the first N examples only (quick runs).
+  f.eval_batch_size = 64  # (sequence length: config.data.max_seq_length)
+  # Length bucketing: each batch is cut to its longest row rounded up to this multiple.
+  f.bucket_multiple = 32
+  # Train batches drawn from windows of this many batches sorted by length (0 = plain
+  # shuffled batches, still cut to their own bucket length).
+  f.group_by_length_window = 50
+  f.save_best = True  # write the best params to workdir/best (orbax) for later use.
+  f.write_dev_predictions = True  # workdir/predictions/<split>... for error analysis.
+  # Sweep (python -m bert_jax.<task> --config.finetune.sweep=True): one run per
+  # (learning rate, seed), best on dev; the paper's grid.
+  f.sweep = False
+  f.sweep_learning_rates = (5e-5, 4e-5, 3e-5, 2e-5)
+  f.sweep_seeds = (0,)
+  return f
+
+
+def add_finetune_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds config.finetune and sets the paper's fine-tuning train defaults on `c`."""
+  c.finetune = finetune_config()
+  c.train.batch_size = 32
+  c.train.learning_rate = 2e-5
+  c.train.weight_decay = 0.01
+  c.train.optimizer = "adamw"
+  c.model.dropout_rate = 0.1
+  c.model.attention_dropout_rate = 0.1
+  c.init_mode = "encoder"
+  c.data.max_seq_length = 128
+  c.train.log_every = 20  # steps between progress lines.
+  c.train.eval_every = 0  # >0: also evaluate every N steps (0: after each epoch only).
+  return c
+
+
+def glue_config() -> ml_collections.ConfigDict:
+  """config.glue: which GLUE task(s), where the data is, where submissions go."""
+  g = ml_collections.ConfigDict()
+  # cola | sst2 | mrpc | stsb | qqp | mnli | qnli | rte | wnli, a comma list, or "all".
+  g.task = "mrpc"
+  # Folder with <TASK>/<split>.tsv as GLUE's download script writes it (TFDS: cache dir).
+  g.data_dir = os.path.join(SHARED_DATA, "glue")
+  g.source = "tsv"  # "tsv" (data_dir) | "tfds" (glue/<task>; needs tensorflow-datasets)
+  # Where test predictions (CoLA.tsv, MNLI-m.tsv, ...) go; "" = workdir/submission.
+  g.output_dir = ""
+  return g
+
+
+def squad_config() -> ml_collections.ConfigDict:
+  """config.squad defaults: the original run_squad.py flags."""
+  s = ml_collections.ConfigDict()
+  s.version = "2.0"  # "1.1" | "2.0" (unanswerable questions, null score, τ)
+  s.mode = "all"  # train | predict | evaluate | all
+  # Official SQuAD JSON files; "" = ../shared/data/squad/v<version>/{train,dev}.json next
+  # to the repository. predict_file: questions to answer ("" = none, or dev_file in
+  # mode=predict). A "tfds:" prefix ("tfds:train", "tfds:validation") reads TFDS squad.
+  s.train_file = ""
+  s.dev_file = ""
+  s.predict_file = ""
+  s.doc_stride = 128  # tokens between the starts of consecutive context windows.
+  s.max_query_length = 64  # question tokens kept (the rest cut).
+  s.max_answer_length = 30  # longest answer in tokens.
+  s.n_best_size = 20  # start/end candidates per window and n-best answers per question.
+  # v2.0 τ: predict "" iff null score - best non-null score > τ.
+  s.null_score_diff_threshold = 0.0
+  # A question whose context needs more windows is skipped (and counted).
+  s.max_windows = SQUAD_MAX_WINDOWS
+  # First N questions of train / eval files (0 = all): quick runs and benchmarks.
+  s.max_train_examples = 0
+  s.max_eval_examples = 0
+  # Fine-tuned params for mode=predict/evaluate ("" = workdir/best).
+  s.params_dir = ""
+  # Where predict_file's prediction files go ("" = workdir/submission).
+  s.output_dir = ""
+  return s
+
+
+def check_squad(s: ml_collections.ConfigDict) -> None:
+  """One clear error per impossible config.squad value, before any work."""
+  if str(s.version) not in ("1.1", "2.0"):
+    raise ConfigError(f"config.squad.version={s.version!r}: use '1.1' or '2.0'.")
+  if s.mode not in SQUAD_MODES:
+    raise ConfigError(f"config.squad.mode={s.mode!r}: use one of {SQUAD_MODES}.")
+  for key in ("doc_stride", "max_query_length", "max_answer_length", "n_best_size",
+              "max_windows"):
+    if int(s[key]) < 1:
+      raise ConfigError(f"config.squad.{key}={s[key]} must be a positive integer.")
+
+
+def multiple_choice_config(dataset: str = "swag", num_choices: int = 4) -> ml_collections.ConfigDict:
+  """config.swag: which files, in which format, how many choices."""
+  s = ml_collections.ConfigDict()
+  # "swag" (official CSV or TFDS/HF JSON lines) | "commonsense_qa" (HF layout JSON lines).
+  s.dataset = dataset
+  # "" = from the dataset and the file name: swag_csv (.csv), swag_jsonl, commonsense_qa.
+  s.format = ""
+  # Official names: train.csv / val.csv (labelled) and test.csv (no labels, predictions).
+  s.train_file = ""
+  s.dev_file = ""
+  s.test_file = ""  # "" = no test predictions.
+  # Python slices of the examples of a file ("" = all; ":1000", "1000:"): carve a dev set
+  # out of a single labelled file (CommonsenseQA's public dev split, for one).
+  s.train_slice = ""
+  s.dev_slice = ""
+  # Endings per example (4 for SWAG, 5 for CommonsenseQA); every row must have them all.
+  s.num_choices = num_choices
+  return s
+
+
+def swag_config(dataset: str = "swag", num_choices: int = 4) -> ml_collections.ConfigDict:
+  """The paper's SWAG recipe (Devlin et al. 2018, section 4.4) on the fine-tuning schema:
+  batch 16, learning rate 2e-5, 3 epochs, 10% warmup, dropout 0.1."""
+  c = default_config()
+  add_finetune_config(c)
+  c.task = "swag"
+  c.train.batch_size = 16
+  c.train.learning_rate = 2e-5
+  c.finetune.num_epochs = 3.0
+  # A cap: every batch is cut to its longest row rounded up to finetune.bucket_multiple,
+  # so a lower cap only matters for rows longer than it (it truncates them).
+  c.data.max_seq_length = 128
+  c.finetune.bucket_multiple = 16
+  c.finetune.eval_batch_size = 64
+  c.swag = multiple_choice_config(dataset, num_choices)
+  return c

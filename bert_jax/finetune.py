@@ -31,7 +31,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bert_jax import checkpoints, cleanup, optim, partitioning, train_lib
+from bert_jax import metrics
+from bert_jax import checkpoints, weights, optim, partitioning, train_lib
+from bert_jax import config as config_lib
 from bert_jax.config import ConfigError
 # Features and batching live in data/batching.py; re-exported here, the tasks' one import.
 from bert_jax.data.batching import (MODEL_INPUTS, batch_keys, bucket_length,  # noqa: F401
@@ -40,12 +42,6 @@ from bert_jax.data.batching import (MODEL_INPUTS, batch_keys, bucket_length,  # 
                                     truncate_seq_pair)
 from bert_jax.model import BertConfig
 from bert_jax.tokenization import load_tokenizer
-
-# Architecture keys taken from the checkpoint; the rest of config.model (dropout, dtype,
-# remat, scan, attention kernel) stays as the fine-tuning config sets it.
-_ARCH_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-              "hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps",
-              "initializer_range")
 
 
 class FinetuneError(ValueError):
@@ -105,145 +101,15 @@ class Task(Protocol):
 # Config
 # ---------------------------------------------------------------------------------------
 
-def finetune_config() -> ml_collections.ConfigDict:
-  """config.finetune defaults: the paper's recipe (Devlin et al. 2018, section A.3)."""
-  f = ml_collections.ConfigDict()
-  f.num_epochs = 3.0  # paper: 2-4 epochs (3 for GLUE).
-  f.warmup_proportion = 0.1  # linear warmup over the first 10% of steps.
-  f.max_steps = 0  # >0 caps the number of steps (quick runs); 0 = num_epochs of data.
-  f.max_train_examples = 0  # >0: train on the first N examples only (quick runs).
-  f.eval_batch_size = 64  # (sequence length: config.data.max_seq_length)
-  # Length bucketing: each batch is cut to its longest row rounded up to this multiple.
-  f.bucket_multiple = 32
-  # Train batches drawn from windows of this many batches sorted by length (0 = plain
-  # shuffled batches, still cut to their own bucket length).
-  f.group_by_length_window = 50
-  f.save_best = True  # write the best params to workdir/best (orbax) for later use.
-  f.write_dev_predictions = True  # workdir/predictions/<split>... for error analysis.
-  # Sweep (python -m bert_jax.tasks.<task> --config.finetune.sweep=True): one run per
-  # (learning rate, seed), best on dev; the paper's grid.
-  f.sweep = False
-  f.sweep_learning_rates = (5e-5, 4e-5, 3e-5, 2e-5)
-  f.sweep_seeds = (0,)
-  return f
-
-
-def add_finetune_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Adds config.finetune and sets the paper's fine-tuning train defaults on `c`."""
-  c.finetune = finetune_config()
-  c.train.batch_size = 32
-  c.train.learning_rate = 2e-5
-  c.train.weight_decay = 0.01
-  c.train.optimizer = "adamw"
-  c.model.dropout_rate = 0.1
-  c.model.attention_dropout_rate = 0.1
-  c.init_mode = "encoder"
-  c.data.max_seq_length = 128
-  c.train.log_every = 20  # steps between progress lines.
-  c.train.eval_every = 0  # >0: also evaluate every N steps (0: after each epoch only).
-  return c
-
 
 # ---------------------------------------------------------------------------------------
 # Logging
 # ---------------------------------------------------------------------------------------
 
-class MetricWriter:
-  """metrics.jsonl (one JSON object per write) + TensorBoard events, on process 0 only."""
-
-  def __init__(self, workdir: str, enabled: bool | None = None):
-    self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    self._tb = None
-    if self.enabled:
-      os.makedirs(workdir, exist_ok=True)
-      try:
-        from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      except ImportError:  # events are optional; the JSONL log is always written.
-        self._tb = None
-    if self._tb is not None:  # its event-writer thread stops at exit, close() or not.
-      cleanup.close_at_exit(self)
-
-  def write(self, step: int, metrics: dict[str, Any]) -> None:
-    if not self.enabled:
-      return
-    record = {"step": int(step), **{k: _to_py(v) for k, v in metrics.items()}}
-    with open(self.path, "a", encoding="utf-8") as f:
-      f.write(json.dumps(record) + "\n")
-    if self._tb is not None:
-      for k, v in record.items():
-        if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-          self._tb.add_scalar(k, v, int(step))
-      self._tb.flush()
-
-  def close(self) -> None:
-    """Flushes and closes the TensorBoard events file (again: a no-op)."""
-    if self._tb is not None:
-      tb, self._tb = self._tb, None
-      cleanup.forget(self)
-      tb.close()
-
-
-def _to_py(v):
-  if isinstance(v, (np.generic, np.ndarray, jax.Array)):
-    v = np.asarray(v)
-    return v.item() if v.size == 1 else v.tolist()
-  return v
-
-
-def _fmt_time(seconds: float) -> str:
-  seconds = int(max(0, seconds))
-  h, rem = divmod(seconds, 3600)
-  return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
-
-
-def log(msg: str) -> None:
-  if jax.process_index() == 0:
-    print(msg, flush=True)
-
 
 # ---------------------------------------------------------------------------------------
 # Model, checkpoint and vocabulary
 # ---------------------------------------------------------------------------------------
-
-def _vocab_first_difference(path_a: str, path_b: str) -> str | None:
-  """None if the two vocab files list the same tokens; else 'line N: x vs y'."""
-  with open(path_a, encoding="utf-8") as fa, open(path_b, encoding="utf-8") as fb:
-    a, b = fa.read().splitlines(), fb.read().splitlines()
-  for i, (x, y) in enumerate(zip(a, b), start=1):
-    if x != y:
-      return f"line {i}: {x!r} vs {y!r}"
-  if len(a) != len(b):
-    return f"{len(a)} vs {len(b)} lines"
-  return None
-
-
-def check_vocab(tokenizer, vocab_file: str, model_vocab_size: int, init_checkpoint: str,
-                checkpoint_vocab: str = "") -> None:
-  """Raises FinetuneError when the vocabulary cannot be the checkpoint's.
-
-  Checks the size against the checkpoint's vocab_size (word-embedding rows) and, when
-  the checkpoint ships its own vocab.txt, that config.vocab_file lists the same tokens.
-  """
-  if checkpoint_vocab and os.path.abspath(checkpoint_vocab) != os.path.abspath(vocab_file):
-    diff = _vocab_first_difference(vocab_file, checkpoint_vocab)
-    if diff is not None:
-      raise FinetuneError(
-          f"config.vocab_file={vocab_file} differs from the vocabulary of init_checkpoint "
-          f"{checkpoint_vocab} ({diff}): token ids would not match the embeddings; leave "
-          "config.vocab_file empty to use the checkpoint's vocab.txt.")
-  if tokenizer.vocab_size != model_vocab_size:
-    where = init_checkpoint or "config.model"
-    raise FinetuneError(
-        f"vocabulary {vocab_file} has {tokenizer.vocab_size} tokens but {where} has "
-        f"vocab_size={model_vocab_size} word embeddings: use the vocab.txt that was "
-        "trained with that checkpoint (config.vocab_file).")
-
-
-def _checkpoint_vocab(path: str) -> str:
-  return checkpoints.vocab_file_of(path) if path else ""
-
 
 def load_init(config) -> tuple[ml_collections.ConfigDict, dict | None, str]:
   """(config.model with the checkpoint's architecture, pretrained params or None, vocab).
@@ -260,9 +126,9 @@ def load_init(config) -> tuple[ml_collections.ConfigDict, dict | None, str]:
           f"config.init_checkpoint={path!r} does not exist: pass a Hugging Face BERT "
           "directory, a Google TF checkpoint or a bert_jax checkpoint.")
     ckpt_cfg, params = checkpoints.load_pretrained(path)
-    for k in _ARCH_KEYS:
+    for k in config_lib.ARCHITECTURE_KEYS:
       model_cfg[k] = ckpt_cfg[k]
-  vocab = config.vocab_file or _checkpoint_vocab(path)
+  vocab = config.vocab_file or (checkpoints.vocab_file_of(path) if path else "")
   if not vocab:
     raise FinetuneError(
         f"no vocabulary: init_checkpoint {path or '(none)'} has no vocab.txt beside it; "
@@ -279,7 +145,7 @@ def _fill_missing(pretrained: dict, initial: Any, path: str = "bert") -> dict:
       out[k] = (_fill_missing(pretrained[k], v, f"{path}/{k}") if isinstance(v, dict)
                 else pretrained[k])
     else:
-      log(f"  {path}/{k}: not in the checkpoint, randomly initialised")
+      metrics.log(f"  {path}/{k}: not in the checkpoint, randomly initialised")
       out[k] = jax.tree_util.tree_map(np.asarray, v)
   return out
 
@@ -301,7 +167,7 @@ def init_state(model: nn.Module, features: dict[str, Any], tx, mesh, seed: int,
   if pretrained is not None:
     subtree = _fill_missing(pretrained["bert"], state.params["bert"])
     state = train_lib.load_pretrained_subtree(state, shardings, subtree, "bert")
-    log(f"loaded the encoder from {source}")
+    metrics.log(f"loaded the encoder from {source}")
   return state, shardings
 
 
@@ -335,14 +201,6 @@ def make_compute_loss(task: Task, model: nn.Module):
   return compute_loss, denominators_fn
 
 
-def _gather(tree):
-  """Global (sharded) outputs -> numpy on every host."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    return multihost_utils.process_allgather(tree, tiled=True)
-  return jax.tree_util.tree_map(np.asarray, tree)
-
-
 def _pad_to(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
   if x.shape[1:] == shape:
     return x
@@ -366,7 +224,7 @@ def predict(predict_fn: Callable, params, features: dict[str, Any], batch_size: 
     batch = make_batch(features, idx, batch_size, bucket_multiple, sequence_keys, keys,
                        lengths)
     local = {k: v[lo:lo + n_local] for k, v in batch.items()}
-    out = _gather(predict_fn(params, train_lib.global_batch(local, mesh)))
+    out = train_lib.gather_to_host(predict_fn(params, train_lib.global_batch(local, mesh)))
     chunks.append(jax.tree_util.tree_map(lambda x, m=len(idx): x[:m], out))
     order.append(idx)
   order = np.concatenate(order)
@@ -486,7 +344,7 @@ def _load_split(task: Task, split: str, tokenizer, max_seq_length: int,
   features = task.featurize(examples, tokenizer, max_seq_length)
   features.setdefault("example_weight", np.ones(num_examples(features), np.float32))
   lengths = sequence_lengths(features)
-  log(f"{task.name}/{split}: {len(examples)} examples -> {num_examples(features)} "
+  metrics.log(f"{task.name}/{split}: {len(examples)} examples -> {num_examples(features)} "
       f"features, mean length {lengths.mean():.1f} (max {lengths.max()}), "
       f"{time.time() - t0:.1f}s")
   out = _Split(examples, features)
@@ -523,8 +381,9 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
         f"config.data.max_seq_length={max_seq_length} exceeds the checkpoint's "
         f"max_position_embeddings={bert_config.max_position_embeddings}.")
   tokenizer = load_tokenizer(vocab_file, config.do_lower_case)
-  check_vocab(tokenizer, vocab_file, bert_config.vocab_size, config.init_checkpoint,
-              _checkpoint_vocab(config.init_checkpoint))
+  weights.check_vocab(vocab_file, model_cfg, checkpoint=config.init_checkpoint,
+                      checkpoint_vocab=(checkpoints.vocab_file_of(config.init_checkpoint)
+                                        if config.init_checkpoint else ""))
 
   mesh = partitioning.make_mesh(config.mesh)
   batch_size = int(config.train.batch_size)
@@ -572,11 +431,11 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
   state, _ = init_state(model, train.features, tx, mesh, int(config.seed), pretrained,
                         config.init_checkpoint)
 
-  writer = MetricWriter(workdir)
+  writer = metrics.MetricWriter(workdir)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
       f.write(config.to_json_best_effort(indent=2))
-  log(f"{task.name}: {n_train} train examples, batch {batch_size}, {steps_per_epoch} "
+  metrics.log(f"{task.name}: {n_train} train examples, batch {batch_size}, {steps_per_epoch} "
       f"steps/epoch, {total} steps ({train_cfg.warmup_steps} warmup), lr "
       f"{train_cfg.learning_rate:g}, seed {config.seed}, mesh {dict(mesh.shape)}")
 
@@ -601,11 +460,12 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
       out = predict(predict_fn, state.params, data.features, eval_batch_size, mesh,
                     int(ft.bucket_multiple), seq_keys)
       outputs[split] = out
-      metrics = task.evaluate(out, data.examples, data.features, split)
-      for k, v in metrics.items():
+      split_metrics = task.evaluate(out, data.examples, data.features, split)
+      for k, v in split_metrics.items():
         record[f"{split}/{k}"] = float(v)
       if hasattr(task, "degenerate"):
-        notes.append(task.degenerate(out, data.examples, data.features, split, metrics))
+        notes.append(task.degenerate(out, data.examples, data.features, split,
+                                     split_metrics))
     degenerate = "; ".join(n for n in notes if n) or None
     score = _select(record, task.selection_metric)
     improved = best is None or score > best[0]
@@ -616,7 +476,7 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
     writer.write(at_step, {**record, "epoch": at_epoch})
     history.append({"step": at_step, "epoch": at_epoch, **record})
     shown = "  ".join(f"{k}={v:.4f}" for k, v in record.items())
-    log(f"eval step {at_step} (epoch {at_epoch:.2f}): {shown}"
+    metrics.log(f"eval step {at_step} (epoch {at_epoch:.2f}): {shown}"
         f"{'  *best*' if improved else ''}  [{time.time() - t0:.1f}s]"
         + (f"  DEGENERATE: {degenerate}" if degenerate else ""))
     eval_seconds += time.time() - t0
@@ -627,10 +487,10 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
       batch = make_batch(train.features, idx, batch_size, int(ft.bucket_multiple), seq_keys,
                          train_keys, lengths)
       local = {k: v[lo:lo + n_local] for k, v in batch.items()}
-      state, metrics = train_step(state, train_lib.global_batch(local, mesh))
+      state, step_metrics = train_step(state, train_lib.global_batch(local, mesh))
       step += 1
       seen_since += len(idx)
-      pending.append(metrics)
+      pending.append(step_metrics)
       if step % int(config.train.log_every) == 0 or step == total:
         fetched = jax.device_get(pending)
         mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]
@@ -642,9 +502,9 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
         mean.update(learning_rate=float(schedule(step - 1)), examples_per_sec=rate,
                     skipped_steps=int(fetched[-1]["skipped_steps"]))
         writer.write(step, {f"train/{k}": v for k, v in mean.items()})
-        log(f"step {step}/{total} epoch {step / steps_per_epoch:.2f} loss "
+        metrics.log(f"step {step}/{total} epoch {step / steps_per_epoch:.2f} loss "
             f"{mean['loss']:.4f} lr {mean['learning_rate']:.2e} {rate:.1f} ex/s "
-            f"elapsed {_fmt_time(elapsed)} ETA {_fmt_time(eta)}")
+            f"elapsed {metrics.format_duration(elapsed)} ETA {metrics.format_duration(eta)}")
         pending, t_log, seen_since = [], now, 0
       end_of_epoch = step % steps_per_epoch == 0
       if (step == total or end_of_epoch
@@ -670,7 +530,7 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
     predictions[split] = task.write_predictions(out, data.examples, data.features, split,
                                                 test_dir)
   if ft.save_best:
-    save_params(os.path.join(workdir, "best"), params, model_cfg)
+    checkpoints.save_params(os.path.join(workdir, "best"), params, model_cfg)
   results = {
       "task": task.name, "selection_metric": task.selection_metric, "score": score,
       "best_step": best_step, "best_epoch": best_epoch, "best": best_record,
@@ -685,37 +545,16 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
     with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
       json.dump(results, f, indent=2)
   writer.close()
-  log(f"{task.name}: best {task.selection_metric}={score:.4f} at step {best_step} "
+  metrics.log(f"{task.name}: best {task.selection_metric}={score:.4f} at step {best_step} "
       f"(epoch {best_epoch:.2f})" + (f"; DEGENERATE: {degenerate}" if degenerate else "")
-      + f"; trained {_fmt_time(train_seconds)}; predictions: "
+      + f"; trained {metrics.format_duration(train_seconds)}; predictions: "
       + ", ".join(p for ps in predictions.values() for p in ps))
   return results
-
-
-def save_params(directory: str, params, model_cfg) -> None:
-  """Best params (orbax, params only) + config.json (HF/Google spelling) in directory."""
-  import orbax.checkpoint as ocp
-  directory = os.path.abspath(directory)
-  if os.path.exists(directory) and jax.process_index() == 0:
-    shutil.rmtree(directory)
-  with ocp.StandardCheckpointer() as ckptr:  # close(): waits, then stops its threads
-    ckptr.save(os.path.join(directory, "params"), params)
-  if jax.process_index() == 0:
-    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
-      json.dump(checkpoints.model_config_to_bert_json(model_cfg), f, indent=2)
 
 
 # ---------------------------------------------------------------------------------------
 # Sweep over learning rates and seeds
 # ---------------------------------------------------------------------------------------
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  """A plain-text table (floats to 4 decimals) for logs and the README."""
-  cells = [[f"{c:.4f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
-  widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
-  line = lambda r: " | ".join(str(c).ljust(w) for c, w in zip(r, widths))
-  return "\n".join([line(header), "-+-".join("-" * w for w in widths)] +
-                   [line(r) for r in cells])
 
 
 def sweep(config, workdir: str, task: Task, learning_rates: Sequence[float] | None = None,
@@ -740,15 +579,15 @@ def sweep(config, workdir: str, task: Task, learning_rates: Sequence[float] | No
       run_dir = os.path.join(workdir, f"lr{lr:g}_seed{seed}")
       if out_dir:  # every restart writes its own files; only the best is copied out.
         task.output_dir = os.path.join(run_dir, "submission")
-      log(f"=== sweep: lr {lr:g} seed {seed} -> {run_dir}")
+      metrics.log(f"=== sweep: lr {lr:g} seed {seed} -> {run_dir}")
       runs.append(run(c, run_dir, task, cache=cache))
   task.output_dir = out_dir
   best = max(runs, key=lambda r: r["score"])
   header = ["lr", "seed", "best epoch", *best["best"].keys(), "train time"]
   rows = [[f"{r['learning_rate']:g}", r["seed"], f"{r['best_epoch']:.2f}",
            *(r["best"].get(k, float("nan")) for k in best["best"]),
-           _fmt_time(r["train_seconds"])] for r in runs]
-  table = format_table(header, rows)
+           metrics.format_duration(r["train_seconds"])] for r in runs]
+  table = metrics.format_table(header, rows)
   dest = out_dir or os.path.join(workdir, "submission")
   if jax.process_index() == 0:
     os.makedirs(dest, exist_ok=True)
@@ -758,6 +597,6 @@ def sweep(config, workdir: str, task: Task, learning_rates: Sequence[float] | No
           shutil.copy(p, os.path.join(dest, os.path.basename(p)))
     with open(os.path.join(workdir, "sweep.json"), "w", encoding="utf-8") as f:
       json.dump({"runs": runs, "best": best, "table": table}, f, indent=2)
-  log(f"sweep {task.name} ({task.selection_metric}; best: lr {best['learning_rate']:g} "
+  metrics.log(f"sweep {task.name} ({task.selection_metric}; best: lr {best['learning_rate']:g} "
       f"seed {best['seed']})\n{table}")
   return {"runs": runs, "best": best, "table": table}

@@ -20,22 +20,10 @@ tokens: for BERT-Base at S=128, P=20 that is 18% fewer FLOPs per step.
 """
 from __future__ import annotations
 
-# Dense peak FLOP/s per device (bfloat16 matmul) by jax device_kind prefix; a device not
-# listed (e.g. a CPU) has no known peak and MFU is not reported for it.
-PEAK_FLOPS = {
-    "TPU v2": 45e12 / 2,  # per core: a v2 chip (2 cores) is 45 TFLOP/s.
-    "TPU v3": 123e12 / 2,  # per core (jax device): a v3 chip has 2.
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,
-    "TPU v5e": 197e12,
-    "TPU v5p": 459e12,
-    "TPU v5": 459e12,
-    "TPU v6 lite": 918e12,
-    "TPU v6e": 918e12,
-    "NVIDIA H100": 989e12,
-    "NVIDIA H200": 989e12,
-    "NVIDIA A100": 312e12,
-}
+from bert_jax import hardware
+
+# Peak FLOP/s per device kind: the one accelerator table is hardware.py.
+PEAK_FLOPS = hardware.PEAK_FLOPS
 
 
 def encoder_flops_per_token(hidden: int, intermediate: int, num_layers: int,
@@ -72,20 +60,3 @@ def peak_flops_per_device(device_kind: str, override: float = 0.0) -> float | No
     if device_kind.startswith(prefix):
       return PEAK_FLOPS[prefix]
   return None
-
-
-def main():
-  """Prints the FLOPs per step of the paper's configurations (the README table)."""
-  from bert_jax import config as config_lib
-  for name, size, batch, seq, preds in (("BERT-Base", "base", 256, 128, 20),
-                                        ("BERT-Base", "base", 256, 512, 80),
-                                        ("BERT-Large", "large", 256, 128, 20),
-                                        ("BERT-Large", "large", 256, 512, 80)):
-    m = config_lib.model_config(size)
-    f = pretrain_flops_per_step(m, batch, seq, preds)
-    print(f"{name:10s} batch {batch} seq {seq} P {preds}: {f / 1e12:8.1f} TFLOPs/step, "
-          f"{f / batch / 1e9:7.1f} GFLOPs/sequence")
-
-
-if __name__ == "__main__":
-  main()

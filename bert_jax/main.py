@@ -19,9 +19,7 @@ both; bert_jax/distributed.py). SIGTERM checkpoints and exits 0 (bert_jax/preemp
 """
 from __future__ import annotations
 
-import difflib
 import importlib
-import re
 import sys
 
 from absl import app, flags
@@ -32,11 +30,12 @@ from bert_jax import console
 
 
 
-def define_flags() -> None:
+def define_flags(summarize: bool = False) -> None:
   """--config, --workdir and the multi-host flags (only when run as a program, so that
   importing this module next to another entry point defines nothing)."""
   config_flags.DEFINE_config_file(
-      "config", None, "Config file (configs/*.py); override values with --config.KEY=VALUE.",
+      "config", None,
+      "Config file (configs/*.py); override values with --config.KEY=VALUE.",
       lock_config=True)
   flags.DEFINE_string("workdir", None,
                       "Checkpoints, metrics and outputs go here (local path or gs://).")
@@ -44,11 +43,15 @@ def define_flags() -> None:
                       "host:port of process 0 (multi-host without TPU metadata).")
   flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
   flags.DEFINE_integer("process_id", None, "This process's index.")
+  if summarize:
+    flags.DEFINE_string("summarize", None,
+                        "Comma list of workdirs: print the table over their finished runs.")
 
 
 PRETRAIN = "pretrain"
 FINETUNE_TASKS = ("glue", "squad", "swag")
-PROG = "bert_jax.main"
+PROG = "bert_jax.main"  # the program name in error lines; start() sets a front's
+TASK = None  # a fine-tuning front's task (start(task=...)): other configs are refused
 
 
 def _fail(message: str) -> None:
@@ -56,54 +59,12 @@ def _fail(message: str) -> None:
   sys.exit(2)
 
 
-def _config_file(argv) -> str | None:
-  for i, a in enumerate(argv):
-    if a.startswith("--config="):
-      return a.split("=", 1)[1]
-    if a == "--config" and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
-
-
-def explain_override_error(argv, error: Exception) -> str:
-  """A flag-parsing error -> one line naming the --config.KEY at fault and the fix."""
-  msg = str(error).strip().strip("'\"").replace("\\n", " ").replace("\n", " ")
-  config_path = _config_file(argv)
-  if config_path is None:
-    return f"{msg} (usage: python -m {PROG} --config=configs/tiny.py --workdir=DIR)"
-  try:
-    config = config_lib.load_config_file(config_path)
-  except Exception as e:  # a broken config file: say so.
-    return f"cannot load --config={config_path}: {type(e).__name__}: {e}"
-  for a in argv:
-    m = re.match(r"--config\.([^=]+)(?:=(.*))?$", a)
-    if not m:
-      continue
-    key, value = m.group(1), m.group(2)
-    node, walked = config, []
-    for part in key.split("."):
-      children = list(node.keys()) if hasattr(node, "keys") else []
-      if part not in children:
-        where = ".".join(["config"] + walked)
-        close = difflib.get_close_matches(part, children, n=1)
-        hint = (f"did you mean --config.{'.'.join(walked + [close[0]])}?" if close else
-                f"valid keys of {where}: {', '.join(sorted(children))}" if children else
-                f"{where} is a value, not a group")
-        return f"--config.{key}: unknown config key {part!r} in {where}; {hint}"
-      node = node[part]
-      walked.append(part)
-    if value is not None and not hasattr(node, "keys") and key in msg:
-      return (f"--config.{key}={value}: expected a {type(node).__name__} (default "
-              f"{node!r}); fix the value, e.g. --config.{key}={node!r}")
-  return msg
-
-
 def parse_flags(argv):
   """absl flag parsing with every config/flag error turned into one clear line."""
   try:
     return flags.FLAGS(argv)
   except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
-    _fail(explain_override_error(argv, e))
+    _fail(config_lib.explain_override_error(argv, e, PROG))
 
 
 def initialize_distributed() -> None:
@@ -142,13 +103,21 @@ def run(config, workdir: str):
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}; overrides look like --config.train.batch_size=64")
-  config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+  f = flags.FLAGS
+  if "summarize" in f and f.summarize:  # a front's table over finished runs: no training
+    module = importlib.import_module(f"bert_jax.tasks.{TASK}")
+    print(module.summarize_text(f.summarize.split(",")))
+    return
+  config, workdir = f.config, f.workdir
   if config is None or not workdir:
     _fail(f"--config and --workdir are required: python -m {PROG} "
           "--config=configs/tiny.py --workdir=runs/tiny")
+  if TASK is not None and config.task != TASK:
+    _fail(f"--config is a config.task={config.task!r} config but this is the {TASK} entry "
+          f"point: use configs/{TASK}.py (or python -m bert_jax.main for any task).")
   # Library logging (orbax, absl, jax) -> <workdir>/logs/<host>.log; the console keeps
   # our progress lines and warnings unless --verbosity asks for more (console.py).
-  console.setup(workdir, process_id=flags.FLAGS.process_id)
+  console.setup(workdir, process_id=f.process_id)
   initialize_distributed()
   try:
     run(config, workdir)
@@ -161,11 +130,23 @@ def main(argv):
     raise
 
 
-if __name__ == "__main__":
+def start(prog: str = "bert_jax.main", task: str | None = None,
+          default_config: str | None = None, summarize: bool = False) -> None:
+  """The one start-up of every training job: `python -m bert_jax.main` and the fine-tuning
+  fronts (`python -m bert_jax.glue`, `.squad`, `.swag`) all go through it: huge pages,
+  no TPU probing without a TPU, flags, one-line errors, distributed init, dispatch."""
+  global PROG, TASK
+  PROG, TASK = prog, task
   # Huge pages for XLA:CPU's per-step buffers (bert_jax/hugepages.py): a fresh process.
   from bert_jax import hugepages
-  hugepages.reexec_with_hugepages(["-m", "bert_jax.main", *sys.argv[1:]])
+  hugepages.reexec_with_hugepages(sys.orig_argv[1:])  # the same command, as it was typed
   # Before jax starts a backend: no libtpu probing on a machine without a TPU (console.py).
   console.quiet_start(sys.argv)
-  define_flags()
+  if default_config and config_lib.config_file_arg(sys.argv) is None:
+    sys.argv.insert(1, f"--config={default_config}")  # as if typed: one parsing path
+  define_flags(summarize)
   app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  start()

@@ -254,7 +254,7 @@ class Encoder(nn.Module):
                 if c.remat == "dots" else None)
       # A rolled scan keeps XLA from CSE-ing the recomputation away; unrolled it does
       # not, and without prevent_cse remat silently saves nothing (same FLOPs and
-      # memory: found compiling BERT-Large for TPU, bert_jax.aot).
+      # memory: found compiling BERT-Large for TPU, bert_jax.tools.aot).
       layer = nn.remat(layer, policy=policy, prevent_cse=not c.scan_layers)
     if c.scan_layers:
       stack = nn.scan(

@@ -15,26 +15,12 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from bert_jax.config import ConfigError
+from bert_jax.config import LOGICAL_AXIS_RULES, ConfigError
 
-# logical axis -> mesh axis (or axes, or None = replicated).
-DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
-    # activations
-    ("batch", ("data", "fsdp")),
-    ("length", None),
-    ("embed_act", None),
-    ("heads_act", "tensor"),
-    ("mlp_act", "tensor"),
-    ("vocab_act", "tensor"),
-    ("kv", None),
-    # parameters: FSDP shards the embed dimension, tensor parallel heads/mlp/vocab.
-    ("embed", "fsdp"),
-    ("heads", "tensor"),
-    ("mlp", "tensor"),
-    ("vocab", "tensor"),
-    ("layers", None),
-    ("classes", None),
-)
+# logical axis -> mesh axis (or axes, or None = replicated): config.mesh.rules' default.
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = LOGICAL_AXIS_RULES
+# The rules each mesh was made with (make_mesh(config.mesh)); others use DEFAULT_RULES.
+_MESH_RULES: dict[Mesh, tuple] = {}
 
 BATCH_AXES = ("data", "fsdp")
 
@@ -65,11 +51,39 @@ def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
     dev_array = mesh_utils.create_device_mesh(shape, devices=devices)
   except Exception:  # CPU/fake devices without topology info: row-major is fine.
     dev_array = np.asarray(devices).reshape(shape)
-  return Mesh(dev_array, axes)
+  mesh = Mesh(dev_array, axes)
+  rules = mesh_cfg.get("rules", None)
+  if rules is not None:
+    _MESH_RULES[mesh] = check_rules(rules, axes)
+  return mesh
 
 
-def rules_for(mesh: Mesh, rules=DEFAULT_RULES) -> tuple[tuple[str, Any], ...]:
-  """Drops mesh axes the mesh does not have (e.g. a mesh with only 'data')."""
+def check_rules(rules, axes: Sequence[str]) -> tuple[tuple[str, Any], ...]:
+  """config.mesh.rules -> a tuple of (logical, mesh axes) pairs; ConfigError if malformed."""
+  out = []
+  for rule in rules:
+    ok = (isinstance(rule, (tuple, list)) and len(rule) == 2 and isinstance(rule[0], str))
+    physical = rule[1] if ok else None
+    names = () if physical is None else (physical,) if isinstance(physical, str) else physical
+    if not ok or not all(isinstance(a, str) for a in names):
+      raise ConfigError(
+          f"config.mesh.rules: {rule!r} is not a (logical axis, mesh axis | (mesh axes) | "
+          "None) pair, e.g. ('mlp', 'tensor') or ('batch', ('data', 'fsdp')).")
+    unknown = [a for a in names if a not in axes]
+    if unknown:
+      raise ConfigError(
+          f"config.mesh.rules: {rule!r} names mesh axis {unknown[0]!r}, which "
+          f"config.mesh.axes={tuple(axes)} does not have; use one of {tuple(axes)}.")
+    out.append((rule[0], None if physical is None else
+                physical if isinstance(physical, str) else tuple(physical)))
+  return tuple(out)
+
+
+def rules_for(mesh: Mesh, rules=None) -> tuple[tuple[str, Any], ...]:
+  """The rules (default: the mesh's config.mesh.rules, else DEFAULT_RULES) without the
+  mesh axes the mesh does not have (e.g. a mesh with only 'data')."""
+  if rules is None:
+    rules = _MESH_RULES.get(mesh, DEFAULT_RULES)
   out = []
   for logical, physical in rules:
     if physical is None:
@@ -82,7 +96,7 @@ def rules_for(mesh: Mesh, rules=DEFAULT_RULES) -> tuple[tuple[str, Any], ...]:
 
 
 @contextlib.contextmanager
-def activate(mesh: Mesh, rules=DEFAULT_RULES):
+def activate(mesh: Mesh, rules=None):
   """Mesh + logical rules in scope, so nn.with_logical_constraint resolves inside jit."""
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules_for(mesh, rules)):
     yield
@@ -95,7 +109,7 @@ def _axis_size(mesh: Mesh, entry) -> int:
   return math.prod(mesh.shape[a] for a in names)
 
 
-def logical_to_shardings(abstract_tree, logical_specs, mesh: Mesh, rules=DEFAULT_RULES):
+def logical_to_shardings(abstract_tree, logical_specs, mesh: Mesh, rules=None):
   """Logical PartitionSpecs -> NamedShardings; a dimension the mesh axes do not divide
   (e.g. vocab 30522 over 4 tensor devices) is replicated instead of failing."""
   mesh_specs = nn.logical_to_mesh(logical_specs, rules_for(mesh, rules))

@@ -13,6 +13,7 @@ Google Cloud Storage (a TPU pod, where every host must see the same workdir). We
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 from typing import Iterable, Sequence
@@ -31,6 +32,22 @@ CHECKPOINT_SUBDIRS = ("checkpoints", "")
 
 class PathError(ValueError):
   """A path or glob that names nothing; the message says which and how to fix it."""
+
+
+class WorkdirError(ValueError):
+  """The workdir cannot hold this run; the message names the path, the cause and the fix."""
+
+
+def explain_os_error(e: OSError) -> str:
+  if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    return "the disk is full"
+  if e.errno in (errno.EACCES, errno.EPERM):
+    return "permission denied"
+  if e.errno == errno.EROFS:
+    return "read-only filesystem"
+  if e.errno in (errno.ENOTDIR, errno.EEXIST):
+    return "a file is in the way"
+  return os.strerror(e.errno) if e.errno else str(e)
 
 
 def as_path(path: PathLike) -> epath.Path:

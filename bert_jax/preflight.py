@@ -18,7 +18,7 @@ scratch over someone else's run (or continues it with a model it was not trained
    different mesh or host count is fine, orbax reshards on restore.
 
 And after compiling, before the first step (check_memory_fits, one place for every loop:
-pre-training, fine-tuning, SQuAD prediction, bert_jax.predict):
+pre-training, fine-tuning, SQuAD prediction, bert_jax.tools.predict):
 
 4. memory: the compiled program's arguments + temporaries + outputs that do not reuse an
    argument's buffer (`memory_analysis()`, per device) must fit the device: its HBM
@@ -31,27 +31,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
-import math
+import re
 import os
 import shutil
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import jax
 import numpy as np
 from etils import epath
 
-from bert_jax import fault_injection
-from bert_jax import paths
+from bert_jax import checkpoints, paths
+from bert_jax import config as config_lib
+from bert_jax.paths import WorkdirError
 
 # Keys that must not change while a run is resumed: they change the parameter tree, what
 # the weights mean, or which examples the data stream yields.
-MODEL_SHAPE_KEYS = ("model.vocab_size", "model.hidden_size", "model.num_layers",
-                    "model.num_heads", "model.intermediate_size",
-                    "model.max_position_embeddings", "model.type_vocab_size")
-RESUME_KEYS = MODEL_SHAPE_KEYS + (
+SHAPE_KEYS = tuple(f"model.{k}" for k in config_lib.MODEL_SHAPE_KEYS)
+RESUME_KEYS = SHAPE_KEYS + (
     "task", "seed", "do_lower_case",
     "model.scan_layers", "model.param_dtype", "model.hidden_act",
     "data.max_seq_length", "data.max_predictions_per_seq", "data.masked_lm_prob",
@@ -69,26 +67,10 @@ PROBE_BYTES = 1 << 16
 MiB = 1 << 20
 
 
-class WorkdirError(ValueError):
-  """The workdir cannot hold this run; the message names the path, the cause and the fix."""
-
-
 def probe_path(workdir, process_index: int | None = None) -> epath.Path:
   """The probe file a process writes to prove the workdir is writable."""
   i = jax.process_index() if process_index is None else process_index
   return epath.Path(workdir) / f"{PROBE_NAME}.{i}"
-
-
-def _explain(e: OSError) -> str:
-  if e.errno in (errno.ENOSPC, errno.EDQUOT):
-    return "the disk is full"
-  if e.errno in (errno.EACCES, errno.EPERM):
-    return "permission denied"
-  if e.errno == errno.EROFS:
-    return "read-only filesystem"
-  if e.errno in (errno.ENOTDIR, errno.EEXIST):
-    return "a file is in the way"
-  return os.strerror(e.errno) if e.errno else str(e)
 
 
 def check_writable(workdir) -> None:
@@ -111,7 +93,7 @@ def check_writable(workdir) -> None:
     except OSError:
       pass
     raise WorkdirError(
-        f"--workdir={workdir} is not writable: {_explain(e)} ({type(e).__name__}: "
+        f"--workdir={workdir} is not writable: {paths.explain_os_error(e)} ({type(e).__name__}: "
         f"{e.strerror or e}); choose a directory this process can write (with room for "
         "checkpoints) or fix it.") from None
 
@@ -124,9 +106,6 @@ def state_bytes(abstract_state) -> int:
 
 def free_bytes(workdir) -> int | None:
   """Free bytes on the workdir's filesystem (None for object stores such as gs://)."""
-  injected = fault_injection.active().free_bytes
-  if injected is not None:
-    return injected
   if paths.is_remote(workdir):
     return None
   return shutil.disk_usage(os.fspath(workdir)).free
@@ -143,32 +122,9 @@ def check_free_space(workdir, checkpoint_bytes: int) -> None:
         "--workdir (the disk would fill at the first checkpoint).")
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  if isinstance(tree, Mapping):
-    out = {}
-    for k, v in tree.items():
-      out.update(_flatten(v, f"{prefix}{k}."))
-    return out
-  return {prefix[:-1]: tree}
-
-
 def _normalise(value):
   """Tuples and lists compare equal (the saved config went through JSON)."""
   return json.loads(json.dumps(value, default=str))
-
-
-def _latest_checkpoint(checkpoint_dir) -> tuple[int, epath.Path] | None:
-  steps = paths.checkpoint_steps(checkpoint_dir) if epath.Path(checkpoint_dir).is_dir() else []
-  steps = [s for s in steps if (epath.Path(checkpoint_dir) / str(s) / "state").is_dir()]
-  if not steps:
-    return None
-  return steps[-1], epath.Path(checkpoint_dir) / str(steps[-1])
-
-
-def saved_config(step_dir) -> dict | None:
-  """The config a checkpoint was written with (its `config` item), or None."""
-  f = epath.Path(step_dir) / "config" / "metadata"
-  return json.loads(f.read_text()) if f.exists() else None
 
 
 Change = tuple[str, Any, Any]  # (dotted key, saved value, new value)
@@ -176,8 +132,8 @@ Change = tuple[str, Any, Any]  # (dotted key, saved value, new value)
 
 def config_changes(saved: dict, config) -> tuple[list[Change], list[Change]]:
   """(incompatible, noted) differences between a checkpoint's saved config and `config`."""
-  old = _flatten(_normalise(saved))
-  new = _flatten(_normalise(config.to_dict()))
+  old = checkpoints.dotted(_normalise(saved))
+  new = checkpoints.dotted(_normalise(config.to_dict()))
   incompatible, noted = [], []
   for key in sorted(set(old) & set(new)):
     if old[key] == new[key] or key.startswith(OPERATIONAL_KEYS):
@@ -189,16 +145,9 @@ def config_changes(saved: dict, config) -> tuple[list[Change], list[Change]]:
           [(k, old[k], new[k]) for k in noted])
 
 
-def param_shapes_from_checkpoint(step_dir) -> dict[str, tuple]:
-  """{'bert.encoder.layers.qkv.kernel': shape, ...} from a checkpoint's state metadata."""
-  import orbax.checkpoint as ocp
-  meta = ocp.PyTreeCheckpointer().metadata(epath.Path(step_dir) / "state").item_metadata.tree
-  return {k: tuple(v.shape) for k, v in _flatten(meta["params"]).items()}
-
-
 def param_shapes(abstract_state) -> dict[str, tuple]:
   """The same for the train state this config builds."""
-  return {k: tuple(v.shape) for k, v in _flatten(abstract_state.params).items()}
+  return {k: tuple(v.shape) for k, v in checkpoints.dotted(abstract_state.params).items()}
 
 
 def check_resume(config, workdir, checkpoint_dir, abstract_state_fn=None) -> str | None:
@@ -207,19 +156,19 @@ def check_resume(config, workdir, checkpoint_dir, abstract_state_fn=None) -> str
   Returns a note listing the compatible changes (None when nothing differs or there is
   no checkpoint).
   """
-  found = _latest_checkpoint(checkpoint_dir)
+  found = checkpoints.latest_checkpoint(checkpoint_dir)
   if found is None:
     return None
   step, step_dir = found
   fresh = (f"use a new --workdir for a new run (to start from these weights: "
            f"--config.init_checkpoint={workdir} --config.init_mode=full)")
-  saved = saved_config(step_dir)
+  saved = checkpoints.saved_config(step_dir)
   notes = None
   if saved is not None:
     incompatible, noted = config_changes(saved, config)
     if incompatible:
       key, was, now = incompatible[0]
-      what = ("a checkpoint of a different model" if key in MODEL_SHAPE_KEYS else
+      what = ("a checkpoint of a different model" if key in SHAPE_KEYS else
               "a run that this config cannot continue")
       more = (f" (also differ: {', '.join(c[0] for c in incompatible[1:])})"
               if len(incompatible) > 1 else "")
@@ -232,7 +181,7 @@ def check_resume(config, workdir, checkpoint_dir, abstract_state_fn=None) -> str
                + "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in noted))
   if abstract_state_fn is not None:
     ours = param_shapes(abstract_state_fn())
-    theirs = param_shapes_from_checkpoint(step_dir)
+    theirs = checkpoints.param_shapes_from_checkpoint(step_dir)
     for name in sorted(set(ours) | set(theirs)):
       if ours.get(name) != theirs.get(name):
         raise WorkdirError(
@@ -259,23 +208,6 @@ def check_workdir(config, workdir, checkpoint_dir,
     check_free_space(workdir, state_bytes(abstract))
   return check_resume(config, workdir, checkpoint_dir,
                       (lambda: abstract) if abstract is not None else None)
-
-
-def write_failure(error: BaseException, checkpoint_dir, last_complete: int | None,
-                  keep: int) -> WorkdirError | None:
-  """A checkpoint write that failed for lack of space -> the WorkdirError to raise instead
-  (naming the last complete checkpoint and the fixes); None for any other failure."""
-  message = str(error)
-  full = (getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or
-          "No space left on device" in message or "os_error_code='28'" in message)
-  if not full:
-    return None
-  last = (f"step {last_complete}, which the same command resumes from once there is room"
-          if last_complete is not None else "none yet")
-  return WorkdirError(
-      f"writing a checkpoint to {checkpoint_dir} failed: the disk is full. The last complete "
-      f"checkpoint is {last}; free space there, keep fewer checkpoints "
-      f"(--config.train.keep_checkpoints={keep} now) or move the run to a bigger --workdir.")
 
 
 # ---------------------------------------------------------------------------------------
@@ -528,6 +460,24 @@ def _does_not_fit(h: MemoryHints, needed: int, parts: str, available: int,
           f"device ({parts}), and {there}. {fit_hints(h, needed, available)}")
 
 
+# XLA:TPU's out-of-memory messages: "... Used 52.47G of 15.48G hbm ..." or "... required
+# for HLO temporaries (34.58G) exceeds available HBM (15.75G)".
+_OOM = (re.compile(r"Used ([\d.]+)([KMGT]?)i?B? of ([\d.]+)([KMGT]?)i?B? hbm", re.I),
+        re.compile(r"\(([\d.]+)([KMGT]?)i?B?\) exceeds available HBM \(([\d.]+)([KMGT]?)i?B?\)",
+                   re.I))
+_UNIT = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_oom(message: str) -> tuple[int, int] | None:
+  """An XLA:TPU out-of-memory error -> (bytes needed, bytes available) per device."""
+  for pattern in _OOM:
+    m = pattern.search(message)
+    if m:
+      return (int(float(m.group(1)) * _UNIT[m.group(2).upper()]),
+              int(float(m.group(3)) * _UNIT[m.group(4).upper()]))
+  return None
+
+
 def compile_checked(lowered, devices, hints: MemoryHints, *, capacity: int | None = None,
                     allocated_bytes: int = 0, report: Callable | None = None):
   """lowered.compile(), then check_memory_fits (arguments as there); XLA:TPU refusing a
@@ -539,8 +489,7 @@ def compile_checked(lowered, devices, hints: MemoryHints, *, capacity: int | Non
   try:
     compiled = lowered.compile()
   except Exception as e:  # XLA raises a runtime error; only an out-of-memory is ours
-    from bert_jax import aot
-    oom = aot.parse_oom(str(e))
+    oom = parse_oom(str(e))
     if oom is None:
       raise
     raise DoesNotFitError(_does_not_fit(

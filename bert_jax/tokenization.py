@@ -229,7 +229,7 @@ class SentencePieceTokenizer:
         raise TokenizerError(
             f"{model_file}: special token {t} is not a piece of this SentencePiece model; "
             "train it with --user_defined_symbols=[CLS],[SEP],[MASK] and pad/unk pieces "
-            "(see `python -m bert_jax.build_vocab --type=sentencepiece`).")
+            "(see `python -m bert_jax.tools.build_vocab --type=sentencepiece`).")
       ids[t] = i
     self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
         ids[t] for t in SPECIAL_TOKENS)

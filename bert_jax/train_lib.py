@@ -38,7 +38,7 @@ class TrainState(flax.struct.PyTreeNode):
 
 def create_train_state(init_params_fn: Callable[[jax.Array], PyTree],
                        tx: optax.GradientTransformation, mesh: Mesh, seed: int,
-                       rules=partitioning.DEFAULT_RULES) -> tuple[TrainState, TrainState]:
+                       rules=None) -> tuple[TrainState, TrainState]:
   """Initialises the state sharded per the logical rules; returns (state, shardings)."""
 
   def init(rng):
@@ -59,7 +59,7 @@ def create_train_state(init_params_fn: Callable[[jax.Array], PyTree],
 
 
 def abstract_train_state(init_params_fn, tx, mesh: Mesh, seed: int = 0,
-                         rules=partitioning.DEFAULT_RULES) -> tuple[TrainState, TrainState]:
+                         rules=None) -> tuple[TrainState, TrainState]:
   """Shapes and shardings of the state without allocating it (AOT compilation, restore)."""
   def init(rng):
     params_rng, dropout_rng = jax.random.split(rng)
@@ -115,7 +115,7 @@ def _split_micro(batch: dict, k: int) -> dict:
 def make_train_step(compute_loss: ComputeLoss, denominators_fn: Callable[[dict], dict],
                     tx: optax.GradientTransformation, mesh: Mesh, state_shardings: TrainState,
                     *, grad_accum_steps: int = 1, donate: bool = True,
-                    rules=partitioning.DEFAULT_RULES):
+                    rules=None):
   """One jitted, sharded step: (state, global batch) -> (new state, metrics).
 
   Gradients are summed over `grad_accum_steps` micro-batches (a lax.scan), so the update
@@ -184,7 +184,7 @@ def make_train_step(compute_loss: ComputeLoss, denominators_fn: Callable[[dict],
 
 
 def make_predict_step(apply_fn: Callable[[PyTree, dict], Any], mesh: Mesh,
-                      params_shardings: PyTree, rules=partitioning.DEFAULT_RULES):
+                      params_shardings: PyTree, rules=None):
   """Jitted, sharded inference: (params, batch) -> apply_fn(params, batch)."""
   jitted = jax.jit(apply_fn, in_shardings=(params_shardings, partitioning.batch_sharding(mesh)))
 
@@ -219,3 +219,11 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
   sh = partitioning.batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sh, np.asarray(v))
           for k, v in local_batch.items()}
+
+
+def gather_to_host(tree):
+  """Global (sharded) outputs -> numpy on every host."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.tree_util.tree_map(np.asarray, tree)

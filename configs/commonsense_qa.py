@@ -1,6 +1,6 @@
 """Fine-tune BERT on CommonsenseQA (5-way multiple choice) through the SWAG task.
 
-python -m bert_jax.tasks.swag --config=configs/commonsense_qa.py \
+python -m bert_jax.swag --config=configs/commonsense_qa.py \
     --config.init_checkpoint=PATH/TO/BERT --workdir=runs/csqa
 
 By default it trains on the first 1,000 of the 1,221 public dev questions
@@ -12,14 +12,13 @@ the slices. Recipe as configs/swag.py (batch 16, lr 2e-5, 3 epochs).
 import os
 
 from bert_jax import config as config_lib
-from bert_jax.tasks import swag
 
 CSQA_FILE = os.path.join(os.path.dirname(config_lib.REPO_ROOT), "shared", "data", "mc",
                          "commonsense_qa", "validation.jsonl")
 
 
 def get_config():
-  c = swag.default_config("commonsense_qa", num_choices=5)
+  c = config_lib.swag_config("commonsense_qa", num_choices=5)
   c.swag.train_file = CSQA_FILE
   c.swag.dev_file = CSQA_FILE
   c.swag.train_slice = ":1000"

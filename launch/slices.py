@@ -12,17 +12,11 @@ from __future__ import annotations
 import dataclasses
 import re
 
-# generation prefix -> (cores per chip, chips per host in a multi-host slice,
-#                       largest single-host slice in chips, default runtime version)
-_GENERATIONS = {
-    "v2": (2, 4, 4, "tpu-ubuntu2204-base"),
-    "v3": (2, 4, 4, "tpu-ubuntu2204-base"),
-    "v4": (2, 4, 4, "tpu-ubuntu2204-base"),
-    "v5p": (2, 4, 4, "v2-alpha-tpuv5"),
-    "v5litepod": (1, 4, 8, "v2-alpha-tpuv5-lite"),
-    "v6e": (1, 4, 8, "v2-alpha-tpuv6e"),
-}
-_ALIASES = {"v5e": "v5litepod"}
+from bert_jax import hardware
+
+# The TPU generations and their per-chip facts live in one table: bert_jax/hardware.py.
+_GENERATIONS = dict(hardware.TPU_GENERATIONS)
+_ALIASES = dict(hardware.TPU_ALIASES)
 
 
 class SliceError(ValueError):
@@ -57,7 +51,9 @@ def parse_accelerator_type(accelerator_type: str) -> SliceInfo:
         f"with generation one of {sorted(_GENERATIONS)}, e.g. v4-8 (one host) or v4-32 "
         "(4 hosts); `gcloud compute tpus accelerator-types list --zone=ZONE` lists them.")
   size = int(m.group(2))
-  cores_per_chip, chips_per_host, max_single, runtime = _GENERATIONS[gen]
+  g = _GENERATIONS[gen]
+  cores_per_chip, chips_per_host = g.cores_per_chip, g.chips_per_host
+  max_single, runtime = g.max_single_host_chips, g.default_runtime
   if size % cores_per_chip:
     raise SliceError(f"--accelerator_type={accelerator_type!r}: {gen} sizes count "
                      f"TensorCores, {cores_per_chip} per chip; use a multiple of "

@@ -33,6 +33,8 @@ import numpy as np
 from _xla import xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# bert_jax.main with the faults of _faults.py installed (the library does not import it).
+FAULTY_MAIN = pathlib.Path(__file__).resolve().parent / "_faulty_main.py"
 CORPUS = REPO / "bert_jax" / "resources" / "corpus"
 TIMEOUT_S = 900  # per run; the shared 2-core CI machine can be very slow
 
@@ -164,7 +166,7 @@ def start(workdir, overrides: Sequence[str], *, cache_dir, log_dir, name: str,
   log_dir = pathlib.Path(log_dir)
   log_dir.mkdir(parents=True, exist_ok=True)
   out, err = log_dir / f"{name}.out", log_dir / f"{name}.err"
-  cmd = [sys.executable, "-m", "bert_jax.main", *BASE_OVERRIDES, f"--workdir={workdir}",
+  cmd = [sys.executable, str(FAULTY_MAIN), *BASE_OVERRIDES, f"--workdir={workdir}",
          *overrides, *process_flags]
   with open(out, "w") as fo, open(err, "w") as fe:
     popen = subprocess.Popen(cmd, cwd=REPO, stdout=fo, stderr=fe,
@@ -287,7 +289,7 @@ def assert_trees_within(got, ref, rtol: float) -> None:
 
 
 def read_log(log_dir, process: int) -> list[list[int]]:
-  """The record indices of each source read of one process (fault_injection read log)."""
+  """The record indices of each source read of one process (_faults.py read log)."""
   f = pathlib.Path(log_dir) / f"reads_process_{process}.jsonl"
   return [json.loads(l)["indices"] for l in f.read_text().splitlines()]
 

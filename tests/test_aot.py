@@ -9,7 +9,8 @@ pytest.importorskip(
     "libtpu", reason="libtpu (the TPU compiler, `pip install 'jax[tpu]==0.10.2'`, part of "
     "the test extra) is not installed: it ships for Linux x86_64/aarch64 only.")
 
-from bert_jax import aot  # noqa: E402
+from bert_jax import preflight  # noqa: E402
+from bert_jax.tools import aot  # noqa: E402
 from configs import tiny  # noqa: E402
 from _numerics import EPS64  # noqa: E402
 
@@ -219,10 +220,10 @@ def test_topology_names_and_errors():
   assert aot.parse_topology("v2:8x8") == ("v2", "v2:8x8", (8, 8))
   with pytest.raises(aot.AotError, match="--topology='v9:2x2'.*v2:8x8"):
     aot.parse_topology("v9:2x2")
-  assert aot.parse_oom("RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm. Used "
+  assert preflight.parse_oom("RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm. Used "
                        "52.47G of 15.48G hbm. Exceeded") == (int(52.47 * 2**30),
                                                              int(15.48 * 2**30))
-  assert aot.parse_oom("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory "
+  assert preflight.parse_oom("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory "
                        "required for HLO temporaries (34.58G) exceeds available HBM "
                        "(15.75G).") == (int(34.58 * 2**30), int(15.75 * 2**30))
-  assert aot.parse_oom("INTERNAL: something else") is None
+  assert preflight.parse_oom("INTERNAL: something else") is None

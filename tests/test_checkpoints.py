@@ -22,7 +22,9 @@ import torch
 import transformers
 from flax.linen import meta
 
-from bert_jax import checkpoints, convert, tf_checkpoint
+from bert_jax import checkpoints, tf_checkpoint
+from bert_jax import weights
+from bert_jax.tools import convert
 from bert_jax.checkpoints import CheckpointError
 from bert_jax.model import BertConfig, BertForPreTraining
 from _numerics import encoder_roundings, f32_tol
@@ -152,10 +154,10 @@ def test_tf_checkpoint_equals_hf_reference(tf_tiny):
 
 def test_tf_written_from_params_imports_to_same_outputs(tmp_path):
   """Random-init pre-training params -> Google TF checkpoint -> load_pretrained."""
-  m = checkpoints.model_config_from_bert_json(str(TF_DIR / "bert_config.json"))
+  m = weights.model_config_from_bert_json(str(TF_DIR / "bert_config.json"))
   inputs = _inputs(m.vocab_size)
   params = _random_params(m, inputs)
-  checkpoints.save_tf(str(tmp_path / "tf"), m, params, str(TF_DIR / "vocab.txt"))
+  weights.save_tf(str(tmp_path / "tf"), m, params, str(TF_DIR / "vocab.txt"))
   names = set(tf_checkpoint.read_checkpoint(str(tmp_path / "tf" / "bert_model.ckpt")))
   assert set(make_tf.google_tensors()) == names  # exactly Google's variable names
   m2, params2 = checkpoints.load_pretrained(str(tmp_path / "tf"))
@@ -167,7 +169,7 @@ def test_tf_written_from_params_imports_to_same_outputs(tmp_path):
 
 def test_minilm_hf_to_tf_to_params_exact(minilm_path, tmp_path):
   model_config, params = checkpoints.load_pretrained(minilm_path)
-  prefix = checkpoints.save_tf(str(tmp_path), model_config, params)
+  prefix = weights.save_tf(str(tmp_path), model_config, params)
   assert prefix.endswith("bert_model.ckpt")
   m2, params2 = checkpoints.load_pretrained(str(tmp_path))
   _assert_trees_equal(params2, params)
@@ -176,7 +178,7 @@ def test_minilm_hf_to_tf_to_params_exact(minilm_path, tmp_path):
 
 def test_convert_cli_to_orbax_and_back(tf_tiny, tmp_path):
   out = tmp_path / "converted"
-  proc = subprocess.run([sys.executable, "-m", "bert_jax.convert", f"--input={TF_DIR}",
+  proc = subprocess.run([sys.executable, "-m", "bert_jax.tools.convert", f"--input={TF_DIR}",
                          f"--output={out}"], capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Read tf checkpoint" in proc.stdout and "Wrote bert_jax checkpoint" in proc.stdout
@@ -189,7 +191,7 @@ def test_convert_cli_to_orbax_and_back(tf_tiny, tmp_path):
   _assert_trees_equal(params, tf_tiny[1])
   assert all(isinstance(x, np.ndarray) for x in jax.tree_util.tree_leaves(params))
   with pytest.raises(CheckpointError, match="already exists"):
-    checkpoints.save_converted(str(out), model_config, params)
+    weights.save_converted(str(out), model_config, params)
 
 
 def test_converted_checkpoint_comes_back_in_its_configs_layer_layout(tf_tiny, tmp_path):
@@ -202,11 +204,11 @@ def test_converted_checkpoint_comes_back_in_its_configs_layer_layout(tf_tiny, tm
   stacked = model_lib.stack_layers(params)
   scanned = model_config.copy_and_resolve_references()
   scanned.scan_layers = True
-  checkpoints.save_converted(str(tmp_path / "scan"), scanned, stacked)
+  weights.save_converted(str(tmp_path / "scan"), scanned, stacked)
   cfg, got = checkpoints.load_pretrained(str(tmp_path / "scan"))
   assert cfg.scan_layers and got["bert"]["encoder"]["layers"]["qkv"]["kernel"].shape[0] == 2
   _assert_trees_equal(got, stacked)
-  checkpoints.save_converted(str(tmp_path / "old"), scanned, stacked)
+  weights.save_converted(str(tmp_path / "old"), scanned, stacked)
   saved = json.loads((tmp_path / "old" / "model_config.json").read_text())
   del saved["scan_layers"]
   (tmp_path / "old" / "model_config.json").write_text(json.dumps(saved))
@@ -253,10 +255,10 @@ def _one_line(excinfo):
 
 def test_bad_checkpoints(tmp_path, minilm_path):
   # Vocabulary size != embedding rows.
-  m = checkpoints.model_config_from_bert_json(str(TF_DIR / "bert_config.json"))
-  assert checkpoints.check_vocab_matches(str(TF_DIR / "vocab.txt"), m) == 40
+  m = weights.model_config_from_bert_json(str(TF_DIR / "bert_config.json"))
+  assert weights.check_vocab(str(TF_DIR / "vocab.txt"), m) == 40
   with pytest.raises(CheckpointError) as e:
-    checkpoints.check_vocab_matches(str(pathlib.Path(minilm_path) / "vocab.txt"), m)
+    weights.check_vocab(str(pathlib.Path(minilm_path) / "vocab.txt"), m)
   msg = _one_line(e)
   assert "30522 tokens" in msg and "vocab_size=40" in msg and "vocab.txt" in msg
   # A config whose vocab_size does not fit the checkpoint's embedding table.

@@ -16,7 +16,7 @@ import pytest
 
 from bert_jax import config as config_lib
 from bert_jax import paths
-from bert_jax.data import create_pretraining_data as prep
+from bert_jax.data import shards as prep
 
 VOCAB = os.path.join(config_lib.BUNDLED_DIR, "vocab.txt")
 EVAL_TEXT = os.path.join(config_lib.BUNDLED_DIR, "corpus", "eval-*.txt")
@@ -46,10 +46,10 @@ print("RESULT", batch["input_ids"].shape, int(batch["masked_lm_weights"].sum()),
 CHECKPOINTS = """
 import jax.numpy as jnp
 from bert_jax import config as config_lib
-from bert_jax import finetune, train
+from bert_jax import checkpoints, metrics
 c = config_lib.load_config_file({tiny!r})
-ckpt = train.Checkpointer({workdir!r} + "/checkpoints", keep=2, async_save=True)
-writer = finetune.MetricWriter({workdir!r}, enabled=True)
+ckpt = checkpoints.Checkpointer({workdir!r} + "/checkpoints", keep=2, async_save=True)
+writer = metrics.MetricWriter({workdir!r}, enabled=True)
 state = {{"w": jnp.ones((512, 512)), "b": jnp.zeros(512)}}
 for step in (1, 2, 3):
   ckpt.save(step, state, {{"position": step}}, c)

@@ -2,7 +2,6 @@
 SMALL size on repository fixtures, and their outputs show the device, the metrics and a
 plot; the numbers they print agree with the files the runs wrote."""
 import json
-import os
 import pathlib
 import re
 

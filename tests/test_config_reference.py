@@ -5,7 +5,7 @@ import pathlib
 import pytest
 
 from bert_jax import config as config_lib
-from bert_jax import config_reference as ref
+from bert_jax.tools import config_reference as ref
 
 README = pathlib.Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 

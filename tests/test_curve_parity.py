@@ -2,7 +2,7 @@
 
 benchmarks/curve_parity.py (the 1,000-step study) at test size: a 2-layer, H=64 model,
 50 steps of 8 x 32 batches from our pipeline (masks fixed, fed to both), the same initial
-weights (ours, exported with checkpoints.save_hf), AdamW with the same decay mask,
+weights (ours, exported with weights.save_hf), AdamW with the same decay mask,
 clipping, warmup and decay, dropout off. Four runs: bert_jax and HF, each in float32 and
 in float64 from the same float32 weights.
 
@@ -19,7 +19,6 @@ import importlib.util
 import pathlib
 import tempfile
 
-import jax
 import numpy as np
 import pytest
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from bert_jax.data import create_pretraining_data as prep
+from bert_jax.data import shards as prep
 from bert_jax.data import input_pipeline as ip
 from bert_jax.data import instances as I
 from bert_jax.tokenization import TokenizerError, load_tokenizer
@@ -117,7 +117,7 @@ def test_a_crash_keeps_the_shards_already_written(tmp_path, monkeypatch):
 
 def test_command_line(tmp_path):
   out = tmp_path / "out"
-  cmd = [sys.executable, "-m", "bert_jax.data.create_pretraining_data",
+  cmd = [sys.executable, "-m", "bert_jax.tools.create_pretraining_data",
          f"--input_file={RESOURCES / 'corpus' / 'train-bert-sample-text.txt'},"
          f"{RESOURCES / 'corpus' / 'train-s*.txt'}",
          f"--vocab_file={VOCAB}", f"--output_dir={out}", "--max_seq_length=128",

@@ -203,9 +203,9 @@ def test_records_roundtrip_and_batch_decoding(documents, tokenizer):
   for r, inst in enumerate(insts[:8]):
     n = len(inst.tokens)
     assert batch["input_ids"][r, :n].tolist() == inst.tokens.tolist()
-    assert not batch["input_ids"][r, n:].any() and batch["input_mask"][r].sum() == n
-    assert batch["segment_ids"][r, :n].tolist() == inst.segment_ids.tolist()
-    assert not batch["segment_ids"][r, n:].any()
+    assert not batch["input_ids"][r, n:].any() and batch["attention_mask"][r].sum() == n
+    assert batch["token_type_ids"][r, :n].tolist() == inst.segment_ids.tolist()
+    assert not batch["token_type_ids"][r, n:].any()
     assert batch["next_sentence_labels"][r] == int(inst.is_random_next)
   with pytest.raises(ValueError, match="max_seq_length"):
     I.decode_batch(records[:1], 8)

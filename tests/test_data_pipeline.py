@@ -5,7 +5,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from bert_jax.data import create_pretraining_data as prep
+from bert_jax.data import shards as prep
 from bert_jax.data import input_pipeline as ip
 from bert_jax.data import make_pretraining_iterator
 from bert_jax.tokenization import load_tokenizer
@@ -52,13 +52,13 @@ def test_features_shapes_and_dtypes(shard_dir, tokenizer):
   assert tuple(b) == ip.FEATURES
   shapes = {k: (v.shape, v.dtype.name) for k, v in b.items()}
   assert shapes == {
-      "input_ids": ((16, 64), "int32"), "input_mask": ((16, 64), "int32"),
-      "segment_ids": ((16, 64), "int32"), "masked_lm_positions": ((16, 10), "int32"),
+      "input_ids": ((16, 64), "int32"), "attention_mask": ((16, 64), "int32"),
+      "token_type_ids": ((16, 64), "int32"), "masked_lm_positions": ((16, 10), "int32"),
       "masked_lm_ids": ((16, 10), "int32"), "masked_lm_weights": ((16, 10), "float32"),
       "next_sentence_labels": ((16,), "int32")}
   assert set(np.unique(b["next_sentence_labels"])) <= {0, 1}
   assert (b["input_ids"][:, 0] == tokenizer.cls_id).all()
-  assert ((b["input_mask"] == 0) | (b["input_ids"] != tokenizer.pad_id)).all()
+  assert ((b["attention_mask"] == 0) | (b["input_ids"] != tokenizer.pad_id)).all()
   # masked_lm_ids are the original tokens: [MASK] sits where 80% of them were
   pos, w = b["masked_lm_positions"], b["masked_lm_weights"] > 0
   assert (np.take_along_axis(b["input_ids"], pos, 1)[w] == tokenizer.mask_id).mean() > 0.6

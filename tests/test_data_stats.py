@@ -4,14 +4,13 @@ The full numbers (>= 100,000 instances of all nine books) are printed by
 benchmarks/data_pipeline.py; here one book (shared data) and the bundled corpus +
 fixture excerpt, with tolerances scaled to their sample sizes (about 4 sigma).
 """
-import os
 import pathlib
 
 import numpy as np
 import pytest
 
 from bert_jax.data import corpus
-from bert_jax.data import create_pretraining_data as prep
+from bert_jax.data import shards as prep
 from bert_jax.data import input_pipeline as ip
 from bert_jax.data import instances as I
 from bert_jax.data import statistics

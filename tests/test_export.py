@@ -1,5 +1,5 @@
 """Serving: per-layer hidden states (= Hugging Face output_hidden_states on the real
-MiniLM), jax.export round trip in a fresh process through `bert_jax.predict` on real MRPC
+MiniLM), jax.export round trip in a fresh process through `bert_jax.tools.predict` on real MRPC
 pairs, symbolic batch for every head, TF SavedModel reloaded in TensorFlow,
 extract_features in the original's format."""
 import json
@@ -15,7 +15,7 @@ from flax.linen import meta
 
 from bert_jax import checkpoints
 from bert_jax import config as config_lib
-from bert_jax import export, extract_features, predict
+from bert_jax.tools import export, extract_features, predict
 from bert_jax import model as model_lib
 from _numerics import encoder_roundings, f32_tol
 
@@ -87,7 +87,7 @@ def test_export_reloaded_in_fresh_process_predicts_same(mrpc_classifier, tmp_pat
   paths = export.save(str(tmp_path / "mrpc"), spec, params, vocab)
   assert set(paths) == {"exported", "params", "spec", "vocab"}
   out_file = tmp_path / "preds.jsonl"
-  r = _run(["-m", "bert_jax.predict", f"--model_dir={tmp_path / 'mrpc'}",
+  r = _run(["-m", "bert_jax.tools.predict", f"--model_dir={tmp_path / 'mrpc'}",
             f"--input_file={MRPC_SAMPLE}", f"--output_file={out_file}", "--batch_size=4"])
   assert r.returncode == 0, r.stderr
   assert "6 predictions (pairs)" in r.stdout

@@ -11,7 +11,7 @@
 - bad places: unwritable, full or nearly full workdir, a checkpoint of another model, a
   config that cannot continue the run -> one-line error before anything is compiled or
   written, the existing run untouched.
-The fault hooks are bert_jax/fault_injection.py (env vars; no-ops otherwise).
+The faults are tests/_faults.py (env vars), installed into the CLI by tests/_faulty_main.py.
 """
 import os
 import pathlib
@@ -213,7 +213,8 @@ def test_config_changes_classifies_resume_safety():
 def test_shape_check_catches_a_checkpoint_without_its_config(ft, reference, tmp_path):
   """The parameter shapes are compared even when the saved config item is gone."""
   import jax
-  from bert_jax import optim, partitioning, preflight, train, train_lib
+  from bert_jax import optim, partitioning, preflight, train_lib
+  from bert_jax.tasks import pretrain
   wd = tmp_path / "run"
   shutil.copytree(reference["workdir"], wd)
   for step in R.checkpoint_steps(wd):
@@ -221,7 +222,7 @@ def test_shape_check_catches_a_checkpoint_without_its_config(ft, reference, tmp_
   c = R.cli_config("--config.model.num_layers=2")
   mesh = partitioning.make_mesh(c.mesh)
   abstract = lambda: train_lib.abstract_train_state(
-      train.make_init_fn(train.make_model(c), c), optim.make_optimizer(c.train), mesh, 0)[0]
+      pretrain.make_init_fn(pretrain.make_model(c), c), optim.make_optimizer(c.train), mesh, 0)[0]
   with jax.enable_x64(True):  # the runs' float64 model (tests/_reliability.py)
     # One subtree per layer: the second layer's parameters are missing from the checkpoint.
     with pytest.raises(preflight.WorkdirError, match=r"parameter bert\.encoder\.layer_1\..* has "
@@ -233,7 +234,8 @@ def test_shape_check_catches_a_checkpoint_without_its_config(ft, reference, tmp_
 
 
 def test_health_bad_steps_and_fault_specs():
-  from bert_jax import fault_injection, health
+  import _faults as fault_injection
+  from bert_jax import health
   m = [{"skipped_steps": s, "loss": 1.0, "grad_norm": 1.0} for s in (2, 2, 3, 3, 5)]
   assert health.bad_steps(m, first_step=11, skipped_before=2) == [13, 15]
   f = fault_injection.parse("nan_batch@3, kill_in_save@4,step_delay=0.25,free_bytes=10")
@@ -244,12 +246,12 @@ def test_health_bad_steps_and_fault_specs():
 
 def test_a_checkpoint_write_on_a_full_disk_becomes_one_clear_error():
   """What Checkpointer.save/wait raise when orbax's async write hits ENOSPC mid-run."""
-  from bert_jax import preflight
+  from bert_jax import checkpoints, preflight
   orbax_error = ValueError('RESOURCE_EXHAUSTED: Error writing local file "/w/checkpoints/10.'
                            'orbax-checkpoint-tmp/state/_sharding": Failed to write 13189 bytes '
                            "to file 14: No space left on device [os_error_code='28']")
-  e = preflight.write_failure(orbax_error, "/w/checkpoints", 8, keep=3)
+  e = checkpoints.write_failure(orbax_error, "/w/checkpoints", 8, keep=3)
   assert isinstance(e, preflight.WorkdirError)
   assert "the disk is full" in str(e) and "last complete checkpoint is step 8" in str(e)
   assert "--config.train.keep_checkpoints=3" in str(e)
-  assert preflight.write_failure(ValueError("permission denied"), "/w", 8, keep=3) is None
+  assert checkpoints.write_failure(ValueError("permission denied"), "/w", 8, keep=3) is None

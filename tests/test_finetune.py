@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from bert_jax import config as config_lib
-from bert_jax import finetune, partitioning, train_lib
+from bert_jax import weights
+from bert_jax import finetune, metrics, partitioning, train_lib
 from bert_jax.data import glue as glue_data
 from bert_jax.model import BertConfig
 from bert_jax.tasks.glue import GlueTask
@@ -187,7 +188,7 @@ def test_weighted_loss_ignores_padding_rows(tiny_setup):
 
 
 def test_metric_writer_jsonl_and_tensorboard(tmp_path):
-  w = finetune.MetricWriter(str(tmp_path), enabled=True)
+  w = metrics.MetricWriter(str(tmp_path), enabled=True)
   w.write(3, {"train/loss": np.float32(0.5), "dev/f1": 0.75, "note": "x"})
   w.write(6, {"train/loss": 0.25})
   w.close()
@@ -199,7 +200,7 @@ def test_metric_writer_jsonl_and_tensorboard(tmp_path):
 
 
 def test_format_table():
-  t = finetune.format_table(["lr", "dev/f1"], [["5e-05", 0.81234], ["2e-05", 0.7]])
+  t = metrics.format_table(["lr", "dev/f1"], [["5e-05", 0.81234], ["2e-05", 0.7]])
   assert t.splitlines() == ["lr    | dev/f1", "------+-------", "5e-05 | 0.8123",
                             "2e-05 | 0.7000"]
 
@@ -207,7 +208,6 @@ def test_format_table():
 def _tiny_hf_dir(path, vocab_src, vocab_lines=None, vocab_size=None):
   """A Hugging Face-style BERT dir (config.json, model.safetensors, vocab.txt)."""
   from safetensors.numpy import save_file
-  from bert_jax import checkpoints
   from bert_jax.model import BertModel
   os.makedirs(path, exist_ok=True)
   lines = open(vocab_src, encoding="utf-8").read().splitlines()
@@ -221,11 +221,11 @@ def _tiny_hf_dir(path, vocab_src, vocab_lines=None, vocab_size=None):
   ids = np.zeros((1, 4), np.int32)
   init = jax.jit(lambda rng: BertModel(cfg).init(rng, ids, ids, ids)["params"])
   params = jax.device_get(finetune.nn.unbox(init(jax.random.PRNGKey(1))))
-  sd = checkpoints.params_to_canonical({"bert": params}, cfg)
+  sd = weights.params_to_canonical({"bert": params}, cfg)
   save_file({k: np.asarray(v, np.float32) for k, v in sd.items()},
             os.path.join(path, "model.safetensors"))
   with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump(checkpoints.model_config_to_bert_json(m), f)
+    json.dump(weights.model_config_to_bert_json(m), f)
   return path
 
 
@@ -237,20 +237,22 @@ def test_vocab_mismatch_errors_name_the_files(tmp_path, minilm_path, tokenizer):
   c.init_checkpoint = ckpt
   model_cfg, params, vocab_file = finetune.load_init(c)
   assert model_cfg.vocab_size == 1000 and vocab_file == os.path.join(ckpt, "vocab.txt")
-  with pytest.raises(finetune.FinetuneError,
+  with pytest.raises(weights.CheckpointError,
                      match=rf"vocabulary {vocab_file} has 30522 tokens but {ckpt} has "
                            r"vocab_size=1000 word embeddings"):
-    finetune.check_vocab(load_tokenizer(vocab_file), vocab_file, 1000, ckpt, vocab_file)
+    weights.check_vocab(vocab_file, {"vocab_size": 1000}, checkpoint=ckpt,
+                        checkpoint_vocab=vocab_file)
   # config.vocab_file that differs from the checkpoint's own vocab.txt: names the line.
   other = tmp_path / "other_vocab.txt"
   lines = open(vocab, encoding="utf-8").read().splitlines()
   lines[2000] = "zzzz"
   other.write_text("\n".join(lines) + "\n", encoding="utf-8")
-  with pytest.raises(finetune.FinetuneError, match=rf"config.vocab_file={other} differs from "
+  with pytest.raises(weights.CheckpointError, match=rf"config.vocab_file={other} differs from "
                      rf"the vocabulary of init_checkpoint .*line 2001: 'zzzz' vs"):
-    finetune.check_vocab(tokenizer, str(other), 30522, minilm_path,
-                         os.path.join(minilm_path, "vocab.txt"))
-  finetune.check_vocab(tokenizer, vocab, 30522, minilm_path, vocab)  # the real pair is fine
+    weights.check_vocab(str(other), {"vocab_size": 30522}, checkpoint=minilm_path,
+                        checkpoint_vocab=os.path.join(minilm_path, "vocab.txt"))
+  # the real pair is fine
+  weights.check_vocab(vocab, {"vocab_size": 30522}, checkpoint=minilm_path, checkpoint_vocab=vocab)
 
 
 def test_real_minilm_checkpoint_loads_with_its_architecture(minilm_path):

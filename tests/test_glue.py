@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from bert_jax import finetune
+from bert_jax import weights
 from bert_jax.data import glue as glue_data
 from bert_jax.tasks import glue, glue_metrics
 from test_finetune import _tiny_hf_dir, fast_compile  # noqa: F401 (autouse fixture)
@@ -42,8 +42,8 @@ def checkpoint(tmp_path_factory, minilm_path):
 
 @pytest.fixture(scope="module")
 def converted(checkpoint, tmp_path_factory):
-  """The same checkpoint after `python -m bert_jax.convert` (orbax + model_config.json)."""
-  from bert_jax import convert
+  """The same checkpoint after `python -m bert_jax.tools.convert` (orbax + model_config.json)."""
+  from bert_jax.tools import convert
   out = str(tmp_path_factory.mktemp("converted") / "tiny_bert")
   return convert.convert(checkpoint, out, to="bert_jax")
 
@@ -221,14 +221,14 @@ def test_bad_inputs_fail_before_training(checkpoint, tmp_path, minilm_path):
   # A checkpoint whose vocabulary file has fewer tokens than its embeddings.
   short = _tiny_hf_dir(str(tmp_path / "short_vocab"), os.path.join(minilm_path, "vocab.txt"),
                        vocab_lines=500, vocab_size=30522)
-  with pytest.raises(finetune.FinetuneError, match=r"vocabulary .*short_vocab/vocab.txt has 500 "
+  with pytest.raises(weights.CheckpointError, match=r"vocabulary .*short_vocab/vocab.txt has 500 "
                                                    r"tokens but .*short_vocab has vocab_size=30522"):
     glue.run(tiny_config(short), str(tmp_path / "c"))
 
 
 def test_command_line_entry_point_reports_bad_task(tmp_path):
   proc = subprocess.run(
-      [sys.executable, "-m", "bert_jax.tasks.glue", "--config=configs/glue.py",
+      [sys.executable, "-m", "bert_jax.glue", "--config=configs/glue.py",
        "--config.glue.task=nope", f"--workdir={tmp_path}"],
       cwd=REPO, capture_output=True, text=True, timeout=300,
       env={**os.environ, "JAX_PLATFORMS": "cpu"})

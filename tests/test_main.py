@@ -18,7 +18,7 @@ import types
 import pytest
 
 from bert_jax import main as main_lib
-from bert_jax import plot
+from bert_jax.tools import plot
 from bert_jax import config as config_lib
 from bert_jax.config import ConfigError
 from _xla import xla_flags
@@ -122,10 +122,55 @@ def test_plot_writes_png_from_metrics(tmp_path):
   (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
   series = plot.read_metrics(str(tmp_path / "metrics.jsonl"))
   assert series["train/loss"][0] == (10, 9.0) and series["eval/loss"] == [(100, 1.5)]
-  proc = subprocess.run([sys.executable, "-m", "bert_jax.plot", f"--workdir={tmp_path}"],
+  proc = subprocess.run([sys.executable, "-m", "bert_jax.tools.plot", f"--workdir={tmp_path}"],
                         cwd=REPO, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr[-2000:]
   png = (tmp_path / "curves.png").read_bytes()
   assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
   with pytest.raises(ValueError, match="none of the metrics"):
     plot.plot(series, ["nonexistent"], str(tmp_path / "x.png"))
+
+
+def run_front(tmp_path, front, *args):
+  env = dict(os.environ, XLA_FLAGS=xla_flags(8), JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", f"bert_jax.{front}", *args],
+                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("front,override,words", [
+    ("glue", "--config.glue.tsk=mrpc", ["--config.glue.tsk", "unknown config key",
+                                         "--config.glue.task"]),
+    ("squad", "--config.squad.version=three", ["bert_jax.squad: error:",
+                                                "config.squad.version='three'", "'2.0'"]),
+    ("swag", "--config.train.batch_size=many", ["--config.train.batch_size=many", "int"]),
+])
+def test_finetuning_fronts_share_the_start_up(tmp_path, front, override, words):
+  """python -m bert_jax.glue/.squad/.swag: the task's config by default (from any
+  directory), main's flags and its one-line errors under the front's name."""
+  proc = run_front(tmp_path, front, f"--workdir={tmp_path / 'run'}", override)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = [l for l in proc.stderr.splitlines() if l.startswith(f"bert_jax.{front}: error:")]
+  assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  for w in words:
+    assert w in lines[0], (w, lines[0])
+  assert not (tmp_path / "run").exists()
+
+
+def test_front_refuses_another_tasks_config(tmp_path):
+  proc = run_front(tmp_path, "glue", f"--config={REPO}/configs/swag.py",
+                   f"--workdir={tmp_path / 'run'}")
+  assert proc.returncode == 2
+  line = [l for l in proc.stderr.splitlines() if l.startswith("bert_jax.glue: error:")][0]
+  assert "config.task='swag'" in line and "configs/glue.py" in line, line
+
+
+def test_glue_front_summarizes_finished_runs(tmp_path):
+  for task, acc in (("mrpc", 0.8), ("rte", 0.6)):
+    d = tmp_path / task
+    d.mkdir()
+    best = {"dev/accuracy": acc, "dev/f1": acc} if task == "mrpc" else {"dev/accuracy": acc}
+    (d / "results.json").write_text(json.dumps(
+        {"task": task, "score": acc, "best": best, "learning_rate": 2e-5, "seed": 0}))
+  proc = run_front(tmp_path, "glue", f"--summarize={tmp_path / 'mrpc'},{tmp_path / 'rte'}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "GLUE score 70.00" in proc.stdout, proc.stdout  # mean of 80 and 60

@@ -19,6 +19,7 @@ import transformers
 from flax.linen import meta
 
 from bert_jax import checkpoints, config as config_lib, model as model_lib, tokenization
+from bert_jax import weights
 from bert_jax.model import BertConfig, BertForPreTraining, BertModel, count_params
 from bert_jax.tasks.pretrain import pretraining_loss
 from _numerics import EPS32, encoder_roundings, f32_tol, sum_roundings
@@ -37,7 +38,7 @@ def encoder_tol(m, seq: int, scale: float, computations: int = 2) -> float:
 
 def _hf_config(m) -> transformers.BertConfig:
   """Our config.model -> HF BertConfig through the same json the exporter writes."""
-  return transformers.BertConfig(**checkpoints.model_config_to_bert_json(m))
+  return transformers.BertConfig(**weights.model_config_to_bert_json(m))
 
 
 def _batch(tok, texts, pairs):
@@ -210,8 +211,8 @@ def test_pretraining_heads_and_loss_equal_hf():
   for i in range(b):
     positions[i, :n_pred[i]] = np.sort(rng.choice(np.arange(1, lengths[i]), n_pred[i],
                                                   replace=False))
-  weights = (np.arange(p)[None] < n_pred[:, None]).astype(np.float32)
-  labels_mlm = (rng.integers(5, m.vocab_size, (b, p)) * weights).astype(np.int32)
+  mlm_weights = (np.arange(p)[None] < n_pred[:, None]).astype(np.float32)
+  labels_mlm = (rng.integers(5, m.vocab_size, (b, p)) * mlm_weights).astype(np.int32)
   nsp_labels = np.array([0, 1, 1, 0], np.int32)
 
   variables = jax.jit(model.init)(jax.random.key(3), ids, seg, mask, positions)
@@ -221,13 +222,13 @@ def test_pretraining_heads_and_loss_equal_hf():
   params["mlm_layer_norm"]["scale"] = jnp.asarray(1 + rng.normal(0, 0.1, 64), jnp.float32)
   mlm_logits, nsp_logits = jax.jit(model.apply)({"params": params}, ids, seg, mask,
                                                 positions)
-  batch = {"masked_lm_ids": labels_mlm, "masked_lm_weights": weights,
+  batch = {"masked_lm_ids": labels_mlm, "masked_lm_weights": mlm_weights,
            "next_sentence_labels": nsp_labels}
   loss, metrics = jax.jit(pretraining_loss)(mlm_logits, nsp_logits, batch)
 
   hf = transformers.BertForPreTraining(_hf_config(m))
   hf.eval()
-  sd = {k: torch.tensor(v) for k, v in checkpoints.params_to_canonical(
+  sd = {k: torch.tensor(v) for k, v in weights.params_to_canonical(
       jax.device_get(params), cfg).items()}
   missing, unexpected = hf.load_state_dict(sd, strict=False)
   assert not unexpected and set(missing) <= {"cls.predictions.decoder.weight",
@@ -243,12 +244,12 @@ def test_pretraining_heads_and_loss_equal_hf():
              labels=torch.tensor(hf_labels),
              next_sentence_label=torch.tensor(nsp_labels, dtype=torch.long))
   ref_mlm = np.take_along_axis(out.prediction_logits.numpy(), positions[..., None], axis=1)
-  real = weights.astype(bool)
+  real = mlm_weights.astype(bool)
   mlm_diff = np.abs(np.asarray(mlm_logits)[real] - ref_mlm[real]).max()
   nsp_diff = np.abs(np.asarray(nsp_logits) - out.seq_relationship_logits.numpy()).max()
   # HF divides the MLM sum by n_real, ours (as the original) by n_real + 1e-5: undo that
   # (5e-6 here) before comparing.
-  n_real = int(weights.sum())
+  n_real = int(mlm_weights.sum())
   hf_like = (float(metrics["mlm_loss"]) * (n_real + 1e-5) / n_real
              + float(metrics["nsp_loss"]))
   loss_diff = abs(hf_like - float(out.loss))

@@ -5,7 +5,7 @@ joined by jax.distributed (gloo collectives on localhost), exactly as the hosts 
 run it (tests/_reliability.py). Shown:
 - the 2-process run has the 1-process run's losses and final params (6 steps);
 - each process read only its share of every global batch: process p read rows
-  [8p, 8p+8) of the batch the single process read (fault_injection read log), disjoint;
+  [8p, 8p+8) of the batch the single process read (_faults.py read log), disjoint;
 - only process 0 writes metrics/TensorBoard and prints progress; every process saves its
   own data-iterator state into the shared checkpoint;
 - SIGTERM to one random host: every host stops at the same step, checkpoints it, exits 0;

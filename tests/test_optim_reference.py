@@ -45,8 +45,9 @@ import numpy as np
 import optax
 import pytest
 
-from bert_jax import checkpoints, data, model as model_lib, optim, tokenization, train
-from bert_jax.tasks import pretrain as pretrain_task
+from bert_jax import config as config_lib, data, model as model_lib, optim, tokenization
+from bert_jax import weights
+from bert_jax.tasks import pretrain
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 20
@@ -265,21 +266,21 @@ def tiny_config():
 @pytest.fixture(scope="module")
 def setup():
   c = tiny_config()
-  tokenizer = tokenization.load_tokenizer(train.vocab_file(c), c.do_lower_case)
+  tokenizer = tokenization.load_tokenizer(config_lib.vocab_file(c), c.do_lower_case)
   it = data.make_pretraining_iterator(c, tokenizer, split="train", process_index=0,
                                      process_count=1, seed=0)
   batches = [next(it) for _ in range(STEPS)]
   it.close()
-  model = train.make_model(c)
-  params = jax.jit(lambda r: nn.unbox(train.make_init_fn(model, c)(r)))(jax.random.PRNGKey(0))
+  model = pretrain.make_model(c)
+  params = jax.jit(lambda r: nn.unbox(pretrain.make_init_fn(model, c)(r)))(jax.random.PRNGKey(0))
 
   @jax.jit
   def grad_fn(p, batch):
     def loss(p):
-      mlm, nsp = model.apply({"params": p}, batch["input_ids"], batch["segment_ids"],
-                             batch["input_mask"], batch["masked_lm_positions"],
+      mlm, nsp = model.apply({"params": p}, batch["input_ids"], batch["token_type_ids"],
+                             batch["attention_mask"], batch["masked_lm_positions"],
                              deterministic=True)
-      return pretrain_task.pretraining_loss(mlm, nsp, batch)[0]
+      return pretrain.pretraining_loss(mlm, nsp, batch)[0]
     return jax.grad(loss)(p)
 
   return c, jax.device_get(params), batches, grad_fn
@@ -287,7 +288,7 @@ def setup():
 
 def google(tree, cfg) -> dict:
   """Our params (either layer layout) -> Google-named numpy arrays (a permutation)."""
-  return checkpoints.canonical_to_google(checkpoints.params_to_canonical(tree, cfg))
+  return weights.canonical_to_google(weights.params_to_canonical(tree, cfg))
 
 
 def hyperparams(train_cfg) -> dict:

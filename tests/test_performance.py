@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from bert_jax import config as config_lib
-from bert_jax import optim, partitioning, train, train_lib
+
+from bert_jax import optim, partitioning, train_lib
+from bert_jax.tasks import pretrain
 
 BATCH, SEQ, PREDS, VOCAB = 8, 128, 20, 30522
 
@@ -23,15 +25,15 @@ def base_step_text():
   c.train.batch_size = BATCH
   c.mesh.shape = (1, 1, 1)
   mesh = partitioning.make_mesh(c.mesh, jax.devices()[:1])
-  model = train.make_model(c)
+  model = pretrain.make_model(c)
   tx = optim.make_optimizer(c.train)
-  state, shardings = train_lib.abstract_train_state(train.make_init_fn(model, c), tx, mesh)
-  step = train_lib.make_train_step(train.make_compute_loss(model), train.denominators, tx,
+  state, shardings = train_lib.abstract_train_state(pretrain.make_init_fn(model, c), tx, mesh)
+  step = train_lib.make_train_step(pretrain.make_compute_loss(model), pretrain.denominators, tx,
                                    mesh, shardings)
   i32 = lambda *s: jax.ShapeDtypeStruct(s, np.int32)
   batch = {
-      "input_ids": i32(BATCH, SEQ), "input_mask": i32(BATCH, SEQ),
-      "segment_ids": i32(BATCH, SEQ), "masked_lm_positions": i32(BATCH, PREDS),
+      "input_ids": i32(BATCH, SEQ), "attention_mask": i32(BATCH, SEQ),
+      "token_type_ids": i32(BATCH, SEQ), "masked_lm_positions": i32(BATCH, PREDS),
       "masked_lm_ids": i32(BATCH, PREDS),
       "masked_lm_weights": jax.ShapeDtypeStruct((BATCH, PREDS), np.float32),
       "next_sentence_labels": i32(BATCH),

@@ -249,7 +249,7 @@ def test_finetuning_command_too_big_exits_with_one_line(checkpoint, tmp_path):
 
 def test_predict_batch_too_big_is_one_line(tmp_path, capsys):
   from flax.linen import meta
-  from bert_jax import export, predict
+  from bert_jax.tools import export, predict
   m = config_lib.model_config("tiny")
   m.update(vocab_size=64, hidden_size=32, num_heads=2, intermediate_size=64,
            max_position_embeddings=32, num_layers=2)
@@ -269,7 +269,7 @@ def test_predict_batch_too_big_is_one_line(tmp_path, capsys):
           "--output_file", str(out)]
   assert predict.main(args + ["--batch_size", str(2**26)]) == 2
   err = capsys.readouterr().err
-  lines = _error_lines(err, "bert_jax.predict")
+  lines = _error_lines(err, "bert_jax.tools.predict")
   assert len(lines) == 1 and err.strip() == lines[0], err
   assert "the prediction does not fit in memory: at batch 67108864 x seq 16" in lines[0]
   assert "Would fit (estimated): --batch_size=" in lines[0]

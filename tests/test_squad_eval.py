@@ -15,6 +15,7 @@ import string
 import pytest
 
 from bert_jax.tasks import squad_eval
+from bert_jax.tools import squad_eval as squad_eval_cli
 from _numerics import mean_rtol
 
 FIX = pathlib.Path(__file__).parent / "fixtures" / "squad"
@@ -248,17 +249,17 @@ def test_cli_and_bad_files(tmp_path, capsys):
   preds = gold_preds(json.loads(data.read_text()))
   (tmp_path / "p.json").write_text(json.dumps(preds))
   (tmp_path / "odds.json").write_text(json.dumps({q: -1.0 for q in preds}))
-  r = squad_eval.main([f"--data_file={data}", f"--pred_file={tmp_path / 'p.json'}",
+  r = squad_eval_cli.main([f"--data_file={data}", f"--pred_file={tmp_path / 'p.json'}",
                        f"--na_prob_file={tmp_path / 'odds.json'}",
                        f"--out_file={tmp_path / 'eval.json'}"])
   assert json.loads(capsys.readouterr().out)["f1"] == 100.0 == r["f1"]
   assert json.loads((tmp_path / "eval.json").read_text())["best_f1"] == 100.0
   (tmp_path / "bad.json").write_text('{"a": "x",\n "b": }')
   with pytest.raises(squad_eval.SquadEvalError, match=r"bad.json: not valid JSON .* line 2"):
-    squad_eval.main([f"--data_file={data}", f"--pred_file={tmp_path / 'bad.json'}"])
+    squad_eval_cli.main([f"--data_file={data}", f"--pred_file={tmp_path / 'bad.json'}"])
   (tmp_path / "odds_short.json").write_text(json.dumps({}))
   with pytest.raises(squad_eval.SquadEvalError, match="null odds missing for 21"):
-    squad_eval.main([f"--data_file={data}", f"--pred_file={tmp_path / 'p.json'}",
+    squad_eval_cli.main([f"--data_file={data}", f"--pred_file={tmp_path / 'p.json'}",
                      f"--na_prob_file={tmp_path / 'odds_short.json'}"])
   with pytest.raises(squad_eval.SquadEvalError, match="no 'data' key"):
     squad_eval.evaluate({"version": "v2.0"}, preds)

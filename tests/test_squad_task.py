@@ -10,6 +10,7 @@ import types
 import numpy as np
 import pytest
 
+from bert_jax import config as config_lib
 from bert_jax.data import squad as squad_data
 from bert_jax.tasks import squad
 from bert_jax.tasks import squad_eval
@@ -159,7 +160,7 @@ def test_config_defaults_and_errors():
                           ("mode", "serve", "use one of"), ("doc_stride", 0, "positive")):
     c2 = load_config()
     c2.squad[key] = bad
-    with pytest.raises(squad.ConfigError, match=match):
+    with pytest.raises(config_lib.ConfigError, match=match):
       squad.make_task(c2)
 
 

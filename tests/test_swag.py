@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from bert_jax import checkpoints, tokenization
+from bert_jax import config as config_lib
 from bert_jax.config import ConfigError
 from bert_jax.data import multiple_choice as mc
 from bert_jax.model import BertConfig, BertForMultipleChoice
@@ -112,7 +113,7 @@ def test_scores_invariant_to_choice_order(minilm, dataset):
 
 
 def _tiny_config(tmp_path, vocab_file, files, dataset="swag", num_choices=4, **swag_kw):
-  c = swag.default_config(dataset, num_choices)
+  c = config_lib.swag_config(dataset, num_choices)
   c.vocab_file = vocab_file
   c.model.num_layers = 1
   c.model.hidden_size = 32
@@ -193,7 +194,7 @@ def test_fixture_csvs_end_to_end(minilm_path, tmp_path):
 
 def test_commonsense_qa_slices():
   f = str(FIX / "commonsense_qa.jsonl")
-  c = swag.default_config("commonsense_qa", 5)
+  c = config_lib.swag_config("commonsense_qa", 5)
   c.swag.train_file = c.swag.dev_file = f
   c.swag.train_slice, c.swag.dev_slice = ":8", "8:"
   task = swag.MultipleChoiceTask.from_config(c)
@@ -204,7 +205,7 @@ def test_commonsense_qa_slices():
 
 
 def test_config_errors(tmp_path):
-  c = swag.default_config()
+  c = config_lib.swag_config()
   with pytest.raises(ConfigError, match=r"config.swag.train_file is empty"):
     swag.MultipleChoiceTask.from_config(c)
   c.swag.train_file = c.swag.dev_file = str(FIX / "train.csv")

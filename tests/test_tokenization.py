@@ -15,7 +15,8 @@ import sys
 import pytest
 from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
-from bert_jax import build_vocab, tokenization
+from bert_jax import tokenization
+from bert_jax.tools import build_vocab
 
 FIX = pathlib.Path(__file__).parent / "fixtures" / "tokenization"
 CASED_VOCAB = str(FIX / "cased_vocab.txt")
@@ -141,7 +142,7 @@ def corpus_dir(tmp_path_factory):
 def test_build_vocab_wordpiece_cli(corpus_dir, tmp_path):
   out = tmp_path / "vocab.txt"
   proc = subprocess.run(
-      [sys.executable, "-m", "bert_jax.build_vocab", f"--input_file={corpus_dir}/*.txt",
+      [sys.executable, "-m", "bert_jax.tools.build_vocab", f"--input_file={corpus_dir}/*.txt",
        f"--output={out}", "--type=wordpiece", "--vocab_size=600", "--do_lower_case",
        "--num_unused=3"], capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]

@@ -24,6 +24,10 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from bert_jax import data, optim, partitioning, tokenization, train, train_lib, flops
+from bert_jax import checkpoints
+from bert_jax import config as config_lib
+
+from bert_jax.tasks import pretrain
 from _numerics import EQUIV_RTOL, max_relative_error
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -102,7 +106,7 @@ def quick_xla():
 @pytest.fixture(scope="module")
 def tokenizer():
   c = micro_config()
-  return tokenization.load_tokenizer(train.vocab_file(c), c.do_lower_case)
+  return tokenization.load_tokenizer(config_lib.vocab_file(c), c.do_lower_case)
 
 
 @pytest.fixture(scope="module")
@@ -117,15 +121,15 @@ def batches(tokenizer):
 
 def run_steps(config, mesh, batches, state0=None, grad_accum_steps=1):
   """3 steps from the same initial params on `mesh` -> (losses, final state)."""
-  model = train.make_model(config)
+  model = pretrain.make_model(config)
   tx = optim.make_optimizer(config.train)
-  init_fn = train.make_init_fn(model, config)
+  init_fn = pretrain.make_init_fn(model, config)
   if state0 is None:
     state, shardings = train_lib.create_train_state(init_fn, tx, mesh, config.seed)
   else:  # the same numbers, placed on this mesh's shardings (no init compile per mesh)
     _, shardings = train_lib.abstract_train_state(init_fn, tx, mesh, config.seed)
     state = jax.device_put(state0, shardings)
-  step = train_lib.make_train_step(train.make_compute_loss(model), train.denominators, tx,
+  step = train_lib.make_train_step(pretrain.make_compute_loss(model), pretrain.denominators, tx,
                                    mesh, shardings, grad_accum_steps=grad_accum_steps)
   losses = []
   for b in batches[:3]:
@@ -150,7 +154,7 @@ def state0():
   mesh1 = partitioning.make_mesh(c.mesh, jax.devices()[:1])
   with quick_xla(), jax.enable_x64(True):
     state, _ = train_lib.create_train_state(
-        train.make_init_fn(train.make_model(c), c), optim.make_optimizer(c.train), mesh1,
+        pretrain.make_init_fn(pretrain.make_model(c), c), optim.make_optimizer(c.train), mesh1,
         c.seed)
   return jax.device_get(state)
 
@@ -335,11 +339,11 @@ def test_resume_is_exact(tmp_path, monkeypatch):
     c2.init_mode = mode
     c2.seed = 1
     mesh = train.check_config(c2)
-    model = train.make_model(c2)
+    model = pretrain.make_model(c2)
     with quick_xla():
-      state, sh = train_lib.create_train_state(train.make_init_fn(model, c2),
+      state, sh = train_lib.create_train_state(pretrain.make_init_fn(model, c2),
                                                optim.make_optimizer(c2.train), mesh, c2.seed)
-    warm = _leaves(jax.device_get(train.warm_start(state, sh, c2).params))
+    warm = _leaves(jax.device_get(checkpoints.warm_start(state, sh, c2).params))
     ckpt = _leaves(jax.device_get(second["params"]))
     for k in ckpt:
       same = np.array_equal(warm[k], ckpt[k])
@@ -363,14 +367,14 @@ def test_flops_formula_matches_xla_cost_analysis():
   c.train.batch_size = 8
   c.mesh.shape = (1, 1, 1)
   mesh = train.check_config(c, jax.devices()[:1])
-  model = train.make_model(c)
+  model = pretrain.make_model(c)
   tx = optim.make_optimizer(c.train)
-  abstract, sh = train_lib.abstract_train_state(train.make_init_fn(model, c), tx, mesh)
-  step = train_lib.make_train_step(train.make_compute_loss(model), train.denominators, tx,
+  abstract, sh = train_lib.abstract_train_state(pretrain.make_init_fn(model, c), tx, mesh)
+  step = train_lib.make_train_step(pretrain.make_compute_loss(model), pretrain.denominators, tx,
                                    mesh, sh)
   b, s, p = 8, 128, 20
   bs = partitioning.batch_sharding(mesh)
-  shapes = {"input_ids": (b, s), "input_mask": (b, s), "segment_ids": (b, s),
+  shapes = {"input_ids": (b, s), "attention_mask": (b, s), "token_type_ids": (b, s),
             "masked_lm_positions": (b, p), "masked_lm_ids": (b, p),
             "masked_lm_weights": (b, p), "next_sentence_labels": (b,)}
   batch = {k: jax.ShapeDtypeStruct(v, np.float32 if k == "masked_lm_weights" else np.int32,

@@ -10,7 +10,7 @@ Every reader is a generator (memory stays bounded), copes with a UTF-8 BOM and C
 ends, and drops bytes that are not UTF-8 (as the original's `convert_to_unicode(..,
 "ignore")`) while counting the lines that had them in `CorpusStats`.
 
-`python -m bert_jax.data.corpus --input_file=BOOK.txt --output_file=OUT.txt` converts
+`python -m bert_jax.tools.prepare_corpus --input_file=BOOK.txt --output_file=OUT.txt` converts
 Gutenberg books into the BERT format.
 """
 from __future__ import annotations
@@ -318,24 +318,3 @@ def write_documents(documents: Iterable[Sequence[str]], f: io.TextIOBase) -> int
       f.write(sentence.replace("\n", " ") + "\n")
     n += 1
   return n
-
-
-def main(argv: Sequence[str]) -> None:
-  del argv
-  stats = CorpusStats()
-  with open(FLAGS.output_file, "w", encoding="utf-8") as f:
-    docs = (d for path in expand_input_patterns(FLAGS.input_file)
-            for d in read_documents(path, stats, input_format=FLAGS.input_format))
-    write_documents(docs, f)
-  print(f"wrote {FLAGS.output_file}: {stats.as_dict()}")
-
-
-if __name__ == "__main__":
-  from absl import app, flags
-  flags.DEFINE_string("input_file", None, "Comma-separated globs of input files.")
-  flags.DEFINE_string("output_file", None, "Output text file in BERT pre-training format.")
-  flags.DEFINE_enum("input_format", "gutenberg", ["gutenberg", "text"],
-                    "gutenberg: strip licence, chapters as documents; text: BERT format.")
-  flags.mark_flags_as_required(["input_file", "output_file"])
-  FLAGS = flags.FLAGS
-  app.run(main)

@@ -1,9 +1,10 @@
 """Pre-training batches: shards (or text) -> masked, per-host, prefetched, resumable.
 
 `make_pretraining_iterator(config, tokenizer, split=...)` returns this host's slice of
-every global batch, as numpy arrays with the original feature names (`input_ids`,
-`input_mask`, `segment_ids`, `masked_lm_positions`, `masked_lm_ids`, `masked_lm_weights`,
-`next_sentence_labels`; NSP label 1 = NotNext, as the original).
+every global batch, as numpy arrays named as the model's arguments and fine-tuning's
+features (`input_ids`, `attention_mask`, `token_type_ids`; the original's input_mask and
+segment_ids) plus the original's `masked_lm_positions`, `masked_lm_ids`,
+`masked_lm_weights` and `next_sentence_labels` (NSP label 1 = NotNext, as the original).
 
 The stream is a pure function of (seed, global position), which is what makes it exact to
 resume and independent of the host layout:
@@ -20,7 +21,7 @@ the stream there. A pool of daemon threads builds the next `config.data.prefetch
 shuts down (bert_jax/cleanup.py), so a script using the iterator exits 0 with or without it.
 
 `config.data.{train,eval}_files` is either a shard directory written by
-`python -m bert_jax.data.create_pretraining_data` (or globs of its .array_record files), or
+`python -m bert_jax.tools.create_pretraining_data` (or globs of its .array_record files), or
 text files in the BERT format, which are paired in memory at start-up (fine for the small
 bundled corpus; use shards for anything large).
 """
@@ -37,11 +38,11 @@ import numpy as np
 
 from bert_jax import cleanup
 from bert_jax.data import corpus
-from bert_jax.data import create_pretraining_data as prep
+from bert_jax.data import shards as prep
 from bert_jax.data import instances as instances_lib
 from bert_jax.data import masking
 
-FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions",
+FEATURES = ("input_ids", "attention_mask", "token_type_ids", "masked_lm_positions",
             "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
 STATE_VERSION = 1
 
@@ -120,13 +121,13 @@ def open_source(files: str, tokenizer, config, seed: int) -> ShardSource | Memor
   if not paths:
     raise DataError("no pre-training data given: set config.data.train_files (and "
                     "eval_files, or config.train.eval_steps=0) to text files or a shard "
-                    "directory from bert_jax.data.create_pretraining_data.")
+                    "directory from bert_jax.tools.create_pretraining_data.")
   if len(paths) == 1 and os.path.isdir(paths[0]):
     shard_dir = paths[0]
     shards = sorted(glob.glob(os.path.join(shard_dir, prep.SHARD_GLOB)))
     if not shards:
       raise DataError(f"{shard_dir}: no {prep.SHARD_GLOB} shards; write them with "
-                      f"python -m bert_jax.data.create_pretraining_data --output_dir={shard_dir}")
+                      f"python -m bert_jax.tools.create_pretraining_data --output_dir={shard_dir}")
   else:
     try:
       expanded = corpus.expand_input_patterns(paths)
@@ -295,8 +296,8 @@ class BatchStream:
     masked = masking.mask_batch(batch["input_ids"], batch["lengths"], keys, self.spec)
     return {
         "input_ids": masked["input_ids"],
-        "input_mask": batch["input_mask"],
-        "segment_ids": batch["segment_ids"],
+        "attention_mask": batch["attention_mask"],
+        "token_type_ids": batch["token_type_ids"],
         "masked_lm_positions": masked["masked_lm_positions"],
         "masked_lm_ids": masked["masked_lm_ids"],
         "masked_lm_weights": masked["masked_lm_weights"],

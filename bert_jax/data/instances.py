@@ -9,7 +9,8 @@ the input pipeline, see masking.py):
   `a_end` sentences (a_end random), B = the rest (actual next, label 0 "IsNext") or, 50%
   of the time or when the chunk is a single sentence, a span from a random *other*
   document (label 1 "NotNext") and the unused sentences are put back;
-- `truncate_seq_pair` removes tokens from the longer side, front or back at random;
+- `random_truncate_pair` (the original's truncate_seq_pair) removes tokens from the longer
+  side, front or back at random;
 - `[CLS] A [SEP] B [SEP]`, segment ids 0 for `[CLS] A [SEP]` and 1 for `B [SEP]`.
 One deliberate difference: the original gives up finding a different random document
 after 10 draws (then B may come from the same document); we keep drawing, so NotNext B
@@ -63,7 +64,7 @@ class Instance:
     return seg
 
 
-def truncate_seq_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: int,
+def random_truncate_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: int,
                       rng: random.Random) -> tuple[list[int], list[int]]:
   """The original's truncation: drop from the longer side, front or back at random."""
   a0, a1, b0, b1 = 0, len(tokens_a), 0, len(tokens_b)
@@ -164,7 +165,7 @@ def create_instances_from_document(
             tokens_b.extend(current_chunk[j])
           b_doc, b_start, b_end = (doc_id(document_index), chunk_start + a_end,
                                    chunk_start + len(current_chunk))
-        tokens_a, tokens_b = truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+        tokens_a, tokens_b = random_truncate_pair(tokens_a, tokens_b, max_num_tokens, rng)
         assert tokens_a and tokens_b, "sentences must not be empty"
         tokens = np.array([cls_id, *tokens_a, sep_id, *tokens_b, sep_id], np.int32)
         instances.append(Instance(
@@ -278,7 +279,7 @@ def decode_instance(record: bytes) -> Instance:
       _HEADER.unpack_from(record))
   if version != _VERSION:
     raise ValueError(f"shard record version {version}, expected {_VERSION}: rewrite the "
-                     "shards with this version of bert_jax.data.create_pretraining_data.")
+                     "shards with this version of bert_jax.tools.create_pretraining_data.")
   dtype = np.uint16 if flags & _FLAG_UINT16 else np.int32
   tokens = np.frombuffer(record, dtype, offset=_HEADER.size).astype(np.int32)
   return Instance(tokens, num_a, bool(flags & _FLAG_RANDOM_NEXT),
@@ -286,7 +287,7 @@ def decode_instance(record: bytes) -> Instance:
 
 
 def decode_batch(records: Sequence[bytes], max_seq_length: int) -> dict[str, np.ndarray]:
-  """Records -> padded `input_ids`, `input_mask`, `segment_ids`, `next_sentence_labels`."""
+  """Records -> padded `input_ids`, `attention_mask`, `token_type_ids`, `next_sentence_labels`."""
   b = len(records)
   input_ids = np.zeros((b, max_seq_length), np.int32)
   lengths = np.zeros(b, np.int32)
@@ -307,7 +308,8 @@ def decode_batch(records: Sequence[bytes], max_seq_length: int) -> dict[str, np.
     num_a[r] = na
     labels[r] = flags & _FLAG_RANDOM_NEXT
   pos = np.arange(max_seq_length)[None, :]
-  input_mask = (pos < lengths[:, None]).astype(np.int32)
-  segment_ids = ((pos >= num_a[:, None]) & (input_mask > 0)).astype(np.int32)
-  return {"input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment_ids,
+  attention_mask = (pos < lengths[:, None]).astype(np.int32)
+  token_type_ids = ((pos >= num_a[:, None]) & (attention_mask > 0)).astype(np.int32)
+  return {"input_ids": input_ids, "attention_mask": attention_mask,
+          "token_type_ids": token_type_ids,
           "next_sentence_labels": labels, "lengths": lengths}

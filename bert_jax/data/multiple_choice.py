@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 # The original's _truncate_seq_pair (pop from the longer side), shared with GLUE.
-from bert_jax.finetune import truncate_seq_pair
+from bert_jax.data.batching import truncate_seq_pair
 
 SWAG_HEADER = (
     "", "video-id", "fold-ind", "startphrase", "sent1", "sent2", "gold-source",

@@ -27,9 +27,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bert_jax.config import SQUAD_MAX_WINDOWS
+
 # Windows per question above which the question is skipped (and counted): a guard
 # against pathological contexts (100 windows at doc_stride 128 is ~13k tokens).
-DEFAULT_MAX_WINDOWS = 100
+DEFAULT_MAX_WINDOWS = SQUAD_MAX_WINDOWS  # config.squad.max_windows' default
 
 
 class SquadDataError(ValueError):

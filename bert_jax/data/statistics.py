@@ -72,7 +72,7 @@ def mask_statistics(batches: Iterable[dict[str, np.ndarray]], spec: masking.Mask
   for batch in batches:
     ids, w = batch["input_ids"], batch["masked_lm_weights"] > 0
     pos, labels = batch["masked_lm_positions"], batch["masked_lm_ids"]
-    lengths = batch["input_mask"].sum(axis=1)
+    lengths = batch["attention_mask"].sum(axis=1)
     rows += len(ids)
     maskable += int((lengths - 3).sum())  # [CLS] and two [SEP] are never candidates
     predicted += int(w.sum())

@@ -1,6 +1,6 @@
 """GLUE fine-tuning: the nine tasks on the shared loop, official metrics, submission files.
 
-  python -m bert_jax.tasks.glue --config=configs/glue.py --config.glue.task=mrpc \
+  python -m bert_jax.glue --config=configs/glue.py --config.glue.task=mrpc \
       --config.init_checkpoint=PATH --workdir=runs/mrpc
 
 `--config.glue.task=all` (or a comma list) runs the tasks one after another into
@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bert_jax import metrics
 from bert_jax import finetune
 from bert_jax.data import glue as glue_data
 from bert_jax.model import BertConfig, BertForSequenceClassification
@@ -42,7 +43,7 @@ class GlueTask:
     self.predict_splits = self.spec.predict_splits
     ax_file = glue_data.split_file(self.spec, "ax", data_dir)
     if "ax" in self.predict_splits and source == "tsv" and not os.path.isfile(ax_file):
-      finetune.log(f"{ax_file} not found (nor the other {glue_data.AX_FILES} under "
+      metrics.log(f"{ax_file} not found (nor the other {glue_data.AX_FILES} under "
                    f"{data_dir}): the AX diagnostic will not be predicted.")
       self.predict_splits = tuple(s for s in self.predict_splits if s != "ax")
     # "score" = mean of the official metrics (GLUE's task score) on the first dev split.
@@ -163,7 +164,7 @@ def run(config, workdir: str) -> dict[str, Any]:
       results[name] = finetune.run(config, task_dir, task)
   table, score = summary_table(results)
   collapsed = {n: r["degenerate"] for n, r in results.items() if r.get("degenerate")}
-  finetune.log(f"GLUE (dev) over {len(results)} task(s): score {score:.2f}\n{table}" + "".join(
+  metrics.log(f"GLUE (dev) over {len(results)} task(s): score {score:.2f}\n{table}" + "".join(
       f"\nDEGENERATE {glue_data.get_task(n).dirname}: {m}" for n, m in collapsed.items()))
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "glue_summary.json"), "w", encoding="utf-8") as f:
@@ -188,13 +189,13 @@ def summary_table(results: dict[str, dict]) -> tuple[str, float]:
     best = r["best"]
     scores[name] = 100 * task_dev_score(name, best)
     label = lambda s, m: m if s == "dev" else f"{s.replace('dev_', '')}/{m}"
-    metrics = ", ".join(f"{label(s, m)} {100 * best[f'{s}/{m}']:.2f}"
-                        for s in spec.eval_splits for m in spec.metrics)
-    rows.append([spec.dirname, metrics, f"{scores[name]:.2f}",
+    shown = ", ".join(f"{label(s, m)} {100 * best[f'{s}/{m}']:.2f}"
+                      for s in spec.eval_splits for m in spec.metrics)
+    rows.append([spec.dirname, shown, f"{scores[name]:.2f}",
                  f"{r.get('learning_rate', float('nan')):g}", r.get("seed", "")])
   score = glue_metrics.glue_score(scores)
   rows.append(["GLUE score", "", f"{score:.2f}", "", ""])
-  return finetune.format_table(["task", "dev metrics", "score", "lr", "seed"], rows), score
+  return metrics.format_table(["task", "dev metrics", "score", "lr", "seed"], rows), score
 
 
 def summarize(directories: Sequence[str]) -> tuple[str, float]:
@@ -211,29 +212,7 @@ def summarize(directories: Sequence[str]) -> tuple[str, float]:
   return summary_table(dict(sorted(best.items(), key=lambda kv: glue_data.TASK_NAMES.index(kv[0]))))
 
 
-def main(argv):
-  del argv
-  from absl import app, flags
-  from bert_jax import console
-  FLAGS = flags.FLAGS
-  # orbax logs every save at INFO: library logging -> <workdir>/logs/, progress printed.
-  console.setup(FLAGS.workdir)
-  if FLAGS.summarize:
-    table, score = summarize(FLAGS.summarize.split(","))
-    print(f"GLUE score {score:.2f}\n{table}")
-    return
-  if not FLAGS.workdir:
-    raise app.UsageError("--workdir is required.")
-  run(FLAGS.config, FLAGS.workdir)
-
-
-if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", None, "configs/glue.py", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Output directory (metrics, predictions, best params).")
-  flags.DEFINE_string("summarize", None, "Comma list of workdirs: print the GLUE table.")
-  import sys
-  from bert_jax import console
-  console.quiet_start(sys.argv)  # no libtpu probing on a machine without a TPU
-  app.run(main)
+def summarize_text(directories: Sequence[str]) -> str:
+  """The `--summarize` output: GLUE score and table over finished runs."""
+  table, score = summarize(directories)
+  return f"GLUE score {score:.2f}\n{table}"

@@ -6,12 +6,21 @@ padded prediction slots weigh 0; denominator + 1e-5 as in the original's
 float32 and jit-friendly. `pretraining_sums` gives the additive pieces (for gradient
 accumulation and exact evaluation over many batches); `pretraining_loss` the means of one
 batch.
+
+The rest wires the objective to the model and the generic sharded step (train_lib): the
+model and its initialiser, the loss the train step differentiates, the eval step, and the
+abstract batch that compiling (preflight, tools/aot.py) needs. The loop is train.py.
 """
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from bert_jax import model as model_lib
+from bert_jax import optim, partitioning, train_lib
 
 
 def vocab_cross_entropy(logits: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -78,3 +87,98 @@ def pretraining_loss(mlm_logits: jax.Array, nsp_logits: jax.Array,
   sums = pretraining_sums(mlm_logits, nsp_logits, batch)
   metrics = means(sums, denominators_from_sums(sums))
   return metrics.pop("loss"), metrics
+
+
+# ---------------------------------------------------------------------------------------
+# Model, loss, eval step
+# ---------------------------------------------------------------------------------------
+
+def make_model(config) -> model_lib.BertForPreTraining:
+  return model_lib.BertForPreTraining(model_lib.BertConfig.from_config(config.model))
+
+
+def make_init_fn(model, config) -> Callable[[jax.Array], Any]:
+  """rng -> boxed params; shapes do not depend on the dummy batch (positions are a table)."""
+  seq, preds = config.data.max_seq_length, config.data.max_predictions_per_seq
+
+  def init(rng):
+    ids = jnp.zeros((1, seq), jnp.int32)
+    positions = jnp.zeros((1, preds), jnp.int32)
+    return model.init({"params": rng}, ids, ids, jnp.ones_like(ids), positions,
+                      deterministic=True)["params"]
+  return init
+
+
+def denominators(batch: dict) -> dict[str, jax.Array]:
+  """Full-batch normalisers (computed on the whole global batch, so that the sums of the
+  micro-batches add up to its means): real MLM predictions (+1e-5, as the original) and
+  sequences."""
+  return {"mlm": jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)) + 1e-5,
+          "nsp": jnp.float32(batch["input_ids"].shape[0])}
+
+
+def _apply(model, params, batch, deterministic, rng=None):
+  return model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
+                     batch["attention_mask"], batch["masked_lm_positions"],
+                     deterministic=deterministic, rngs=None if rng is None else {"dropout": rng})
+
+
+def make_compute_loss(model) -> train_lib.ComputeLoss:
+  """The train_lib loss: additive over micro-batches (sums / full-batch denominators)."""
+  def compute_loss(params, batch, rng, den):
+    mlm_logits, nsp_logits = _apply(model, params, batch, False, rng)
+    m = means(pretraining_sums(mlm_logits, nsp_logits, batch),
+                            den)
+    loss = m.pop("loss")
+    return loss, m
+  return compute_loss
+
+
+def make_eval_step(model, mesh, params_shardings):
+  """Jitted, sharded (params, batch) -> sums of pretraining_sums (no dropout)."""
+  def apply(params, batch):
+    mlm_logits, nsp_logits = _apply(model, params, batch, True)
+    return pretraining_sums(mlm_logits, nsp_logits, batch)
+  return train_lib.make_predict_step(apply, mesh, params_shardings)
+
+
+def evaluate(eval_step, params, batches, mesh, num_batches: int) -> dict[str, float]:
+  """Mean loss and accuracies over `num_batches` held-out batches (exact, not averaged)."""
+  total = None
+  n = 0
+  for local in batches:
+    if n >= num_batches:
+      break
+    sums = eval_step(params, train_lib.global_batch(local, mesh))
+    total = sums if total is None else jax.tree_util.tree_map(jnp.add, total, sums)
+    n += 1
+  if total is None:
+    return {}
+  total = jax.device_get(total)
+  result = means(total, denominators_from_sums(total))
+  return {k: float(v) for k, v in result.items()}
+
+
+def abstract_batch(config, mesh) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shapes/dtypes/sharding of one global pre-training batch (the data pipeline's keys)."""
+  b, s = config.train.batch_size, config.data.max_seq_length
+  p = config.data.max_predictions_per_seq
+  sh = partitioning.batch_sharding(mesh)
+  spec = {"input_ids": ((b, s), jnp.int32), "attention_mask": ((b, s), jnp.int32),
+          "token_type_ids": ((b, s), jnp.int32), "masked_lm_positions": ((b, p), jnp.int32),
+          "masked_lm_ids": ((b, p), jnp.int32), "masked_lm_weights": ((b, p), jnp.float32),
+          "next_sentence_labels": ((b,), jnp.int32)}
+  return {k: jax.ShapeDtypeStruct(shape, dt, sharding=sh) for k, (shape, dt) in spec.items()}
+
+
+def build_step(config, mesh):
+  """-> (train step with .jitted, abstract sharded state): what train.py runs, from shapes."""
+  model = make_model(config)
+  tx = optim.make_optimizer(config.train)
+  state, shardings = train_lib.abstract_train_state(
+      make_init_fn(model, config), tx, mesh, config.seed)
+  step = train_lib.make_train_step(
+      make_compute_loss(model), denominators, tx, mesh, shardings,
+      grad_accum_steps=config.train.grad_accum_steps)
+  return step, state
+

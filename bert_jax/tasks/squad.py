@@ -3,7 +3,7 @@
   python -m bert_jax.main --config=configs/squad.py --config.squad.version=2.0 \
       --config.init_checkpoint=PATH --workdir=DIR [--config.squad.mode=all]
 
-(or `python -m bert_jax.tasks.squad` with the same flags).
+(or `python -m bert_jax.squad` with the same flags).
 
 Modes (`config.squad.mode`):
 - train: fine-tune on train_file, evaluating dev_file after every epoch; keeps the best
@@ -32,71 +32,28 @@ import tempfile
 import time
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from bert_jax import metrics
+from bert_jax import weights
 from bert_jax import checkpoints
 from bert_jax import config as config_lib
 from bert_jax import finetune, partitioning, preflight, train_lib
-from bert_jax.config import ConfigError
 from bert_jax.data import squad as squad_data
 from bert_jax.model import BertConfig, BertForQuestionAnswering
 from bert_jax.tasks import degenerate as degenerate_lib
 from bert_jax.tasks import squad_postprocess as pp
 
-MODES = ("train", "predict", "evaluate", "all")
-SHARED_SQUAD = os.path.join(os.path.dirname(config_lib.REPO_ROOT), "shared", "data", "squad")
-
-
-def squad_config() -> ml_collections.ConfigDict:
-  """config.squad defaults: the original run_squad.py flags."""
-  s = ml_collections.ConfigDict()
-  s.version = "2.0"  # "1.1" | "2.0" (unanswerable questions, null score, τ)
-  s.mode = "all"  # train | predict | evaluate | all
-  # Official SQuAD JSON files; "" = ../shared/data/squad/v<version>/{train,dev}.json next
-  # to the repository. predict_file: questions to answer ("" = none, or dev_file in
-  # mode=predict). A "tfds:" prefix ("tfds:train", "tfds:validation") reads TFDS squad.
-  s.train_file = ""
-  s.dev_file = ""
-  s.predict_file = ""
-  s.doc_stride = 128  # tokens between the starts of consecutive context windows.
-  s.max_query_length = 64  # question tokens kept (the rest cut).
-  s.max_answer_length = 30  # longest answer in tokens.
-  s.n_best_size = 20  # start/end candidates per window and n-best answers per question.
-  # v2.0 τ: predict "" iff null score - best non-null score > τ.
-  s.null_score_diff_threshold = 0.0
-  # A question whose context needs more windows is skipped (and counted).
-  s.max_windows = squad_data.DEFAULT_MAX_WINDOWS
-  # First N questions of train / eval files (0 = all): quick runs and benchmarks.
-  s.max_train_examples = 0
-  s.max_eval_examples = 0
-  # Fine-tuned params for mode=predict/evaluate ("" = workdir/best).
-  s.params_dir = ""
-  # Where predict_file's prediction files go ("" = workdir/submission).
-  s.output_dir = ""
-  return s
 
 
 def resolve_file(path: str, version: str, split: str) -> str:
   """'' -> the shared copy of the official file for this version and split."""
   if path:
     return path
-  return os.path.join(SHARED_SQUAD, f"v{version}", f"{split}.json")
-
-
-def validate(s: ml_collections.ConfigDict) -> None:
-  """One clear error per impossible config.squad value, before any work."""
-  if str(s.version) not in ("1.1", "2.0"):
-    raise ConfigError(f"config.squad.version={s.version!r}: use '1.1' or '2.0'.")
-  if s.mode not in MODES:
-    raise ConfigError(f"config.squad.mode={s.mode!r}: use one of {MODES}.")
-  for key in ("doc_stride", "max_query_length", "max_answer_length", "n_best_size",
-              "max_windows"):
-    if int(s[key]) < 1:
-      raise ConfigError(f"config.squad.{key}={s[key]} must be a positive integer.")
+  return os.path.join(config_lib.SHARED_DATA, "squad", f"v{version}", f"{split}.json")
 
 
 def load_tfds(name: str, split: str) -> dict[str, Any]:
@@ -153,7 +110,7 @@ class SquadTask:
 
   def __init__(self, s: ml_collections.ConfigDict, do_lower_case: bool = True,
                output_dir: str | None = None):
-    validate(s)
+    config_lib.check_squad(s)
     self.cfg = s
     self.version_2 = str(s.version) == "2.0"
     self.do_lower_case = do_lower_case
@@ -186,9 +143,9 @@ class SquadTask:
 
   def load_examples(self, split: str) -> list[squad_data.SquadExample]:
     examples, stats = squad_data.read_squad(self.dataset(split), is_training=split == "train")
-    finetune.log(f"{self.name}/{split} ({self.files[split]}): {stats.summary()}")
+    metrics.log(f"{self.name}/{split} ({self.files[split]}): {stats.summary()}")
     for reason, qids in stats.skipped.items():
-      finetune.log(f"  skipped ({reason}): {', '.join(qids[:5])}"
+      metrics.log(f"  skipped ({reason}): {', '.join(qids[:5])}"
                    f"{' ...' if len(qids) > 5 else ''}")
     return examples
 
@@ -199,9 +156,9 @@ class SquadTask:
         examples, tokenizer, max_seq_length, int(self.cfg.doc_stride),
         int(self.cfg.max_query_length), is_training=True, max_windows=int(self.cfg.max_windows))
     if stats.skipped:
-      finetune.log(f"  featurize skipped: " + ", ".join(
+      metrics.log(f"  featurize skipped: " + ", ".join(
           f"{len(v)} {k} ({', '.join(v[:3])})" for k, v in stats.skipped.items()))
-    finetune.log(f"  {len(examples)} questions -> {stats.num_windows} windows "
+    metrics.log(f"  {len(examples)} questions -> {stats.num_windows} windows "
                  f"({stats.num_out_of_span} with the answer outside: target [CLS]), "
                  f"{time.time() - t0:.1f}s")
     meta = {k: feats.pop(k) for k in ("example_index", "token_to_orig",
@@ -323,7 +280,7 @@ def finish_files(task: SquadTask, writer: pp.PredictionWriter, examples, split: 
       best = pp.with_threshold({q: writer.preds[q] for q in qids}, result["best_f1_thresh"])
       out.append(pp.write_json_atomic(
           os.path.join(output_dir, "predictions_best_f1_thresh.json"), best))
-    finetune.log(f"{task.name}/{split}: " + json.dumps(
+    metrics.log(f"{task.name}/{split}: " + json.dumps(
         {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))
   writer.close(complete=True)
   return out
@@ -332,23 +289,6 @@ def finish_files(task: SquadTask, writer: pp.PredictionWriter, examples, split: 
 # ---------------------------------------------------------------------------------------
 # Prediction with fine-tuned params (crash-safe, resumable)
 # ---------------------------------------------------------------------------------------
-
-def load_finetuned(params_dir: str, model, example_inputs, mesh):
-  """Params written by finetune.save_params (orbax) -> sharded params for `model`."""
-  import orbax.checkpoint as ocp
-  path = os.path.join(os.path.abspath(params_dir), "params")
-  if not os.path.isdir(path):
-    raise finetune.FinetuneError(
-        f"no fine-tuned params at {path}: run mode=train first or set "
-        "--config.squad.params_dir to a fine-tuning workdir's best/ directory.")
-  init = lambda rng: model.init(rng, *example_inputs)["params"]
-  with partitioning.activate(mesh):
-    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
-    plain = partitioning.strip_boxes(abstract)
-    shardings = partitioning.logical_to_shardings(plain, nn.get_partition_spec(abstract), mesh)
-  target = jax.tree_util.tree_map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), plain, shardings)
-  return ocp.StandardCheckpointer().restore(path, target), shardings
 
 
 def predict_file(task: SquadTask, config, split: str, output_dir: str, params_dir: str,
@@ -362,8 +302,8 @@ def predict_file(task: SquadTask, config, split: str, output_dir: str, params_di
   """
   model_cfg = ml_collections.ConfigDict(config.model.to_dict())
   # The architecture is the fine-tuned checkpoint's (config.json written by save_params).
-  arch = checkpoints.model_config_from_bert_json(os.path.join(params_dir, "config.json"))
-  for k in finetune._ARCH_KEYS:
+  arch = weights.model_config_from_bert_json(os.path.join(params_dir, "config.json"))
+  for k in config_lib.ARCHITECTURE_KEYS:
     model_cfg[k] = arch[k]
   bert_config = BertConfig.from_config(model_cfg)
   vocab_file = config.vocab_file or checkpoints.vocab_file_of(config.init_checkpoint or "")
@@ -372,7 +312,7 @@ def predict_file(task: SquadTask, config, split: str, output_dir: str, params_di
         "no vocabulary for prediction: set --config.vocab_file (or init_checkpoint, whose "
         "vocab.txt is used) to the vocabulary the model was fine-tuned with.")
   tokenizer = finetune.load_tokenizer(vocab_file, config.do_lower_case)
-  finetune.check_vocab(tokenizer, vocab_file, bert_config.vocab_size, params_dir, "")
+  weights.check_vocab(vocab_file, model_cfg, checkpoint=params_dir)
   max_seq_length = int(config.data.max_seq_length)
   examples = task.load_examples(split)
   features = task.featurize(examples, tokenizer, max_seq_length)
@@ -382,7 +322,7 @@ def predict_file(task: SquadTask, config, split: str, output_dir: str, params_di
   partitioning.check_batch_size(batch_size, mesh, key="config.finetune.eval_batch_size")
   model = task.make_model(bert_config)
   ex_in = [np.zeros((1, 8), np.int32)] * 3
-  params, shardings = load_finetuned(params_dir, model, ex_in, mesh)
+  params, shardings = checkpoints.restore_params(params_dir, model, ex_in, mesh)
   predict_fn = train_lib.make_predict_step(
       lambda p, b: finetune.apply_model(model, p, b), mesh, shardings)
   # The longest windows' batch, compiled now: one line with the fixes if it cannot fit.
@@ -403,7 +343,7 @@ def predict_file(task: SquadTask, config, split: str, output_dir: str, params_di
   ex_rows = list(pp.example_rows(meta["example_index"]))
   todo = [(ei, rows) for ei, rows in ex_rows if examples[ei].qas_id not in done]
   if done:
-    finetune.log(f"resuming: {len(done)} questions already predicted in {writer.path}")
+    metrics.log(f"resuming: {len(done)} questions already predicted in {writer.path}")
   rows = np.concatenate([r for _, r in todo]) if todo else np.zeros(0, int)
   lengths = finetune.sequence_lengths(features)
   logits: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -420,7 +360,7 @@ def predict_file(task: SquadTask, config, split: str, output_dir: str, params_di
                                 finetune.MODEL_INPUTS, finetune.MODEL_INPUTS, lengths)
     local = {k: v[lo:lo + n_local] for k, v in batch.items()}
     start, end = jax.tree_util.tree_map(
-        np.asarray, finetune._gather(predict_fn(params, train_lib.global_batch(local, mesh))))
+        np.asarray, train_lib.gather_to_host(predict_fn(params, train_lib.global_batch(local, mesh))))
     for j, r in enumerate(idx):
       logits[int(r)] = (start[j], end[j])
     while pending and all(int(r) in logits for r in pending[0][1]):
@@ -440,8 +380,8 @@ def predict_file(task: SquadTask, config, split: str, output_dir: str, params_di
     if (b + 1) % 20 == 0 or i + batch_size >= len(rows):
       rate = (i + len(idx)) / max(time.time() - t0, 1e-9)
       eta = (len(rows) - i - len(idx)) / max(rate, 1e-9)
-      finetune.log(f"predict {split}: {i + len(idx)}/{len(rows)} windows, {n_done} questions"
-                   f" done, {rate:.1f} windows/s, ETA {finetune._fmt_time(eta)}")
+      metrics.log(f"predict {split}: {i + len(idx)}/{len(rows)} windows, {n_done} questions"
+                   f" done, {rate:.1f} windows/s, ETA {metrics.format_duration(eta)}")
   return finish_files(task, writer, examples, split, output_dir, meta["skipped"])
 
 
@@ -486,14 +426,3 @@ def run(config, workdir: str) -> dict[str, Any]:
                                          else "predictions")
       results["predictions"] = predict_file(task, config, split, out, params_dir)
   return results
-
-
-if __name__ == "__main__":
-  # Same flags, multi-host setup and one-line errors as `python -m bert_jax.main`.
-  from absl import app
-  import sys
-  from bert_jax import console
-  from bert_jax import main as main_lib
-  console.quiet_start(sys.argv)  # no libtpu probing on a machine without a TPU
-  main_lib.define_flags()
-  app.run(main_lib.main, flags_parser=main_lib.parse_flags)

@@ -9,17 +9,15 @@ Where the official scripts crash or are silent we are explicit instead: a questi
 prediction scores 0 and is counted in `total` and in `missing` (v1.1's rule; the v2.0 script
 raises KeyError); a missing null-odds entry is an error naming the question.
 
-python -m bert_jax.tasks.squad_eval --data_file=dev-v2.0.json --pred_file=predictions.json \
+python -m bert_jax.tools.squad_eval --data_file=dev-v2.0.json --pred_file=predictions.json \
     [--na_prob_file=null_odds.json] [--na_prob_thresh=1.0] [--out_file=eval.json]
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import re
 import string
-import sys
 from typing import Any, Iterable, Mapping
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -192,7 +190,7 @@ def evaluate(dataset_json: Mapping[str, Any], preds: Mapping[str, str],
   return out
 
 
-def _load_json(path: str, what: str):
+def load_json(path: str, what: str):
   try:
     with open(path, encoding="utf-8") as f:
       return json.load(f)
@@ -201,36 +199,3 @@ def _load_json(path: str, what: str):
   except json.JSONDecodeError as e:
     raise SquadEvalError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column "
                          f"{e.colno}); pass the {what} file as written.") from None
-
-
-def main(argv=None) -> dict:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--data_file", required=True, help="official SQuAD JSON (train/dev).")
-  p.add_argument("--pred_file", required=True, help="JSON {question id: answer text}.")
-  p.add_argument("--na_prob_file", default="", help="JSON {question id: null odds} (v2.0).")
-  p.add_argument("--na_prob_thresh", type=float, default=1.0,
-                 help="predict no-answer where null odds > this (official default 1.0).")
-  p.add_argument("--version", default="", choices=["", "1.1", "2.0"],
-                 help="evaluation rules; default: the data file's version field.")
-  p.add_argument("--out_file", default="", help="also write the metrics JSON here.")
-  args = p.parse_args(argv)
-  preds = _load_json(args.pred_file, "predictions")
-  na_probs = _load_json(args.na_prob_file, "null odds") if args.na_prob_file else None
-  result = evaluate(_load_json(args.data_file, "dataset"), preds, na_probs,
-                    args.na_prob_thresh, args.version or None)
-  if result["missing"]:
-    print(f"warning: {result['missing']} question(s) have no prediction; scored 0.",
-          file=sys.stderr)
-  text = json.dumps(result, indent=2)
-  print(text)
-  if args.out_file:
-    with open(args.out_file, "w", encoding="utf-8") as f:
-      f.write(text + "\n")
-  return result
-
-
-if __name__ == "__main__":
-  try:
-    main()
-  except SquadEvalError as e:
-    sys.exit(f"error: {e}")

@@ -1,6 +1,6 @@
 """SWAG-style multiple choice (SWAG, CommonsenseQA, ...): the task for finetune.run.
 
-python -m bert_jax.tasks.swag --config=configs/swag.py --workdir=DIR \
+python -m bert_jax.swag --config=configs/swag.py --workdir=DIR \
     --config.init_checkpoint=PATH --config.swag.train_file=train.csv ...
 
 Each example is num_choices sequences [CLS] context [SEP] start ending_i [SEP]
@@ -19,10 +19,8 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from bert_jax import config as config_lib
 from bert_jax import finetune
 from bert_jax.config import ConfigError
 from bert_jax.data import multiple_choice as mc
@@ -185,44 +183,6 @@ def read_predictions(path: str) -> list[dict[str, Any]]:
           for r in rows]
 
 
-def data_config(dataset: str = "swag", num_choices: int = 4) -> ml_collections.ConfigDict:
-  """config.swag: which files, in which format, how many choices."""
-  s = ml_collections.ConfigDict()
-  # "swag" (official CSV or TFDS/HF JSON lines) | "commonsense_qa" (HF layout JSON lines).
-  s.dataset = dataset
-  # "" = from the dataset and the file name: swag_csv (.csv), swag_jsonl, commonsense_qa.
-  s.format = ""
-  # Official names: train.csv / val.csv (labelled) and test.csv (no labels, predictions).
-  s.train_file = ""
-  s.dev_file = ""
-  s.test_file = ""  # "" = no test predictions.
-  # Python slices of the examples of a file ("" = all; ":1000", "1000:"): carve a dev set
-  # out of a single labelled file (CommonsenseQA's public dev split, for one).
-  s.train_slice = ""
-  s.dev_slice = ""
-  # Endings per example (4 for SWAG, 5 for CommonsenseQA); every row must have them all.
-  s.num_choices = num_choices
-  return s
-
-
-def default_config(dataset: str = "swag", num_choices: int = 4) -> ml_collections.ConfigDict:
-  """The paper's SWAG recipe (Devlin et al. 2018, section 4.4) on the fine-tuning schema:
-  batch 16, learning rate 2e-5, 3 epochs, 10% warmup, dropout 0.1."""
-  c = config_lib.default_config()
-  finetune.add_finetune_config(c)
-  c.task = "swag"
-  c.train.batch_size = 16
-  c.train.learning_rate = 2e-5
-  c.finetune.num_epochs = 3.0
-  # A cap: every batch is cut to its longest row rounded up to finetune.bucket_multiple,
-  # so a lower cap only matters for rows longer than it (it truncates them).
-  c.data.max_seq_length = 128
-  c.finetune.bucket_multiple = 16
-  c.finetune.eval_batch_size = 64
-  c.swag = data_config(dataset, num_choices)
-  return c
-
-
 def run(config, workdir: str) -> dict[str, Any]:
   """Fine-tunes on config.swag's files (one run per lr/seed when config.finetune.sweep);
   `python -m bert_jax.main` calls this for config.task == "swag"."""
@@ -232,26 +192,3 @@ def run(config, workdir: str) -> dict[str, Any]:
   if config.finetune.sweep:
     return finetune.sweep(config, workdir, task)["best"]
   return finetune.run(config, workdir, task)
-
-
-def main(argv):
-  del argv
-  from absl import app, flags
-  from bert_jax import console
-  # orbax logs every save at INFO: library logging -> <workdir>/logs/, progress printed.
-  console.setup(flags.FLAGS.workdir)
-  if not flags.FLAGS.workdir:
-    raise app.UsageError("--workdir is required.")
-  run(flags.FLAGS.config, flags.FLAGS.workdir)
-
-
-if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", "configs/swag.py", "configs/swag.py or "
-                                  "configs/commonsense_qa.py.", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Output directory (metrics, predictions, params).")
-  import sys
-  from bert_jax import console
-  console.quiet_start(sys.argv)  # no libtpu probing on a machine without a TPU
-  app.run(main)

@@ -8,9 +8,9 @@ number of steps keeps the paper's number of training sequences (256 x 900k in ph
 256 x 100k in phase 2), so wall-clock estimates compare with the paper's 4 days.
 
 The config argument is `phase[,batch[,grad_accum_steps]]`:
-  JAX_PLATFORMS=cpu python -m bert_jax.aot --config=configs/pods/lamb_large.py:1,32768 --topology=v4:4x4x4
-  JAX_PLATFORMS=cpu python -m bert_jax.aot --config=configs/pods/lamb_large.py:1,8192 --topology=v4:2x2x4
-  JAX_PLATFORMS=cpu python -m bert_jax.aot --config=configs/pods/lamb_large.py:1,32768,2 --topology=v5e:16x16
+  JAX_PLATFORMS=cpu python -m bert_jax.tools.aot --config=configs/pods/lamb_large.py:1,32768 --topology=v4:4x4x4
+  JAX_PLATFORMS=cpu python -m bert_jax.tools.aot --config=configs/pods/lamb_large.py:1,8192 --topology=v4:2x2x4
+  JAX_PLATFORMS=cpu python -m bert_jax.tools.aot --config=configs/pods/lamb_large.py:1,32768,2 --topology=v5e:16x16
 
 What the compiled step taught (README "Pods", benchmarks/pods.py), phase 1 (seq 128):
   * Activations, not state, fill HBM: without remat or accumulation, 512 sequences per

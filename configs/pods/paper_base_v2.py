@@ -3,8 +3,8 @@
 Same recipe as BERT-Large (configs/pods/paper_large_v2.py): batch 256, 1M steps, seq 128
 for 90% then 512. 16 v2 chips are 32 JAX devices (TensorCores): 8 sequences per core.
 
-  JAX_PLATFORMS=cpu python -m bert_jax.aot --config=configs/pods/paper_base_v2.py --topology=v2:4x4
-  JAX_PLATFORMS=cpu python -m bert_jax.aot --config=configs/pods/paper_base_v2.py:2 --topology=v2:4x4
+  JAX_PLATFORMS=cpu python -m bert_jax.tools.aot --config=configs/pods/paper_base_v2.py --topology=v2:4x4
+  JAX_PLATFORMS=cpu python -m bert_jax.tools.aot --config=configs/pods/paper_base_v2.py:2 --topology=v2:4x4
 """
 from bert_jax import config as config_lib
 

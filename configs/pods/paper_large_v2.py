@@ -5,9 +5,9 @@ steps; sequence length 128 for the first 90% of the steps (phase 1, P=20 predict
 and 512 for the last 10% (phase 2, P=80). 64 v2 chips are 128 JAX devices (one per
 TensorCore, 8 GiB HBM each), so data parallel gives 2 sequences per core.
 
-Compile it for the pod we do not have (bert_jax/aot.py, README "Pods"):
-  JAX_PLATFORMS=cpu python -m bert_jax.aot --config=configs/pods/paper_large_v2.py --topology=v2:8x8
-  JAX_PLATFORMS=cpu python -m bert_jax.aot --config=configs/pods/paper_large_v2.py:2 --topology=v2:8x8
+Compile it for the pod we do not have (bert_jax/tools/aot.py, README "Pods"):
+  JAX_PLATFORMS=cpu python -m bert_jax.tools.aot --config=configs/pods/paper_large_v2.py --topology=v2:8x8
+  JAX_PLATFORMS=cpu python -m bert_jax.tools.aot --config=configs/pods/paper_large_v2.py:2 --topology=v2:8x8
 Train with it: python -m bert_jax.main --config=configs/pods/paper_large_v2.py --workdir=gs://...
 """
 from bert_jax import config as config_lib

@@ -1,10 +1,10 @@
 """Predict with an exported model on raw text: TSV, JSON / JSON lines, or plain text.
 
-  python -m bert_jax.predict --model_dir=exported/mrpc --input_file=pairs.tsv \
+  python -m bert_jax.tools.predict --model_dir=exported/mrpc --input_file=pairs.tsv \
       --output_file=predictions.jsonl
 
 Reads sentences (or sentence pairs), tokenizes them with the export's vocabulary exactly
-as fine-tuning did, runs the exported StableHLO (bert_jax.export) in fixed-size batches
+as fine-tuning did, runs the exported StableHLO (bert_jax.tools.export) in fixed-size batches
 (one compilation), and writes one JSON line per example: a classifier gives
 {"id", "label", "probabilities": {label: p}}, a regressor (STS-B) {"id", "score"}.
 
@@ -27,7 +27,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from bert_jax import export as export_lib
+from bert_jax.tools import export as export_lib
 from bert_jax import preflight
 
 PAIR_SEPARATOR = " ||| "
@@ -177,9 +177,9 @@ def records(spec: export_lib.ServingSpec, ids: Sequence[str], outputs: dict[str,
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m bert_jax.predict", description=__doc__,
+  p = argparse.ArgumentParser(prog="python -m bert_jax.tools.predict", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--model_dir", required=True, help="written by python -m bert_jax.export")
+  p.add_argument("--model_dir", required=True, help="written by python -m bert_jax.tools.export")
   p.add_argument("--input_file", required=True)
   p.add_argument("--output_file", required=True, help="JSON lines")
   p.add_argument("--text_a", default="", help="column/key of the first sentence")
@@ -192,7 +192,7 @@ def main(argv=None) -> int:
     if spec.head not in ("classification", "regression"):
       raise PredictError(
           f"{args.model_dir} is a {spec.head} model: predict reads sentence (pair) "
-          "classifiers and regressors; use bert_jax.extract_features for features and "
+          "classifiers and regressors; use bert_jax.tools.extract_features for features and "
           "the squad/swag task modules for span and multiple-choice predictions.")
     ids, a, b = read_examples(args.input_file, args.text_a, args.text_b, spec.text_columns)
     check_memory(predictor, args.batch_size)
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     outputs = predict(predictor, a, b, args.batch_size)
     rows = records(spec, ids, outputs)
   except (PredictError, export_lib.ExportError, preflight.DoesNotFitError) as e:
-    print(f"bert_jax.predict: error: {e}", file=sys.stderr)
+    print(f"bert_jax.tools.predict: error: {e}", file=sys.stderr)
     return 2
   os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)
   with open(args.output_file, "w", encoding="utf-8") as f:

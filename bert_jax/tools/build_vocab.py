@@ -1,8 +1,8 @@
 """Builds a BERT vocabulary from a text corpus: a WordPiece vocab.txt or a SentencePiece model.
 
-python -m bert_jax.build_vocab --input_file='corpus/*.txt' --output=vocab.txt \
+python -m bert_jax.tools.build_vocab --input_file='corpus/*.txt' --output=vocab.txt \
     --type=wordpiece --vocab_size=30522 --do_lower_case
-python -m bert_jax.build_vocab --input_file='corpus/*.txt' --output=sp.model \
+python -m bert_jax.tools.build_vocab --input_file='corpus/*.txt' --output=sp.model \
     --type=sentencepiece --vocab_size=32000
 
 Both put BERT's special tokens first: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4, then

@@ -1,9 +1,10 @@
-"""Test-only fault injection and read logging, switched on by environment variables.
+"""Fault injection and read logging for the reliability tests, switched on by env vars.
 
 The reliability tests (tests/test_fault_tolerance.py, tests/test_multihost.py) run the
-real CLI in subprocesses and need to make it fail in precise ways, or to see what each
-host read. Nothing here does anything unless its variable is set, so a normal run pays
-one dict lookup at start-up.
+real CLI in subprocesses (tests/_faulty_main.py: `install()`, then bert_jax.main's
+start-up) and need to make it fail in precise ways, or to see what each host read. The
+library does not import this: `install()` wraps its existing seams (train.default_iterator,
+the checkpoint data item's finalize, preflight.free_bytes) when a variable is set.
 
 BERT_JAX_FAULTS: comma-separated faults,
   nan_batch@S       the batch of step S (1-based) carries a NaN masked_lm_weight, so the
@@ -197,3 +198,23 @@ def on_checkpoint_finalize(directory) -> None:
         f"{len(files)} files written under {step_dir}, not yet committed",
         file=sys.stderr, flush=True)
   os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------------------
+# Installing the faults into the library's seams.
+
+def install() -> None:
+  """Wraps the library's seams with the faults and read log the env vars ask for."""
+  from bert_jax import checkpoints, preflight, train
+  faults = active()
+  train.default_iterator = wrap_make_iterator(train.default_iterator)
+  if faults.kill_in_save is not None:
+    finalize = checkpoints.DataStateHandler.finalize
+
+    def finalize_or_die(self, directory):
+      on_checkpoint_finalize(directory)
+      return finalize(self, directory)
+    checkpoints.DataStateHandler.finalize = finalize_or_die
+  if faults.free_bytes is not None:
+    preflight.free_bytes = lambda workdir: faults.free_bytes
+

@@ -1,6 +1,6 @@
 """Rebuilds the corpus and vocabulary bundled in bert_jax/resources (a maintainer tool).
 
-python -m bert_jax.data.bundle --shared_data=../shared/data
+python -m bert_jax.tools.bundle --shared_data=../shared/data
 
 Two public-domain Project Gutenberg books become BERT-format text (licence stripped,
 chapters as documents, one sentence per line); the last HELD_OUT chapters of each book go

@@ -1,6 +1,6 @@
 """Export a (fine-tuned) model for inference: jax.export StableHLO and a TF SavedModel.
 
-  python -m bert_jax.export --workdir=runs/mrpc --output_dir=exported/mrpc [--saved_model]
+  python -m bert_jax.tools.export --workdir=runs/mrpc --output_dir=exported/mrpc [--saved_model]
 
 An export directory is self-contained: it holds
 - `model.jaxexport`: the serialized `jax.export` artifact (StableHLO, lowered for CPU, TPU
@@ -10,7 +10,7 @@ An export directory is self-contained: it holds
   constants (no 2 GB serialization limit, no pickle, and the same file becomes the TF
   variables of the SavedModel);
 - `serving.json`: the head, labels, max_seq_length, casing and model config;
-- `vocab.txt` (or the SentencePiece model), so `bert_jax.predict` can tokenize raw text;
+- `vocab.txt` (or the SentencePiece model), so `bert_jax.tools.predict` can tokenize raw text;
 - `saved_model/` (with --saved_model, needs the `tf` extra): the same function through
   `jax2tf`, callable from TensorFlow / TF Serving as `serving_default`.
 `load(export_dir)` needs neither the Python model code nor its config.
@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import model as model_lib
+from bert_jax import weights
 
 HEADS = ("classification", "regression", "question_answering", "multiple_choice",
          "features")
@@ -181,7 +182,7 @@ class Predictor:
     spec_path = os.path.join(export_dir, SPEC_FILE)
     if not os.path.isfile(spec_path):
       raise ExportError(f"{export_dir}: no {SPEC_FILE}; pass a directory written by "
-                        "`python -m bert_jax.export`.")
+                        "`python -m bert_jax.tools.export`.")
     with open(spec_path, encoding="utf-8") as f:
       self.spec = ServingSpec(**json.load(f))
     with open(os.path.join(export_dir, EXPORT_FILE), "rb") as f:
@@ -217,7 +218,7 @@ class Predictor:
 
   def compile(self, batch_size: int, compile_fn: Callable | None = None):
     """Compiles the model for batches of `batch_size` rows, which __call__ then runs;
-    `compile_fn(lowered) -> compiled` replaces `lowered.compile()` (bert_jax.predict
+    `compile_fn(lowered) -> compiled` replaces `lowered.compile()` (bert_jax.tools.predict
     passes the memory preflight's, preflight.compile_checked). Returns the program."""
     ids = jax.ShapeDtypeStruct((batch_size, *self.spec.input_shape), np.int32)
     lowered = self._call.lower(self.params, ids, ids, ids)
@@ -289,13 +290,12 @@ def _vocab_of(config: dict, fallback_dir: str = "") -> str:
 def from_finetune_workdir(workdir: str) -> tuple[ServingSpec, Any, str]:
   """(spec, params, vocab_file) of a fine-tuning run (workdir/config.json + best/)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
   config = _read_json(os.path.join(workdir, "config.json"))
   best = os.path.join(workdir, "best")
   if not os.path.isdir(os.path.join(best, "params")):
     raise ExportError(f"{workdir}: no best/params; fine-tune with "
                       "--config.finetune.save_best=True first.")
-  model_cfg = checkpoints.model_config_from_bert_json(os.path.join(best, "config.json"))
+  model_cfg = weights.model_config_from_bert_json(os.path.join(best, "config.json"))
   model = {**config.get("model", {}), **model_cfg.to_dict()}
   params = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(best, "params")))
   params = jax.tree_util.tree_map(np.asarray, params)
@@ -332,7 +332,7 @@ def from_pretrained(path: str, max_seq_length: int, do_lower_case: bool = True
 
 def main(argv=None) -> int:
   import argparse  # pylint: disable=g-import-not-at-top
-  p = argparse.ArgumentParser(prog="python -m bert_jax.export", description=__doc__)
+  p = argparse.ArgumentParser(prog="python -m bert_jax.tools.export", description=__doc__)
   src = p.add_mutually_exclusive_group(required=True)
   src.add_argument("--workdir", help="a fine-tuning workdir (config.json + best/)")
   src.add_argument("--init_checkpoint", help="a pretrained checkpoint: export the encoder")
@@ -349,7 +349,7 @@ def main(argv=None) -> int:
                                             args.do_lower_case == "true")
     paths = save(args.output_dir, spec, params, vocab, saved_model=args.saved_model)
   except ExportError as e:
-    print(f"bert_jax.export: error: {e}")
+    print(f"bert_jax.tools.export: error: {e}")
     return 2
   print(f"exported {spec.head} model ({spec.task or 'encoder'}, seq {spec.max_seq_length}, "
         f"outputs {', '.join(spec.output_names)}) to {args.output_dir}:")

@@ -1,4 +1,4 @@
-"""Curves of a run: `python -m bert_jax.plot --workdir=runs/tiny` -> runs/tiny/curves.png.
+"""Curves of a run: `python -m bert_jax.tools.plot --workdir=runs/tiny` -> runs/tiny/curves.png.
 
 Reads the workdir's metrics.jsonl (one JSON record per log or eval: {"step": s,
 "train/loss": ..., "eval/mlm_accuracy": ...}) and draws one panel per metric, train and
@@ -84,7 +84,7 @@ def main(argv):
   del argv
   workdir = flags.FLAGS.workdir
   if not workdir:
-    raise app.UsageError("--workdir is required: python -m bert_jax.plot --workdir=runs/tiny")
+    raise app.UsageError("--workdir is required: python -m bert_jax.tools.plot --workdir=runs/tiny")
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.isfile(path):
     raise app.UsageError(f"{path} does not exist: point --workdir at a bert_jax run.")

@@ -30,12 +30,11 @@ reported as unusable.
 
 A config that does not fit is reported with the memory it would need, not a crash.
 
-  JAX_PLATFORMS=cpu python -m bert_jax.aot --config=configs/pods/paper_large_v2.py \
+  JAX_PLATFORMS=cpu python -m bert_jax.tools.aot --config=configs/pods/paper_large_v2.py \
       --topology=v2:8x8 [--config.train.batch_size=512] [--json]
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -45,60 +44,16 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-from jax.sharding import NamedSharding
 
 from bert_jax import flops as flops_lib
-from bert_jax import optim, partitioning, train_lib
+from bert_jax import hardware, preflight
+from bert_jax import partitioning
 from bert_jax.config import ConfigError
+from bert_jax.tasks import pretrain
 
-GiB = 2**30
-
-
-@dataclasses.dataclass(frozen=True)
-class TpuChip:
-  """What the compiler report is judged against, per TPU generation.
-
-  Peak bf16 FLOP/s per device comes from flops.PEAK_FLOPS (one home for it); the same
-  Google Cloud pages are its source.
-  """
-  hbm_bytes_per_chip: int
-  peak_flops_per_chip: float  # dense bf16; equals flops.PEAK_FLOPS * devices_per_chip.
-  devices_per_chip: int  # JAX devices per chip: v2/v3 expose each TensorCore.
-  chip_config: str  # libtpu chip_config_name: "megacore" = one device for 2 cores.
-  source: str
-
-
-# Google Cloud TPU system architecture pages (checked 2025): HBM and peak bf16 per chip.
-# The v5e/v5p/v6e pages say "GB"; they are GiB: libtpu's own limit for a v5e device is
-# 15.75 GiB ("exceeds available HBM (15.75G)"), 16 GiB less what the runtime reserves.
-TPU_CHIPS = {
-    "v2": TpuChip(16 * GiB, 45e12, 2, "default",
-                  "https://cloud.google.com/tpu/docs/v2 (16 GiB HBM, 45 TFLOP/s per chip, "
-                  "2 TensorCores = 2 JAX devices of 8 GiB each)"),
-    "v3": TpuChip(32 * GiB, 123e12, 2, "default",
-                  "https://cloud.google.com/tpu/docs/v3 (32 GiB HBM2, 123 TFLOP/s per chip, "
-                  "2 TensorCores = 2 JAX devices)"),
-    "v4": TpuChip(32 * GiB, 275e12, 1, "megacore",
-                  "https://cloud.google.com/tpu/docs/v4 (32 GiB HBM2, 275 TFLOP/s per chip; "
-                  "megacore: 1 JAX device per chip)"),
-    "v5e": TpuChip(16 * GiB, 197e12, 1, "default",
-                   "https://cloud.google.com/tpu/docs/v5e (16 GB HBM2, 197 TFLOP/s per chip)"),
-    "v5p": TpuChip(95 * GiB, 459e12, 1, "megacore",
-                   "https://cloud.google.com/tpu/docs/v5p (95 GB HBM2e, 459 TFLOP/s per chip)"),
-    "v6e": TpuChip(32 * GiB, 918e12, 1, "default",
-                   "https://cloud.google.com/tpu/docs/v6e (32 GB HBM, 918 TFLOP/s per chip)"),
-}
-
-# Cloud accelerator-type names -> libtpu topology names (v2-v4, v5p count TensorCores,
-# v5e/v6e count chips).
-ACCELERATOR_TYPES = {
-    "v2-32": "v2:4x4", "v2-128": "v2:8x8", "v2-512": "v2:16x16",
-    "v3-32": "v3:4x4", "v3-128": "v3:8x8", "v3-1024": "v3:16x32",
-    "v4-8": "v4:2x2x1", "v4-32": "v4:2x2x4", "v4-128": "v4:4x4x4", "v4-512": "v4:4x8x8",
-    "v5p-128": "v5p:4x4x4", "v5e-256": "v5e:16x16", "v6e-256": "v6e:16x16",
-}
+GiB = hardware.GiB
+TPU_CHIPS = hardware.TPU_GENERATIONS  # the one accelerator table
 
 COLLECTIVES = ("all-reduce", "reduce-scatter", "all-gather", "all-to-all",
                "collective-permute")
@@ -117,13 +72,13 @@ class AotError(ValueError):
 
 def parse_topology(name: str) -> tuple[str, str, tuple[int, ...]]:
   """'v4:4x4x4' or 'v4-128' -> (generation 'v4', libtpu name 'v4:4x4x4', dims (4,4,4))."""
-  topo = ACCELERATOR_TYPES.get(name, name)
+  topo = hardware.ACCELERATOR_TYPES.get(name, name)
   m = re.fullmatch(r"(v\d+[a-z]?):(\d+(?:x\d+)*)", topo)
   if not m or m.group(1) not in TPU_CHIPS:
     raise AotError(
         f"--topology={name!r}: use <generation>:<chips per dimension> with generation in "
         f"{sorted(TPU_CHIPS)}, e.g. v2:8x8, v4:4x4x4, v5e:16x16 (or one of "
-        f"{sorted(ACCELERATOR_TYPES)}).")
+        f"{sorted(hardware.ACCELERATOR_TYPES)}).")
   return m.group(1), topo, tuple(int(d) for d in m.group(2).split("x"))
 
 
@@ -149,31 +104,6 @@ def topology_devices(name: str) -> list[jax.Device]:
 # ---------------------------------------------------------------------------------------
 # The step: the same pieces train.train_and_evaluate puts together
 # ---------------------------------------------------------------------------------------
-
-def abstract_batch(config, mesh) -> dict[str, jax.ShapeDtypeStruct]:
-  """Shapes/dtypes/sharding of one global pre-training batch (the data pipeline's keys)."""
-  b, s = config.train.batch_size, config.data.max_seq_length
-  p = config.data.max_predictions_per_seq
-  sh = partitioning.batch_sharding(mesh)
-  spec = {"input_ids": ((b, s), jnp.int32), "input_mask": ((b, s), jnp.int32),
-          "segment_ids": ((b, s), jnp.int32), "masked_lm_positions": ((b, p), jnp.int32),
-          "masked_lm_ids": ((b, p), jnp.int32), "masked_lm_weights": ((b, p), jnp.float32),
-          "next_sentence_labels": ((b,), jnp.int32)}
-  return {k: jax.ShapeDtypeStruct(shape, dt, sharding=sh) for k, (shape, dt) in spec.items()}
-
-
-def build_step(config, mesh):
-  """-> (train step with .jitted, abstract sharded state) for config.task == 'pretrain'."""
-  from bert_jax import train  # the loop's own model, loss and denominators
-  model = train.make_model(config)
-  tx = optim.make_optimizer(config.train)
-  state, shardings = train_lib.abstract_train_state(
-      train.make_init_fn(model, config), tx, mesh, config.seed)
-  step = train_lib.make_train_step(
-      train.make_compute_loss(model), train.denominators, tx, mesh, shardings,
-      grad_accum_steps=config.train.grad_accum_steps)
-  return step, state
-
 
 # ---------------------------------------------------------------------------------------
 # Reading the compiled program
@@ -311,34 +241,6 @@ def while_loops(hlo_text: str) -> list[int]:
   return counts
 
 
-# XLA:TPU's out-of-memory messages: "... Used 52.47G of 15.48G hbm ..." or "... required
-# for HLO temporaries (34.58G) exceeds available HBM (15.75G)".
-_OOM = (re.compile(r"Used ([\d.]+)([KMGT]?)i?B? of ([\d.]+)([KMGT]?)i?B? hbm", re.I),
-        re.compile(r"\(([\d.]+)([KMGT]?)i?B?\) exceeds available HBM \(([\d.]+)([KMGT]?)i?B?\)",
-                   re.I))
-_UNIT = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-
-
-def parse_oom(message: str) -> tuple[int, int] | None:
-  """An XLA:TPU out-of-memory error -> (bytes needed, bytes available) per device."""
-  for pattern in _OOM:
-    m = pattern.search(message)
-    if m:
-      return (int(float(m.group(1)) * _UNIT[m.group(2).upper()]),
-              int(float(m.group(3)) * _UNIT[m.group(4).upper()]))
-  return None
-
-
-def _bytes_per_device(tree) -> int:
-  """Bytes one device holds of a tree of sharded ShapeDtypeStructs (the fullest shard)."""
-  total = 0
-  for leaf in jax.tree_util.tree_leaves(tree):
-    shard = leaf.sharding.shard_shape(leaf.shape) if isinstance(
-        leaf.sharding, NamedSharding) else leaf.shape
-    total += math.prod(shard) * jnp.dtype(leaf.dtype).itemsize
-  return total
-
-
 # ---------------------------------------------------------------------------------------
 # The report
 # ---------------------------------------------------------------------------------------
@@ -375,9 +277,9 @@ def compile_report(config: ml_collections.ConfigDict, topology: str,
       "peak_flops_per_chip": chip.peak_flops_per_chip,
       "model_flops_per_step": model_flops, "num_steps": t.num_steps,
   }
-  step, state = build_step(config, mesh)
-  report["param_bytes_per_device"] = _bytes_per_device(state.params)
-  report["opt_state_bytes_per_device"] = _bytes_per_device(state.opt_state)
+  step, state = pretrain.build_step(config, mesh)
+  report["param_bytes_per_device"] = preflight.bytes_per_device(state.params)
+  report["opt_state_bytes_per_device"] = preflight.bytes_per_device(state.opt_state)
   t0 = time.time()
   compiled, oom = _compile(step, state, config, mesh)
   report["compile_s"] = time.time() - t0
@@ -412,7 +314,7 @@ def compile_report(config: ml_collections.ConfigDict, topology: str,
     micro = config.copy_and_resolve_references()
     micro.train.batch_size = t.batch_size // k
     micro.train.grad_accum_steps = 1
-    m_step, m_state = build_step(micro, mesh)
+    m_step, m_state = pretrain.build_step(micro, mesh)
     t0 = time.time()
     m_compiled, m_oom = _compile(m_step, m_state, micro, mesh)
     report["compile_s"] += time.time() - t0
@@ -449,19 +351,19 @@ def compile_report(config: ml_collections.ConfigDict, topology: str,
 def _compile(step, state, config, mesh):
   """Lowers and compiles the step -> (compiled, None), or (None, (needed, available,
   message)) when XLA:TPU runs out of HBM; any other compiler error is raised."""
-  batch = abstract_batch(config, mesh)
+  batch = pretrain.abstract_batch(config, mesh)
   with partitioning.activate(mesh):
     lowered = step.jitted.lower(state, batch)
   try:
     return lowered.compile(), None
   except Exception as e:  # XLA raises a runtime error; only an OOM is a report.
-    oom = parse_oom(str(e))
+    oom = preflight.parse_oom(str(e))
     if oom is None:
       raise
     return None, (*oom, str(e).strip().splitlines()[0][:300])
 
 
-def _priced(compiled, text: str, chip: TpuChip) -> dict[str, Any]:
+def _priced(compiled, text: str, chip: hardware.TpuGeneration) -> dict[str, Any]:
   """The cost model's figures for one compiled program, its -1 s markers undone.
 
   step_time_s is None when the result is not credible: not positive, or faster than the

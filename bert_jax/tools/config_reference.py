@@ -1,15 +1,15 @@
-"""Generates the README's configuration reference from the configs themselves.
+"""Generates the configuration reference (docs/configuration.md) from the configs themselves.
 
-  python -m bert_jax.config_reference            # print the reference (markdown)
-  python -m bert_jax.config_reference --write    # update README.md between its markers
-  python -m bert_jax.config_reference --check    # exit 1 if README.md is stale
+  python -m bert_jax.tools.config_reference            # print the reference (markdown)
+  python -m bert_jax.tools.config_reference --write    # update docs/configuration.md between its markers
+  python -m bert_jax.tools.config_reference --check    # exit 1 if docs/configuration.md is stale
 
 Every key of `default_config()` and of the sections that `configs/**/*.py` add (glue,
 squad, swag, finetune, ...), with its default and its meaning: the comment beside or
 above the line that sets it in the source (bert_jax/ first, then configs/). Keys are
 found by running the configs; comments by reading the code that builds them (`ast`),
 so neither can drift from the code: tests/test_config_reference.py regenerates the
-block and compares it with README.md.
+block and compares it with docs/configuration.md.
 """
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ from typing import Any, Iterable
 from bert_jax import config as config_lib
 
 REPO_ROOT = config_lib.REPO_ROOT
-README = os.path.join(REPO_ROOT, "README.md")
+README = os.path.join(REPO_ROOT, "docs", "configuration.md")
 BEGIN = "<!-- BEGIN generated:config-reference -->"
 END = "<!-- END generated:config-reference -->"
-COMMAND = "python -m bert_jax.config_reference --write"
+COMMAND = "python -m bert_jax.tools.config_reference --write"
 
 
 # ---------------------------------------------------------------------------------------
@@ -256,8 +256,8 @@ def render(root: str = REPO_ROOT) -> str:
 def replace_block(text: str, block: str) -> str:
   """README text with the generated block between BEGIN and END replaced."""
   if BEGIN not in text or END not in text:
-    raise ValueError(f"README.md has no {BEGIN} ... {END} markers (README section "
-                     "'launch' holds them).")
+    raise ValueError(f"{README} has no {BEGIN} ... {END} markers: put them where the "
+                     "reference belongs, then run --write.")
   head, rest = text.split(BEGIN, 1)
   _, tail = rest.split(END, 1)
   return f"{head}{BEGIN}\n{block}{END}{tail}"
@@ -268,9 +268,9 @@ def current_block(text: str) -> str:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m bert_jax.config_reference")
-  p.add_argument("--write", action="store_true", help="update README.md")
-  p.add_argument("--check", action="store_true", help="exit 1 if README.md is stale")
+  p = argparse.ArgumentParser(prog="python -m bert_jax.tools.config_reference")
+  p.add_argument("--write", action="store_true", help="update docs/configuration.md")
+  p.add_argument("--check", action="store_true", help="exit 1 if docs/configuration.md is stale")
   p.add_argument("--readme", default=README)
   args = p.parse_args(argv)
   if REPO_ROOT not in sys.path:

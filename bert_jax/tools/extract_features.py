@@ -1,6 +1,6 @@
 """Per-token vectors of chosen encoder layers, as the original BERT `extract_features.py`.
 
-  python -m bert_jax.extract_features --input_file=input.txt --output_file=out.jsonl \
+  python -m bert_jax.tools.extract_features --input_file=input.txt --output_file=out.jsonl \
       --init_checkpoint=PATH --layers=-1,-2,-3,-4 --max_seq_length=128
 
 Input: one example per line; a sentence pair is written "first ||| second" (pairs and
@@ -27,7 +27,7 @@ import numpy as np
 from bert_jax import checkpoints
 from bert_jax import model as model_lib
 from bert_jax.finetune import encode_sentence_pairs
-from bert_jax.predict import PredictError, read_examples
+from bert_jax.tools.predict import PredictError, read_examples
 from bert_jax.tokenization import load_tokenizer
 
 
@@ -106,7 +106,7 @@ def to_json(index: int, tokens: Sequence[str], vectors: dict[int, np.ndarray]) -
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m bert_jax.extract_features",
+  p = argparse.ArgumentParser(prog="python -m bert_jax.tools.extract_features",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--input_file", required=True)
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     tokenizer = load_tokenizer(vocab, args.do_lower_case == "true")
     _, texts_a, texts_b = read_examples(args.input_file, allow_mixed=True)
   except (PredictError, checkpoints.CheckpointError, ValueError) as e:
-    print(f"bert_jax.extract_features: error: {e}", file=sys.stderr)
+    print(f"bert_jax.tools.extract_features: error: {e}", file=sys.stderr)
     return 2
   os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)
   t0 = time.time()

@@ -1,7 +1,7 @@
 """Converts a pretrained BERT checkpoint to ours (orbax), Hugging Face or Google TF format.
 
-python -m bert_jax.convert --input=uncased_L-12_H-768_A-12 --output=ckpt/bert_base
-python -m bert_jax.convert --input=ckpt/bert_base --output=hf/bert_base --to=hf
+python -m bert_jax.tools.convert --input=uncased_L-12_H-768_A-12 --output=ckpt/bert_base
+python -m bert_jax.tools.convert --input=ckpt/bert_base --output=hf/bert_base --to=hf
 
 --input: anything `checkpoints.load_pretrained` reads (Hugging Face directory, Google TF
 checkpoint directory / prefix / .zip as Google distributes it, or a converted directory).
@@ -18,11 +18,12 @@ import time
 import zipfile
 
 from bert_jax import checkpoints
+from bert_jax import weights
 from bert_jax.checkpoints import CheckpointError
 from bert_jax.model import count_params
 
-WRITERS = {"bert_jax": checkpoints.save_converted, "hf": checkpoints.save_hf,
-           "tf": checkpoints.save_tf}
+WRITERS = {"bert_jax": weights.save_converted, "hf": weights.save_hf,
+           "tf": weights.save_tf}
 
 
 def extract_zip(path: str, target: str) -> str:
@@ -37,7 +38,7 @@ def extract_zip(path: str, target: str) -> str:
                               "extraction directory; refusing this archive.")
     z.extractall(target)
   for root, _, files in os.walk(target):
-    if {"config.json", "bert_config.json", checkpoints.MODEL_CONFIG_FILE} & set(files):
+    if {"config.json", "bert_config.json", weights.MODEL_CONFIG_FILE} & set(files):
       return root
   raise CheckpointError(f"{path}: no bert_config.json or config.json inside the archive.")
 
@@ -56,7 +57,7 @@ def convert(input_path: str, output: str, to: str = "bert_jax", vocab_file: str 
       raise CheckpointError(
           f"{input_path}: no vocab.txt beside the checkpoint; pass --vocab_file=PATH (the "
           "vocabulary the checkpoint was trained with).")
-    checkpoints.check_vocab_matches(vocab, model_config)
+    weights.check_vocab(vocab, model_config)
     print(f"Read {fmt} checkpoint {input_path}: {count_params(params) / 1e6:.1f}M params, "
           f"L={model_config.num_layers} H={model_config.hidden_size} "
           f"A={model_config.num_heads}, heads: "

@@ -1,0 +1,99 @@
+"""What every loop reports, in one place: metrics.jsonl + TensorBoard events (MetricWriter),
+progress and summary lines, durations and plain-text tables.
+
+Pre-training, fine-tuning, data preparation and the tools all format through here, so a
+duration or a table reads the same wherever it is printed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from bert_jax import cleanup
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricWriter:
+  """metrics.jsonl (one JSON object per write) + TensorBoard events, on process 0 only."""
+
+  def __init__(self, workdir: str, enabled: bool | None = None):
+    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self.path = os.path.join(workdir, METRICS_FILE)
+    self._tb = None
+    if self.enabled:
+      os.makedirs(workdir, exist_ok=True)
+      try:
+        from tensorboardX import SummaryWriter
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      except ImportError:  # events are optional; the JSONL log is always written.
+        self._tb = None
+    if self._tb is not None:  # its event-writer thread stops at exit, close() or not.
+      cleanup.close_at_exit(self)
+
+  def write(self, step: int, metrics: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
+    record = {"step": int(step), **{k: to_py(v) for k, v in metrics.items()}}
+    with open(self.path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(record) + "\n")
+    if self._tb is not None:
+      for k, v in record.items():
+        if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+          self._tb.add_scalar(k, v, int(step))
+      self._tb.flush()
+
+  def close(self) -> None:
+    """Flushes and closes the TensorBoard events file (again: a no-op)."""
+    if self._tb is not None:
+      tb, self._tb = self._tb, None
+      cleanup.forget(self)
+      tb.close()
+
+
+def to_py(v):
+  """numpy / jax scalars and arrays -> Python numbers and lists (JSON-ready)."""
+  if isinstance(v, (np.generic, np.ndarray, jax.Array)):
+    v = np.asarray(v)
+    return v.item() if v.size == 1 else v.tolist()
+  return v
+
+
+def format_duration(seconds: float) -> str:
+  """Seconds -> "3m05s" or "1h02m" (ETAs, elapsed times)."""
+  seconds = int(max(0, seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def progress_line(step: int, num_steps: int, m: dict, eta_s: float) -> str:
+  """One stdout line: step, loss, MLM acc, NSP acc, lr, grad norm, seq/s, MFU, ETA."""
+  line = (f"step {step}/{num_steps} | loss {m['loss']:.4f} | mlm_acc {m['mlm_accuracy']:.3f}"
+          f" | nsp_acc {m['nsp_accuracy']:.3f} | lr {m['learning_rate']:.2e}"
+          f" | gnorm {m['grad_norm']:.2f}")
+  if "seq_per_s" in m:
+    mfu = f"{100 * m['mfu']:.1f}%" if "mfu" in m else "n/a"
+    line += (f" | {m['seq_per_s']:.1f} seq/s | {m['tflops_per_device']:.3g} TFLOP/s/dev"
+             f" | MFU {mfu} | ETA {format_duration(eta_s)}")
+  return line
+
+
+def log(msg: str) -> None:
+  """Prints on process 0 only (one line per run, not one per host)."""
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  """A plain-text table (floats to 4 decimals) for logs and the README."""
+  cells = [[f"{c:.4f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+  widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+  line = lambda r: " | ".join(str(c).ljust(w) for c, w in zip(r, widths))
+  return "\n".join([line(header), "-+-".join("-" * w for w in widths)] +
+                   [line(r) for r in cells])
