@@ -18,7 +18,7 @@ INSTALL_REQUIRES = [
     "tensorboardX",  # TensorBoard event files without TensorFlow.
     "matplotlib",  # curve PNGs.
     "etils[epath]",  # one path API for local and gs:// workdirs.
-    "flatbuffers",  # jax.export serialization of exported models (bert_jax/export.py).
+    "flatbuffers",  # jax.export serialization of exported models (bert_jax/tools/export.py).
 ]
 
 EXTRAS = {
