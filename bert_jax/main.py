@@ -106,7 +106,10 @@ def main(argv):
   f = flags.FLAGS
   if "summarize" in f and f.summarize:  # a front's table over finished runs: no training
     module = importlib.import_module(f"bert_jax.tasks.{TASK}")
-    print(module.summarize_text(f.summarize.split(",")))
+    try:
+      print(module.summarize_text(f.summarize.split(",")))
+    except ValueError as e:  # no results there: one line, as every other error
+      _fail(str(e))
     return
   config, workdir = f.config, f.workdir
   if config is None or not workdir:

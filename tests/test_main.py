@@ -174,3 +174,6 @@ def test_glue_front_summarizes_finished_runs(tmp_path):
   proc = run_front(tmp_path, "glue", f"--summarize={tmp_path / 'mrpc'},{tmp_path / 'rte'}")
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "GLUE score 70.00" in proc.stdout, proc.stdout  # mean of 80 and 60
+  proc = run_front(tmp_path, "glue", f"--summarize={tmp_path / 'nothing'}")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert "bert_jax.glue: error: no results.json under" in proc.stderr
