@@ -14,9 +14,10 @@ Google Cloud Storage (a TPU pod, where every host must see the same workdir). We
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from etils import epath
 
@@ -127,11 +128,130 @@ def latest_checkpoint_step(directory: PathLike) -> int | None:
   return steps[-1] if steps else None
 
 
-def write_text(path: PathLike, text: str) -> None:
-  """Writes a text file (local or gs://), creating its parent directories."""
+def join(path: PathLike, *parts: str) -> str:
+  """`path/part/...` as a string, for local paths and gs:// URIs alike."""
+  return str(as_path(path).joinpath(*parts))
+
+
+def exists(path: PathLike) -> bool:
+  return as_path(path).exists()
+
+
+def is_dir(path: PathLike) -> bool:
+  return as_path(path).is_dir()
+
+
+def is_file(path: PathLike) -> bool:
+  return as_path(path).is_file()
+
+
+def makedirs(path: PathLike) -> str:
+  """Creates a directory and its parents (a no-op when it exists); returns it as a string."""
+  as_path(path).mkdir(parents=True, exist_ok=True)
+  return str(path)
+
+
+def listdir(path: PathLike) -> list[str]:
+  """The names (not paths) directly inside a directory, sorted."""
+  return sorted(p.name for p in as_path(path).iterdir())
+
+
+def glob(pattern: PathLike) -> list[str]:
+  """Paths matching one glob (local or gs://), sorted; [] when nothing matches."""
+  anchor, rest = _split_glob(os.fspath(pattern))
+  if not rest:
+    return [anchor] if as_path(anchor).exists() else []
+  base = as_path(anchor)
+  return sorted(str(p) for p in base.glob(rest)) if base.is_dir() else []
+
+
+def open(path: PathLike, mode: str = "r", **kwargs):  # noqa: A001 - the one open().
+  """A file object for a local path or gs:// URI (pathlib's `open`)."""
+  return as_path(path).open(mode, **kwargs)
+
+
+def read_text(path: PathLike) -> str:
+  return as_path(path).read_text()
+
+
+def read_bytes(path: PathLike) -> bytes:
+  return as_path(path).read_bytes()
+
+
+def read_json(path: PathLike) -> Any:
+  return json.loads(read_text(path))
+
+
+def write_bytes(path: PathLike, data: bytes) -> None:
+  """Writes a file so that no reader ever sees it half-written, creating its parents.
+
+  Locally: a temporary name in the same directory, then an atomic rename. On gs://: one
+  object upload, which GCS makes visible only once complete (objects are immutable; a
+  rename there is a copy + delete and would only add a window with two copies).
+  """
   p = as_path(path)
   p.parent.mkdir(parents=True, exist_ok=True)
-  p.write_text(text)
+  if is_remote(path):
+    p.write_bytes(data)
+    return
+  tmp = p.parent / f".{p.name}.tmp-{os.getpid()}"
+  try:
+    tmp.write_bytes(data)
+    os.replace(tmp, p)
+  finally:
+    if tmp.exists():
+      tmp.unlink()
+
+
+def write_text(path: PathLike, text: str) -> None:
+  """Writes a text file atomically (see write_bytes), local or gs://."""
+  write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: PathLike, obj: Any, indent: int | None = 2) -> None:
+  """Writes JSON atomically (see write_bytes), local or gs://."""
+  write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def remove(path: PathLike, missing_ok: bool = True) -> None:
+  """Deletes one file (local or gs://)."""
+  as_path(path).unlink(missing_ok=missing_ok)
+
+
+def rmtree(path: PathLike) -> None:
+  """Deletes a directory and everything under it; a no-op when it does not exist."""
+  p = as_path(path)
+  if p.exists():
+    p.rmtree()
+
+
+def copy(src: PathLike, dst: PathLike) -> None:
+  """Copies one file between any two places (local <-> gs://), creating dst's parents."""
+  as_path(dst).parent.mkdir(parents=True, exist_ok=True)
+  as_path(src).copy(as_path(dst), overwrite=True)
+
+
+def copytree(src: PathLike, dst: PathLike) -> None:
+  """Copies a directory tree between any two places (local <-> gs://)."""
+  src_p, dst_p = as_path(src), as_path(dst)
+  dst_p.mkdir(parents=True, exist_ok=True)
+  for child in src_p.iterdir():
+    if child.is_dir():
+      copytree(child, dst_p / child.name)
+    else:
+      copy(child, dst_p / child.name)
+
+
+def size(path: PathLike) -> int:
+  """A file's size in bytes."""
+  return as_path(path).stat().length
+
+
+def local_dir(path: PathLike) -> str:
+  """A local directory's path as an OS string (for libraries without gs:// support)."""
+  if is_remote(path):
+    raise PathError(f"{path}: this operation needs a local directory, not a bucket URI.")
+  return os.fspath(path)
 
 
 def read_lines(path: PathLike) -> Iterable[str]:
