@@ -8,45 +8,80 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import tempfile
 from typing import Any, Sequence
 
 import jax
 import numpy as np
 
-from bert_jax import cleanup
+from bert_jax import cleanup, paths
 
 METRICS_FILE = "metrics.jsonl"
 
 
 class MetricWriter:
-  """metrics.jsonl (one JSON object per write) + TensorBoard events, on process 0 only."""
+  """metrics.jsonl (one JSON object per write) + TensorBoard events, on process 0 only.
 
-  def __init__(self, workdir: str, enabled: bool | None = None):
+  Local or gs:// workdirs alike (through bert_jax.paths). A resumed run passes
+  `resume_step`: records after it (written by the attempt that was interrupted) are
+  dropped from metrics.jsonl and TensorBoard is told to purge them, so every step is in
+  the logs once. On gs:// (no appends) the file is rewritten whole on each write (one
+  atomic object upload) and the events are written to a local staging directory and
+  copied to the bucket on each write.
+  """
+
+  def __init__(self, workdir: str, enabled: bool | None = None, resume_step: int | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    self.path = os.path.join(workdir, METRICS_FILE)
+    self.path = paths.join(workdir, METRICS_FILE)
+    self._remote = paths.is_remote(workdir)
+    self._lines: list[str] = []
     self._tb = None
-    if self.enabled:
-      os.makedirs(workdir, exist_ok=True)
-      try:
-        from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      except ImportError:  # events are optional; the JSONL log is always written.
-        self._tb = None
-    if self._tb is not None:  # its event-writer thread stops at exit, close() or not.
-      cleanup.close_at_exit(self)
+    self._tb_dir = paths.join(workdir, "tensorboard")
+    self._tb_stage = None
+    if not self.enabled:
+      return
+    paths.makedirs(workdir)
+    if paths.exists(self.path):
+      self._lines = [l for l in paths.read_text(self.path).splitlines() if l.strip()]
+      if resume_step is not None:
+        kept = [l for l in self._lines if _step_of(l) is None or _step_of(l) <= resume_step]
+        if len(kept) != len(self._lines):
+          self._lines = kept
+          paths.write_text(self.path, "".join(l + "\n" for l in kept))
+    try:
+      from tensorboardX import SummaryWriter
+    except ImportError:  # events are optional; the JSONL log is always written.
+      return
+    if self._remote:
+      self._tb_stage = tempfile.mkdtemp(prefix="bert_jax_tb_")
+    purge = None if resume_step is None else int(resume_step) + 1
+    self._tb = SummaryWriter(self._tb_stage or self._tb_dir, purge_step=purge)
+    cleanup.close_at_exit(self)  # its event-writer thread stops at exit, close() or not.
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     if not self.enabled:
       return
     record = {"step": int(step), **{k: to_py(v) for k, v in metrics.items()}}
-    with open(self.path, "a", encoding="utf-8") as f:
-      f.write(json.dumps(record) + "\n")
+    line = json.dumps(record)
+    if self._remote:
+      self._lines.append(line)
+      paths.write_text(self.path, "".join(l + "\n" for l in self._lines))
+    else:
+      with paths.open(self.path, "a") as f:
+        f.write(line + "\n")
     if self._tb is not None:
       for k, v in record.items():
         if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
           self._tb.add_scalar(k, v, int(step))
       self._tb.flush()
+      self._mirror_events()
+
+  def _mirror_events(self) -> None:
+    """gs:// workdirs: copies the staged event files to <workdir>/tensorboard."""
+    if self._tb_stage is None:
+      return
+    for name in paths.listdir(self._tb_stage):
+      paths.copy(paths.join(self._tb_stage, name), paths.join(self._tb_dir, name))
 
   def close(self) -> None:
     """Flushes and closes the TensorBoard events file (again: a no-op)."""
@@ -54,6 +89,14 @@ class MetricWriter:
       tb, self._tb = self._tb, None
       cleanup.forget(self)
       tb.close()
+      self._mirror_events()
+
+
+def _step_of(line: str) -> int | None:
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return None
 
 
 def to_py(v):

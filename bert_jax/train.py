@@ -211,7 +211,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   eval_step = pretrain.make_eval_step(model, mesh, shardings.params)
   lr_fn = optim.learning_rate_schedule(t)
   # metrics.jsonl + TensorBoard, process 0; keys "train/loss", "eval/mlm_accuracy", ...
-  writer = metrics.MetricWriter(str(workdir), is_main)
+  writer = metrics.MetricWriter(str(workdir), is_main, resume_step=latest)
 
   flops_per_step = flops_lib.pretrain_flops_per_step(
       config.model, t.batch_size, config.data.max_seq_length,
