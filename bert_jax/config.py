@@ -115,6 +115,9 @@ def default_config() -> ml_collections.ConfigDict:
   # on books: one-sentence chunks are always NotNext there).
   c.data.pairing = "balanced"
   c.data.documents_per_window = 1000  # documents paired together when streaming text.
+  # Local directory where shards in a gs:// bucket are staged (ArrayRecord reads local
+  # files only; data/shard_cache.py). "" = $BERT_JAX_CACHE_DIR/shards or ~/.cache/bert_jax/shards.
+  c.data.shard_cache_dir = ""
   c.data.dynamic_masking = True  # new masks every epoch (from seed + step); False: fixed.
   c.data.prefetch = 2  # batches built ahead of the train step.
   c.data.num_workers = 0  # threads building batches (0 = 1 thread).
@@ -345,6 +348,15 @@ def finetune_config() -> ml_collections.ConfigDict:
   f.group_by_length_window = 50
   f.save_best = True  # write the best params to workdir/best (orbax) for later use.
   f.write_dev_predictions = True  # workdir/predictions/<split>... for error analysis.
+  # Preemption: the loop state (params, optimizer, step, RNG, data position, evaluations,
+  # best so far) goes to workdir/checkpoints every checkpoint_every steps, after every
+  # evaluation and on SIGTERM; a rerun with the same workdir resumes from the latest.
+  # 1000 steps of BERT-Large on a v3-8 are about 5 minutes: at most that is lost.
+  f.checkpoint_every = 1000
+  f.keep_checkpoints = 2  # latest checkpoints kept (+ the one holding the best params).
+  # A workdir holding a run with another config is refused (the message names the keys);
+  # True deletes that run's checkpoints, results and logs and starts over.
+  f.overwrite = False
   # Sweep (python -m bert_jax.<task> --config.finetune.sweep=True): one run per
   # (learning rate, seed), best on dev; the paper's grid.
   f.sweep = False

@@ -13,10 +13,13 @@ Google Cloud Storage (a TPU pod, where every host must see the same workdir). We
 """
 from __future__ import annotations
 
+import builtins
 import errno
+import hashlib
 import json
 import os
 import re
+import shutil
 from typing import Any, Iterable, Sequence
 
 from etils import epath
@@ -133,6 +136,16 @@ def join(path: PathLike, *parts: str) -> str:
   return str(as_path(path).joinpath(*parts))
 
 
+def expanduser(path: PathLike) -> str:
+  """`~/x` -> the home directory's x (local paths only; URIs unchanged)."""
+  return os.fspath(path) if is_remote(path) else os.path.expanduser(os.fspath(path))
+
+
+def abspath(path: PathLike) -> str:
+  """An absolute local path (so a saved path stays valid from another cwd); URIs unchanged."""
+  return os.fspath(path) if is_remote(path) else os.path.abspath(os.fspath(path))
+
+
 def exists(path: PathLike) -> bool:
   return as_path(path).exists()
 
@@ -231,6 +244,20 @@ def copy(src: PathLike, dst: PathLike) -> None:
   as_path(src).copy(as_path(dst), overwrite=True)
 
 
+def move(src: PathLike, dst: PathLike) -> None:
+  """Moves a file into place: an atomic rename on one local filesystem, else a copy (one
+  atomic object upload to gs://) followed by deleting the source."""
+  if not is_remote(src) and not is_remote(dst):
+    try:
+      os.replace(src, dst)
+      return
+    except OSError as e:
+      if e.errno != errno.EXDEV:  # across filesystems: copy + delete below
+        raise
+  copy(src, dst)
+  remove(src)
+
+
 def copytree(src: PathLike, dst: PathLike) -> None:
   """Copies a directory tree between any two places (local <-> gs://)."""
   src_p, dst_p = as_path(src), as_path(dst)
@@ -245,6 +272,43 @@ def copytree(src: PathLike, dst: PathLike) -> None:
 def size(path: PathLike) -> int:
   """A file's size in bytes."""
   return as_path(path).stat().length
+
+
+def sha256(path: PathLike) -> str:
+  """The sha256 hex digest of a local or gs:// file, read in 8 MiB blocks."""
+  h = hashlib.sha256()
+  with as_path(path).open("rb") as f:
+    for block in iter(lambda: f.read(1 << 23), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def mtime(path: PathLike) -> float:
+  """A file's modification time (seconds since the epoch)."""
+  return as_path(path).stat().mtime
+
+
+def free_bytes(path: PathLike) -> int | None:
+  """Free bytes on the local filesystem holding `path` (or its deepest existing parent);
+  None for object stores such as gs://, which have no such limit to check."""
+  if is_remote(path):
+    return None
+  p = os.path.abspath(os.fspath(path))
+  while not os.path.exists(p) and os.path.dirname(p) != p:
+    p = os.path.dirname(p)
+  return shutil.disk_usage(p).free
+
+
+def fsync_write(path: PathLike, data: bytes) -> None:
+  """Writes and fsyncs a local file (the workdir probe: does the disk really take bytes?);
+  on gs:// a plain upload (object stores have no fsync)."""
+  if is_remote(path):
+    as_path(path).write_bytes(data)
+    return
+  with builtins.open(os.fspath(path), "wb") as f:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def local_dir(path: PathLike) -> str:

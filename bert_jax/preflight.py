@@ -34,7 +34,7 @@ import dataclasses
 import json
 import re
 import os
-import shutil
+import shutil  # io: local-only (local dir)
 import time
 from typing import Any, Callable
 
@@ -79,13 +79,7 @@ def check_writable(workdir) -> None:
   probe = probe_path(wd)
   try:
     wd.mkdir(parents=True, exist_ok=True)
-    if paths.is_remote(wd):  # object stores: no fsync, a write + delete is the probe
-      probe.write_bytes(b"\0" * PROBE_BYTES)
-    else:
-      with open(os.fspath(probe), "wb") as f:
-        f.write(b"\0" * PROBE_BYTES)
-        f.flush()
-        os.fsync(f.fileno())
+    paths.fsync_write(probe, b"\0" * PROBE_BYTES)
     probe.unlink()
   except OSError as e:
     try:
@@ -106,9 +100,7 @@ def state_bytes(abstract_state) -> int:
 
 def free_bytes(workdir) -> int | None:
   """Free bytes on the workdir's filesystem (None for object stores such as gs://)."""
-  if paths.is_remote(workdir):
-    return None
-  return shutil.disk_usage(os.fspath(workdir)).free
+  return paths.free_bytes(workdir)
 
 
 def check_free_space(workdir, checkpoint_bytes: int) -> None:
@@ -288,7 +280,7 @@ def host_available_bytes() -> int | None:
   """RAM this process can still allocate: MemAvailable, or the cgroup's room if lower."""
   avail = None
   try:
-    with open("/proc/meminfo", encoding="ascii") as f:
+    with open("/proc/meminfo", encoding="ascii") as f:  # io: local-only (kernel file)
       for line in f:
         if line.startswith("MemAvailable:"):
           avail = int(line.split()[1]) * 1024
@@ -314,14 +306,14 @@ def _cgroup_room() -> int | None:
       ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "memory/memory.stat",
        "total_inactive_file")):
     try:
-      with open(f"/sys/fs/cgroup/{limit_f}", encoding="ascii") as f:
+      with open(f"/sys/fs/cgroup/{limit_f}", encoding="ascii") as f:  # io: local-only (kernel file)
         limit = f.read().strip()
       if limit == "max" or int(limit) >= 1 << 60:
         return None
-      with open(f"/sys/fs/cgroup/{usage_f}", encoding="ascii") as f:
+      with open(f"/sys/fs/cgroup/{usage_f}", encoding="ascii") as f:  # io: local-only (kernel file)
         usage = int(f.read())
       cache = 0
-      with open(f"/sys/fs/cgroup/{stat_f}", encoding="ascii") as f:
+      with open(f"/sys/fs/cgroup/{stat_f}", encoding="ascii") as f:  # io: local-only (kernel file)
         for line in f:
           key, _, value = line.partition(" ")
           if key == cache_key:
@@ -515,30 +507,30 @@ def removed_on_failure(workdir, errors=(DoesNotFitError,)):
   if paths.is_remote(workdir):  # object stores have no empty directories to leave behind
     yield
     return
-  wd = os.path.abspath(os.fspath(workdir))
+  wd = os.path.abspath(os.fspath(workdir))  # io: local-only (local dir)
   top = wd
-  while not os.path.exists(top) and os.path.dirname(top) != top:
-    top = os.path.dirname(top)  # the deepest directory that exists now
-  before = {d for d, _, _ in os.walk(wd)} if os.path.isdir(wd) else set()
+  while not os.path.exists(top) and os.path.dirname(top) != top:  # io: local-only (local dir)
+    top = os.path.dirname(top)  # io: local-only (local dir)
+  before = {d for d, _, _ in os.walk(wd)} if os.path.isdir(wd) else set()  # io: local-only (local dir)
   try:
     yield
   except errors:
     from bert_jax import console
-    logs = os.path.join(wd, console.LOG_SUBDIR)
-    if logs not in before and os.path.isdir(logs):
-      shutil.rmtree(logs, ignore_errors=True)
-    for d, _, _ in sorted(os.walk(wd, topdown=False), key=lambda w: -len(w[0])):
+    logs = os.path.join(wd, console.LOG_SUBDIR)  # io: local-only (local dir)
+    if logs not in before and os.path.isdir(logs):  # io: local-only (local dir)
+      shutil.rmtree(logs, ignore_errors=True)  # io: local-only (local dir)
+    for d, _, _ in sorted(os.walk(wd, topdown=False), key=lambda w: -len(w[0])):  # io: local-only (local dir)
       if d not in before:
         _rmdir_if_empty(d)
     d = wd
     while d != top and d not in before and len(d) > len(top):
       _rmdir_if_empty(d)
-      d = os.path.dirname(d)
+      d = os.path.dirname(d)  # io: local-only (local dir)
     raise
 
 
 def _rmdir_if_empty(d: str) -> None:
   try:
-    os.rmdir(d)
+    os.rmdir(d)  # io: local-only (local dir)
   except OSError:  # not empty (or gone): keep it
     pass

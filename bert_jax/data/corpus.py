@@ -16,12 +16,12 @@ Gutenberg books into the BERT format.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import gzip
 import io
-import os
 import re
 from typing import Iterable, Iterator, Sequence
+
+from bert_jax import paths
 
 
 class CorpusError(ValueError):
@@ -57,18 +57,22 @@ def expand_input_patterns(patterns: str | Sequence[str]) -> list[str]:
     raise CorpusError("no input files given: pass --input_file=PATTERN[,PATTERN...].")
   files: list[str] = []
   for pattern in patterns:
-    matched = sorted(p for p in glob.glob(os.path.expanduser(pattern.strip()))
-                     if os.path.isfile(p))
+    matched = [p for p in paths.glob(paths.expanduser(pattern.strip())) if paths.is_file(p)]
     if not matched:
       raise CorpusError(f"input pattern {pattern!r} matches no file; check the path/glob.")
     files.extend(matched)
   return files
 
 
-def _open_binary(path: str) -> tuple[io.BufferedReader, io.BufferedIOBase]:
-  """(raw file, stream of decompressed bytes); gzip is recognised by its magic bytes."""
-  raw = open(path, "rb")  # pylint: disable=consider-using-with
-  if raw.peek(2)[:2] == b"\x1f\x8b":
+def _open_binary(path: str) -> tuple[io.BufferedIOBase, io.BufferedIOBase]:
+  """(raw file, stream of decompressed bytes); gzip is recognised by its magic bytes.
+
+  Local or gs:// (paths.open): a bucket object is streamed, never downloaded whole.
+  """
+  raw = paths.open(path, "rb")  # pylint: disable=consider-using-with
+  magic = raw.read(2)
+  raw.seek(0)
+  if magic == b"\x1f\x8b":
     return raw, gzip.GzipFile(fileobj=raw)
   return raw, raw
 

@@ -27,17 +27,16 @@ bundled corpus; use shards for anything large).
 """
 from __future__ import annotations
 
-import glob
 import json
-import os
 import threading
 from typing import Any, Callable, Sequence
 
 from absl import logging
 import numpy as np
 
-from bert_jax import cleanup
+from bert_jax import cleanup, paths
 from bert_jax.data import corpus
+from bert_jax.data import shard_cache
 from bert_jax.data import shards as prep
 from bert_jax.data import instances as instances_lib
 from bert_jax.data import masking
@@ -57,9 +56,9 @@ class DataError(ValueError):
 class ShardSource:
   """ArrayRecord shards (Grain's random-access reader); `metadata` from metadata.json."""
 
-  def __init__(self, paths: Sequence[str], metadata: dict | None):
+  def __init__(self, files: Sequence[str], metadata: dict | None):
     from grain.sources import ArrayRecordDataSource
-    self.paths = list(paths)
+    self.paths = list(files)
     self.metadata = metadata
     self._source = ArrayRecordDataSource(self.paths)
 
@@ -91,7 +90,7 @@ _CACHE_LOCK = threading.Lock()
 def _text_source(files: list[str], tokenizer, options: instances_lib.PairOptions,
                  documents_per_window: int) -> MemorySource:
   """Pairs text files in memory, once per (files, options, vocabulary) per process."""
-  key = (tuple((f, os.path.getmtime(f)) for f in files), options, documents_per_window,
+  key = (tuple((f, paths.mtime(f)) for f in files), options, documents_per_window,
          getattr(tokenizer, "vocab_file", id(tokenizer)),
          getattr(tokenizer, "do_lower_case", None))
   with _CACHE_LOCK:
@@ -117,20 +116,21 @@ def _text_source(files: list[str], tokenizer, options: instances_lib.PairOptions
 def open_source(files: str, tokenizer, config, seed: int) -> ShardSource | MemorySource:
   """config.data.*_files -> a source (shard dir, shard globs, or text files)."""
   d = config.data
-  paths = [p.strip() for p in files.split(",") if p.strip()] if files else []
-  if not paths:
+  patterns = [p.strip() for p in files.split(",") if p.strip()] if files else []
+  if not patterns:
     raise DataError("no pre-training data given: set config.data.train_files (and "
                     "eval_files, or config.train.eval_steps=0) to text files or a shard "
                     "directory from bert_jax.tools.create_pretraining_data.")
-  if len(paths) == 1 and os.path.isdir(paths[0]):
-    shard_dir = paths[0]
-    shards = sorted(glob.glob(os.path.join(shard_dir, prep.SHARD_GLOB)))
+  one_dir = len(patterns) == 1 and paths.is_dir(patterns[0])
+  if one_dir:
+    shard_dir = patterns[0]
+    shards = paths.glob(paths.join(shard_dir, prep.SHARD_GLOB))
     if not shards:
       raise DataError(f"{shard_dir}: no {prep.SHARD_GLOB} shards; write them with "
                       f"python -m bert_jax.tools.create_pretraining_data --output_dir={shard_dir}")
   else:
     try:
-      expanded = corpus.expand_input_patterns(paths)
+      expanded = corpus.expand_input_patterns(patterns)
     except corpus.CorpusError as e:
       raise DataError(str(e)) from None
     shards = [p for p in expanded if p.endswith(".array_record")]
@@ -142,20 +142,24 @@ def open_source(files: str, tokenizer, config, seed: int) -> ShardSource | Memor
           dupe_factor=d.dupe_factor, random_seed=seed,
           pairing=d.get("pairing", "balanced"))
       return _text_source(expanded, tokenizer, options, d.get("documents_per_window", 1000))
-    shard_dir = os.path.dirname(shards[0])
-  meta_path = os.path.join(shard_dir, prep.METADATA_FILE)
+    shard_dir = str(paths.as_path(shards[0]).parent)
+  meta_path = paths.join(shard_dir, prep.METADATA_FILE)
   metadata = None
-  if os.path.exists(meta_path):
-    with open(meta_path, encoding="utf-8") as f:
-      metadata = json.load(f)
+  if paths.exists(meta_path):
+    metadata = paths.read_json(meta_path)
     listed = {s["file"] for s in metadata.get("shards", [])}
-    missing = sorted(listed - {os.path.basename(s) for s in shards})
-    if missing and len(paths) == 1 and os.path.isdir(paths[0]):
+    missing = sorted(listed - {paths.as_path(s).name for s in shards})
+    if missing and one_dir:
       raise DataError(f"{shard_dir}: shard(s) {missing[:3]} listed in {prep.METADATA_FILE} "
                       "are missing; copy them back or re-run create_pretraining_data.")
   else:
     logging.warning("%s: no %s (preparation did not finish?); using the %d complete "
                     "shard(s) found.", shard_dir, prep.METADATA_FILE, len(shards))
+  # ArrayRecord reads local files only: shards in a bucket are staged to local disk once.
+  try:
+    shards = shard_cache.stage(shards, metadata, d.get("shard_cache_dir", ""))
+  except shard_cache.StagingError as e:
+    raise DataError(str(e)) from None
   return ShardSource(shards, metadata)
 
 

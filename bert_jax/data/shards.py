@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
-import json
 import multiprocessing
 import os
 import sys
+import tempfile
 import time
 from typing import Any, Sequence
 
-from bert_jax import metrics
+from bert_jax import metrics, paths
 from bert_jax.data import corpus
 from bert_jax.data import instances as instances_lib
 
@@ -58,16 +57,11 @@ class Options:
   pairs: instances_lib.PairOptions
 
 
-def _file_sha256(path: str) -> str:
-  with open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()
-
-
 def existing_shards(output_dir: str) -> list[str]:
   """Finished shards and metadata already in `output_dir` (temporary files excluded)."""
-  if not os.path.isdir(output_dir):
+  if not paths.is_dir(output_dir):
     return []
-  return sorted(n for n in os.listdir(output_dir)
+  return sorted(n for n in paths.listdir(output_dir)
                 if n == METADATA_FILE or (n.startswith("pairs-") and n.endswith(".array_record")))
 
 
@@ -89,7 +83,7 @@ def _check_args(input_files: Sequence[str], vocab_file: str, do_lower_case: bool
     raise PreparationError(f"--masked_lm_prob={masked_lm_prob} / --max_predictions_per_seq="
                            f"{max_predictions_per_seq}: use a probability in (0, 1) and >= 1.")
   for f in input_files:
-    if not os.access(f, os.R_OK):
+    if not paths.is_file(f):
       raise PreparationError(f"input file {f!r} is not readable.")
   tokenizer = load_tokenizer(vocab_file, do_lower_case)  # TokenizerError if missing
   found = existing_shards(output_dir)
@@ -102,9 +96,9 @@ def _check_args(input_files: Sequence[str], vocab_file: str, do_lower_case: bool
 
 
 def _clear_output(output_dir: str) -> None:
-  for name in os.listdir(output_dir):
+  for name in paths.listdir(output_dir):
     if name == METADATA_FILE or name.startswith("pairs-"):  # ours only, incl. stale .tmp
-      os.remove(os.path.join(output_dir, name))
+      paths.remove(paths.join(output_dir, name))
 
 
 # --------------------------------------------------------------------------------------
@@ -119,19 +113,29 @@ def _init_worker(options: Options) -> None:
   _WORKER["tokenizer"] = load_tokenizer(options.vocab_file, options.do_lower_case)
 
 
-def write_shard(path: str, records: Sequence[bytes]) -> None:
-  """Writes an ArrayRecord file atomically: temporary name, then rename."""
+def write_shard(path: str, records: Sequence[bytes]) -> dict[str, Any]:
+  """Writes an ArrayRecord file atomically; returns its {"bytes", "sha256"} for metadata.
+
+  ArrayRecord writes local files only: the shard is written to a local temporary file,
+  then moved into place (a rename locally, one object upload to gs://, which GCS shows
+  only once complete), so a crash or kill never leaves a half-written shard.
+  """
   from array_record.python.array_record_module import ArrayRecordWriter
-  tmp = f"{path}.tmp-{os.getpid()}"
+  local_dir = (tempfile.mkdtemp(prefix="bert_jax_shard_") if paths.is_remote(path)
+               else paths.local_dir(paths.as_path(path).parent))
+  tmp = paths.join(local_dir, f"{paths.as_path(path).name}.tmp-{os.getpid()}")
   try:
     writer = ArrayRecordWriter(tmp, WRITER_OPTIONS)
     for r in records:
       writer.write(r)
     writer.close()
-    os.replace(tmp, path)
+    info = {"bytes": paths.size(tmp), "sha256": paths.sha256(tmp)}
+    paths.move(tmp, path)
+    return info
   finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    paths.remove(tmp)
+    if paths.is_remote(path):
+      paths.rmtree(local_dir)
 
 
 def _process_window(window_index: int, first_doc_id: int,
@@ -141,12 +145,14 @@ def _process_window(window_index: int, first_doc_id: int,
   insts, counts = instances_lib.window_instances(
       documents, first_doc_id, window_index, _WORKER["tokenizer"], options.pairs)
   name = SHARD_PATTERN.format(window_index)
+  info = {}
   if insts:
-    write_shard(os.path.join(options.output_dir, name),
-                [instances_lib.encode_instance(i) for i in insts])
+    info = write_shard(paths.join(options.output_dir, name),
+                       [instances_lib.encode_instance(i) for i in insts])
   counts.update(window=window_index, shard=name if insts else None, instances=len(insts),
                 random_next=sum(i.is_random_next for i in insts),
-                short=sum(len(i.tokens) < options.pairs.max_seq_length for i in insts))
+                short=sum(len(i.tokens) < options.pairs.max_seq_length for i in insts),
+                **info)
   return counts
 
 
@@ -194,9 +200,9 @@ def run(input_file: str | Sequence[str], vocab_file: str, output_dir: str, *,
                           max_predictions_per_seq, masked_lm_prob, overwrite)
   if documents_per_window < 2:
     raise PreparationError(f"--documents_per_window={documents_per_window}: use >= 2.")
-  os.makedirs(output_dir, exist_ok=True)
+  paths.makedirs(output_dir)
   _clear_output(output_dir)
-  options = Options(vocab_file=os.path.abspath(vocab_file), do_lower_case=do_lower_case,
+  options = Options(vocab_file=paths.abspath(vocab_file), do_lower_case=do_lower_case,
                     output_dir=output_dir, pairs=pairs)
   num_workers = num_workers or os.cpu_count() or 1
 
@@ -204,13 +210,14 @@ def run(input_file: str | Sequence[str], vocab_file: str, output_dir: str, *,
   totals: dict[str, int] = collections.Counter(documents=0, tokens=0, instances=0,
                                                isolated_documents=0)
   shards: list[dict[str, Any]] = []
-  prog = _Progress(sum(os.path.getsize(f) for f in files), progress)
+  prog = _Progress(sum(paths.size(f) for f in files), progress)
 
   def collect(counts: dict[str, Any]) -> None:
     if counts["shard"]:
-      shards.append({"file": counts["shard"], "instances": counts["instances"]})
+      shards.append({"file": counts["shard"], "instances": counts["instances"],
+                     "bytes": counts["bytes"], "sha256": counts["sha256"]})
     for k, v in counts.items():
-      if k not in ("window", "shard"):
+      if k not in ("window", "shard", "bytes", "sha256"):
         totals[k] += v
     prog.update(stats, totals)
 
@@ -242,9 +249,9 @@ def run(input_file: str | Sequence[str], vocab_file: str, output_dir: str, *,
       "max_predictions_per_seq": max_predictions_per_seq, "masked_lm_prob": masked_lm_prob,
       "do_whole_word_mask": do_whole_word_mask, "do_lower_case": do_lower_case,
       "documents_per_window": documents_per_window, "input_format": input_format,
-      "vocab_file": os.path.abspath(vocab_file), "vocab_sha256": _file_sha256(vocab_file),
+      "vocab_file": paths.abspath(vocab_file), "vocab_sha256": paths.sha256(vocab_file),
       "vocab_size": tokenizer.vocab_size,
-      "input_files": [os.path.abspath(f) for f in files],
+      "input_files": [paths.abspath(f) for f in files],
       "num_instances": sum(s["instances"] for s in shards),
       "shards": sorted(shards, key=lambda s: s["file"]),
       "stats": {**stats.as_dict(), **{k: v for k, v in totals.items()}},
@@ -255,10 +262,7 @@ def run(input_file: str | Sequence[str], vocab_file: str, output_dir: str, *,
   summary["stats"]["one_sentence_documents"] = (
       stats.one_sentence_documents + totals["one_sentence_documents"])
   summary["stats"]["documents_read"] = stats.documents
-  tmp = os.path.join(output_dir, METADATA_FILE + ".tmp")
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(summary, f, indent=1)
-  os.replace(tmp, os.path.join(output_dir, METADATA_FILE))
+  paths.write_json(paths.join(output_dir, METADATA_FILE), summary, indent=1)
   return summary
 
 
