@@ -19,7 +19,6 @@ import dataclasses
 import errno
 import json
 import os
-import shutil
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -218,7 +217,7 @@ def load_run(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
                           "state) in it; pass a bert_jax workdir or one of its step dirs.")
   step_dir, _ = found
   # orbax reads absolute local paths only; gs:// stays as is.
-  step_dir = paths.as_path(step_dir if paths.is_remote(step_dir) else os.path.abspath(step_dir))
+  step_dir = paths.as_path(paths.abspath(step_dir))
   saved = json.loads((step_dir / "config" / "metadata").read_text())
   m = config_lib.model_config("base")
   m.update(saved["model"])
@@ -269,53 +268,130 @@ def dotted(tree: Any, prefix: str = "") -> dict[str, Any]:
 # Any checkpoint by its path
 # ---------------------------------------------------------------------------------------
 
-def checkpoint_format(path: str) -> str:
-  """'hf' | 'tf' | 'bert_jax' | 'bert_jax_run' for a path load_pretrained accepts; raises
-  otherwise."""
-  if find_run_checkpoint(path) is not None:  # before 'hf': a run's workdir has config.json
-    return "bert_jax_run"
-  if os.path.isdir(path):
-    names = set(os.listdir(path))
-    if weights.MODEL_CONFIG_FILE in names and weights.PARAMS_DIR in names:
-      return "bert_jax"
-    if "config.json" in names:
-      return "hf"
-    if "bert_config.json" in names or any(n.endswith(".index") for n in names):
-      return "tf"
-  elif os.path.isfile(path + ".index"):
-    return "tf"
-  if not os.path.exists(path) and not os.path.exists(path + ".index"):
-    raise CheckpointError(
-        f"checkpoint {path!r} does not exist: pass a Hugging Face BERT directory, a Google "
-        "TF checkpoint (directory or bert_model.ckpt prefix) or a bert_jax.tools.convert output.")
-  raise CheckpointError(
-      f"{path}: not a recognised checkpoint (expected a Hugging Face directory with "
-      "config.json, a Google TF checkpoint with bert_config.json + bert_model.ckpt.index, "
-      "or a directory written by `python -m bert_jax.tools.convert`).")
+def resolve(path: str) -> weights.Resolved:
+  """The one checkpoint resolver: any name a user types -> weights.Resolved (format, the
+  path to read, the vocabulary shipped with it, what it says about casing).
 
-
-def load_pretrained(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
-  """Any supported checkpoint -> (config.model, params as numpy arrays).
-
-  Accepts a Hugging Face directory (config.json), a Google TF checkpoint (directory with
-  bert_config.json, or the `bert_model.ckpt` prefix), our own converted checkpoint, or a
-  pre-training run (its workdir or a step directory: the latest step's params).
+  Tried in order: a bert_jax pre-training run (its workdir, checkpoints/ dir or one step
+  dir: the latest finished step); a fine-tuning run (its workdir or best/ dir: the best
+  params); a converted directory, a Hugging Face directory, a Google TF directory, its
+  `bert_model.ckpt` prefix or its `.zip` (extracted to a cache directory); a Hugging Face
+  Hub id (`bert-base-uncased`, `google-bert/bert-base-uncased`, `org/name`) through
+  huggingface_hub, its cache and HF_HUB_OFFLINE honoured. Local paths and gs:// alike.
+  Raises CheckpointError listing what was tried for this spelling.
   """
-  fmt = checkpoint_format(path)
-  if fmt == "bert_jax_run":
-    return load_run(path)
-  if fmt == "hf":
-    return weights.load_hf(path)
-  if fmt == "tf":
-    return weights.load_tf(path)
-  return weights.load_converted(path)
+  if not path:
+    raise CheckpointError("no checkpoint given: pass a checkpoint directory, prefix, .zip, "
+                          "Hugging Face Hub id or bert_jax workdir.")
+  tried: list[str] = []
+  resolved = _resolve_run(path, tried) or weights.resolve_foreign(path, tried)
+  if resolved is None:
+    raise CheckpointError(
+        f"checkpoint {path!r} does not exist or is not one: tried {'; '.join(tried)}. Pass "
+        "a Google TF directory, its bert_model.ckpt prefix or .zip, a Hugging Face "
+        "directory or Hub id (e.g. google-bert/bert-base-uncased), a bert_jax.tools.convert "
+        "output or a bert_jax workdir.")
+  return resolved
+
+
+def _resolve_run(path: str, tried: list[str]) -> weights.Resolved | None:
+  """Our own runs: a pre-training workdir/step, a fine-tuning workdir or its best/."""
+  if not paths.is_dir(path):
+    return None
+  best = _best_dir(path)
+  found = None if best else find_run_checkpoint(path)
+  if found is not None:
+    step_dir, _ = found
+    saved = saved_config(step_dir) or {}
+    workdir = paths.as_path(step_dir).parent
+    if workdir.name == RUN_CHECKPOINT_DIR:
+      workdir = workdir.parent
+    # The vocabulary the run copied into its workdir, else the one its config names.
+    vocab = weights.vocab_in(str(workdir)) or (
+        config_lib.vocab_file(ml_collections.ConfigDict({"vocab_file": saved.get(
+            "vocab_file", "")})) if saved else "")
+    lower = saved.get("do_lower_case")
+    return weights.Resolved(path, "bert_jax_run", step_dir, vocab,
+                            lower if isinstance(lower, bool) else None,
+                            f"the run's config ({step_dir}/config)")
+  if best is None:
+    tried.append(f"a bert_jax run: {path} has no {RUN_CHECKPOINT_DIR}/<step>/ (pre-training) "
+                 f"or {BEST_DIR}/params (fine-tuning)")
+    return None
+  workdir = str(paths.as_path(best).parent)
+  run_config = paths.join(workdir, "config.json")
+  saved = paths.read_json(run_config) if paths.is_file(run_config) else {}
+  vocab = saved.get("vocab_file") or ""
+  if not vocab and saved.get("init_checkpoint"):
+    try:
+      vocab = resolve(saved["init_checkpoint"]).vocab_file
+    except CheckpointError:
+      vocab = ""
+  lower = saved.get("do_lower_case")
+  return weights.Resolved(path, "bert_jax_best", best, vocab,
+                          lower if isinstance(lower, bool) else None,
+                          f"the run's config ({run_config})")
+
+
+def _best_dir(path: str) -> str | None:
+  """A fine-tuning run's best params dir (save_params) for its workdir or best/ itself."""
+  for best in (paths.join(path, BEST_DIR), path):
+    if (paths.is_dir(paths.join(best, "params")) and paths.is_file(paths.join(best, "config.json"))
+        and not paths.is_file(paths.join(best, weights.MODEL_CONFIG_FILE))):
+      return best
+  return None
+
+
+def checkpoint_format(path: str) -> str:
+  """'hf' | 'tf' | 'bert_jax' | 'bert_jax_run' | 'bert_jax_best' for a path
+  load_pretrained accepts; raises CheckpointError (what was tried) otherwise."""
+  return resolve(path).format
+
+
+def load_best(best_dir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+  """A fine-tuning run's best params (save_params) -> (config.model, numpy params)."""
+  m = weights.model_config_from_bert_json(paths.join(best_dir, "config.json"))
+  params = weights.restore_numpy(paths.join(best_dir, "params"))
+  check_param_shapes(params, BertConfig.from_config(m))
+  return m, model_lib.layers_layout(params, m.scan_layers)
+
+
+def load_pretrained(path: str, do_lower_case: bool | None = None
+                    ) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+  """Any checkpoint `resolve` accepts -> (config.model, params as numpy arrays).
+
+  With `do_lower_case` (the config's), the checkpoint's own casing, where it says, must
+  agree (weights.check_case: one error naming both and the fix).
+  """
+  r = resolve(path)
+  if do_lower_case is not None:
+    weights.check_case(do_lower_case, r.do_lower_case, path, r.casing_source)
+  if r.format == "bert_jax_run":
+    return load_run(r.path)
+  if r.format == "bert_jax_best":
+    return load_best(r.path)
+  if r.format == "hf":
+    return weights.load_hf(r.path)
+  if r.format == "tf":
+    return weights.load_tf(r.path)
+  return weights.load_converted(r.path)
 
 
 def vocab_file_of(path: str) -> str:
-  """The vocab.txt that ships beside a checkpoint ('' if none)."""
-  d = path if os.path.isdir(path) else os.path.dirname(path)
-  v = os.path.join(d, "vocab.txt")
-  return v if os.path.isfile(v) else ""
+  """The vocabulary that ships with a checkpoint ('' if none, or no such checkpoint)."""
+  try:
+    return resolve(path).vocab_file if path else ""
+  except CheckpointError:
+    return ""
+
+
+def check_init_checkpoint(config) -> weights.Resolved:
+  """config.init_checkpoint resolves and its casing agrees with config.do_lower_case
+  (fast: nothing is loaded); raises CheckpointError otherwise."""
+  r = resolve(config.init_checkpoint)
+  weights.check_case(config.do_lower_case, r.do_lower_case, config.init_checkpoint,
+                     r.casing_source)
+  return r
 
 
 # ---------------------------------------------------------------------------------------
@@ -326,10 +402,11 @@ def vocab_file_of(path: str) -> str:
 def warm_start(state, shardings, config):
   """Copies config.init_checkpoint's encoder (init_mode=encoder) or all params (full).
 
-  Any checkpoint checkpoints.load_pretrained reads: a bert_jax run (phase 2 from phase 1),
-  a converted one, Google's TF release or a Hugging Face directory.
+  Any checkpoint `resolve` accepts: a bert_jax run (phase 2 from phase 1), a converted
+  one, Google's TF release (directory, prefix, .zip) or a Hugging Face directory / Hub id;
+  its casing must agree with config.do_lower_case.
   """
-  ckpt_model, params = load_pretrained(config.init_checkpoint)
+  ckpt_model, params = load_pretrained(config.init_checkpoint, config.do_lower_case)
   for key in config_lib.MODEL_SHAPE_KEYS:
     if ckpt_model[key] != config.model[key]:
       raise ConfigError(
@@ -347,21 +424,21 @@ def warm_start(state, shardings, config):
 def save_params(directory: str, params, model_cfg) -> None:
   """Best params (orbax, params only) + config.json (HF/Google spelling) in directory."""
   import orbax.checkpoint as ocp
-  directory = os.path.abspath(directory)
-  if os.path.exists(directory) and jax.process_index() == 0:
-    shutil.rmtree(directory)
+  directory = paths.abspath(directory)  # orbax wants absolute local paths (gs:// as is)
+  if paths.exists(directory) and jax.process_index() == 0:
+    paths.rmtree(directory)
   with ocp.StandardCheckpointer() as ckptr:  # close(): waits, then stops its threads
-    ckptr.save(os.path.join(directory, "params"), params)
+    ckptr.save(paths.as_path(directory) / "params", params)
   if jax.process_index() == 0:
-    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
-      json.dump(weights.model_config_to_bert_json(model_cfg), f, indent=2)
+    paths.write_json(paths.join(directory, "config.json"),
+                     weights.model_config_to_bert_json(model_cfg))
 
 
 def restore_params(params_dir: str, model, example_inputs, mesh):
   """Params written by save_params (orbax) -> sharded params for `model`."""
   import orbax.checkpoint as ocp
-  path = os.path.join(os.path.abspath(params_dir), "params")
-  if not os.path.isdir(path):
+  path = paths.as_path(paths.abspath(params_dir)) / "params"
+  if not path.is_dir():
     raise CheckpointError(
         f"no fine-tuned params at {path}: run mode=train first or set "
         "--config.squad.params_dir to a fine-tuning workdir's best/ directory.")
@@ -373,3 +450,61 @@ def restore_params(params_dir: str, model, example_inputs, mesh):
   target = jax.tree_util.tree_map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), plain, shardings)
   return ocp.StandardCheckpointer().restore(path, target), shardings
+
+
+# ---------------------------------------------------------------------------------------
+# Fine-tuning runs: the same manager, keeping the best evaluation's step as well
+# ---------------------------------------------------------------------------------------
+
+
+class _LatestAndBest(ocp.checkpoint_managers.PreservationPolicy):
+  """Keeps the latest `keep` steps and the step whose params scored best on dev."""
+
+  def __init__(self, keep: int):
+    self.keep = max(1, int(keep))
+    self.best_step: int | None = None
+
+  def should_preserve(self, checkpoints, *, context):  # pylint: disable=unused-argument
+    n = len(checkpoints)
+    return [i >= n - self.keep or c.step == self.best_step for i, c in enumerate(checkpoints)]
+
+
+class FinetuneCheckpointer(Checkpointer):
+  """A fine-tuning run's CheckpointManager: WORKDIR/checkpoints/<step>/{state, data, config}.
+
+  `state` is the train state (params, optimizer state, step, dropout RNG), `data` the
+  loop's JSON record (data position in the epoch, eval history, best so far, pending
+  train metrics; written per host by DataStateHandler, the same on every host) and
+  `config` the run's config. Saves are asynchronous; the latest `keep` steps are kept
+  plus the step holding the best dev evaluation's params (`set_best`), which the loop
+  checkpoints right after every evaluation, so the best params need no copy of their own
+  until the run ends (WORKDIR/best, save_params).
+  """
+
+  def __init__(self, directory, keep: int, async_save: bool = True):  # pylint: disable=super-init-not-called
+    self.directory = epath.Path(directory)
+    self.policy = _LatestAndBest(keep)
+    options = ocp.CheckpointManagerOptions(
+        enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True,
+        preservation_policy=self.policy)
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=("state", "data", "config"))
+    self.keep = keep
+    self._closed = False
+    cleanup.close_at_exit(self)
+
+  def set_best(self, step: int | None) -> None:
+    """The step whose checkpoint holds the best params: never deleted while it is."""
+    self.policy.best_step = step
+
+  def restore_params(self, step: int, abstract_params):
+    """The params of checkpoint `step` (the best evaluation's) on `abstract_params`'
+    shardings; the rest of that step's state is not read."""
+    out = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore({"params": abstract_params}, strict=False)))
+    return out.state["params"]
+
+  def saved_config(self, step: int) -> dict:
+    """The config a step was written with (its `config` item)."""
+    return self.manager.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore())).config

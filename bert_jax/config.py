@@ -35,8 +35,8 @@ MODEL_SHAPE_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads",
 # (dropout, dtypes, remat, scan, attention kernel) stays as the run's config sets it.
 ARCHITECTURE_KEYS = MODEL_SHAPE_KEYS + ("hidden_act", "layer_norm_eps", "initializer_range")
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # io: local-only (package)
+BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources")  # io: local-only (package)
 
 # Logical axis (model.py names every parameter and key activation with them) -> mesh axis
 # (or axes; None = replicated): config.mesh.rules. Data parallel, FSDP (ZeRO-3: embed
@@ -218,9 +218,9 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
   build on each other through this."""
   import importlib.util
   path, _, arg = path.partition(":")
-  name = "_bert_jax_config_" + os.path.splitext(os.path.basename(path))[0]
+  name = "_bert_jax_config_" + os.path.splitext(os.path.basename(path))[0]  # io: local-only (module)
   spec = importlib.util.spec_from_file_location(name, path)
-  if spec is None or not os.path.isfile(path):
+  if spec is None or not os.path.isfile(path):  # io: local-only (module)
     raise ConfigError(f"config file {path!r} does not exist: pass e.g. configs/tiny.py.")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -304,7 +304,7 @@ def check_pretrain(config: ml_collections.ConfigDict) -> None:
 
 def vocab_file(config: ml_collections.ConfigDict) -> str:
   """config.vocab_file, or the vocabulary bundled with the repository."""
-  return config.vocab_file or os.path.join(BUNDLED_DIR, "vocab.txt")
+  return config.vocab_file or os.path.join(BUNDLED_DIR, "vocab.txt")  # io: local-only (package)
 
 
 def check_required(config: ml_collections.ConfigDict, prefix: str = "config") -> None:
@@ -328,7 +328,7 @@ def check_required(config: ml_collections.ConfigDict, prefix: str = "config") ->
 # Fine-tuning: config.finetune (the loop) and one section per task
 # ---------------------------------------------------------------------------------------
 
-SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")  # io: local-only (package)
 SQUAD_MODES = ("train", "predict", "evaluate", "all")
 SQUAD_MAX_WINDOWS = 100  # a question whose context needs more windows is skipped
 
@@ -387,7 +387,7 @@ def glue_config() -> ml_collections.ConfigDict:
   # cola | sst2 | mrpc | stsb | qqp | mnli | qnli | rte | wnli, a comma list, or "all".
   g.task = "mrpc"
   # Folder with <TASK>/<split>.tsv as GLUE's download script writes it (TFDS: cache dir).
-  g.data_dir = os.path.join(SHARED_DATA, "glue")
+  g.data_dir = os.path.join(SHARED_DATA, "glue")  # io: local-only (package)
   g.source = "tsv"  # "tsv" (data_dir) | "tfds" (glue/<task>; needs tensorflow-datasets)
   # Where test predictions (CoLA.tsv, MNLI-m.tsv, ...) go; "" = workdir/submission.
   g.output_dir = ""

@@ -21,7 +21,7 @@ the user set is never changed.
 """
 from __future__ import annotations
 
-import glob
+import glob  # io: local-only (/dev, /sys probes)
 import importlib.util
 import logging
 import os
@@ -65,15 +65,15 @@ def tpu_may_be_present(environ: Mapping[str, str] | None = None, root: str = "/"
   if "JAX_FORCE_TPU_INIT" in env or any(
       k.startswith("TPU_") and k not in _TPU_NEUTRAL_VARS for k in env):
     return True
-  join = lambda *p: os.path.join(root, *p)  # noqa: E731
-  if glob.glob(join("dev", "accel*")) or glob.glob(join("dev", "vfio", "[0-9]*")):
+  join = lambda *p: os.path.join(root, *p)  # noqa: E731  # io: local-only (/dev, /sys)
+  if glob.glob(join("dev", "accel*")) or glob.glob(join("dev", "vfio", "[0-9]*")):  # io: local-only (/dev)
     return True
-  for vendor in glob.glob(join("sys", "bus", "pci", "devices", "*", "vendor")):
+  for vendor in glob.glob(join("sys", "bus", "pci", "devices", "*", "vendor")):  # io: local-only (/sys)
     try:
-      with open(vendor, encoding="ascii") as f:
+      with open(vendor, encoding="ascii") as f:  # io: local-only (/sys)
         if f.read().strip() != _GOOGLE_PCI_VENDOR:
           continue
-      with open(os.path.join(os.path.dirname(vendor), "class"), encoding="ascii") as f:
+      with open(os.path.join(os.path.dirname(vendor), "class"), encoding="ascii") as f:  # io: local-only (/sys)
         pci_class = f.read().strip()
     except OSError:
       return True  # unreadable: assume the worst, change nothing
@@ -85,7 +85,7 @@ def tpu_may_be_present(environ: Mapping[str, str] | None = None, root: str = "/"
 
 
 def _gpu_present(root: str = "/") -> bool:
-  return any(os.path.exists(os.path.join(root, d.lstrip("/"))) for d in _GPU_DEVICES)
+  return any(os.path.exists(os.path.join(root, d.lstrip("/"))) for d in _GPU_DEVICES)  # io: local-only (/dev)
 
 
 def quiet_start(argv: Sequence[str], environ: MutableMapping[str, str] | None = None,
@@ -130,8 +130,7 @@ class WorkdirLogHandler(logging.Handler):
     self.path = str(paths.as_path(self.workdir) / LOG_SUBDIR / f"{name}.log")
     if self.remote:
       safe = re.sub(r"[^A-Za-z0-9._-]+", "_", self.workdir)
-      self.local_path = os.path.join(tempfile.gettempdir(), "bert_jax_logs", safe,
-                                     f"{name}.log")
+      self.local_path = paths.join(tempfile.gettempdir(), "bert_jax_logs", safe, f"{name}.log")
     else:
       self.local_path = self.path
     self._stream = None
@@ -139,10 +138,10 @@ class WorkdirLogHandler(logging.Handler):
     self.setFormatter(absl_logging.PythonFormatter())
 
   def _open(self) -> bool:
-    if not self.remote and not os.path.isdir(self.workdir):
+    if not self.remote and not paths.is_dir(self.workdir):
       return False
-    os.makedirs(os.path.dirname(self.local_path), exist_ok=True)
-    self._stream = open(self.local_path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+    paths.makedirs(paths.as_path(self.local_path).parent)
+    self._stream = paths.open(self.local_path, "a")  # pylint: disable=consider-using-with
     self._stream.writelines(self._pending)
     self._pending = []
     return True
@@ -181,12 +180,11 @@ class WorkdirLogHandler(logging.Handler):
       if not paths.as_path(self.workdir).exists():
         return
       target = paths.as_path(self.path)
-      with open(self.local_path, encoding="utf-8") as f:
-        text = f.read()
+      text = paths.read_text(self.local_path)
       if target.exists():
         text = target.read_text() + text
       paths.write_text(target, text)
-      os.remove(self.local_path)
+      paths.remove(self.local_path)
     except Exception:  # pylint: disable=broad-except  (best effort at exit)
       pass
 

@@ -19,7 +19,6 @@ Process 0 writes `metrics.jsonl`, TensorBoard events under `tensorboard/` and
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Callable, Iterator
 
@@ -165,7 +164,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   check_run_inputs(config)
   t = config.train
   # orbax wants absolute local paths (runs/tiny -> /abs/runs/tiny); gs:// stays as is.
-  workdir = paths.as_path(workdir if paths.is_remote(workdir) else os.path.abspath(workdir))
+  workdir = paths.as_path(paths.abspath(workdir))
   model = pretrain.make_model(config)
   tx = optim.make_optimizer(t)
   init_fn = pretrain.make_init_fn(model, config)

@@ -47,7 +47,7 @@ import jax
 import ml_collections
 
 from bert_jax import flops as flops_lib
-from bert_jax import hardware, preflight
+from bert_jax import hardware, paths, preflight
 from bert_jax import partitioning
 from bert_jax.config import ConfigError
 from bert_jax.tasks import pretrain
@@ -290,8 +290,7 @@ def compile_report(config: ml_collections.ConfigDict, topology: str,
   mem = compiled.memory_analysis()
   text = compiled.as_text()
   if hlo_path:
-    with open(hlo_path, "w") as f:
-      f.write(text)
+    paths.write_text(hlo_path, text)
   peak = int(getattr(mem, "peak_memory_in_bytes", 0) or (
       mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
       + mem.temp_size_in_bytes + mem.generated_code_size_in_bytes))
@@ -445,8 +444,7 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     return 2
   if flags.FLAGS.json_out:
-    with open(flags.FLAGS.json_out, "w") as f:
-      json.dump(report, f, indent=1, sort_keys=True)
+    paths.write_text(flags.FLAGS.json_out, json.dumps(report, indent=1, sort_keys=True))
   print(json.dumps(report, indent=1, sort_keys=True) if flags.FLAGS.json
         else format_report(report))
   return 0

@@ -8,6 +8,7 @@ to an evaluation file. Google's Apache-2.0 `sample_text.txt` is added to the tra
 files. An uncased WordPiece vocabulary is trained on the training files with the
 `tokenizers` WordPiece trainer. See bert_jax/resources/README.md for sources and licences.
 """
+# io: local-only module (regenerates files inside this repository)
 from __future__ import annotations
 
 import os

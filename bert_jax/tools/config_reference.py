@@ -11,6 +11,7 @@ found by running the configs; comments by reading the code that builds them (`as
 so neither can drift from the code: tests/test_config_reference.py regenerates the
 block and compares it with docs/configuration.md.
 """
+# io: local-only module (regenerates files inside this repository)
 from __future__ import annotations
 
 import argparse

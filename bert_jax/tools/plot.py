@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import collections
 import json
+import io
 import math
-import os
 
 from absl import app, flags
+
+from bert_jax import paths
 
 DEFAULT_METRICS = ("loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy",
                    "learning_rate", "grad_norm", "seq_per_s")
@@ -28,7 +30,7 @@ def define_flags() -> None:
 def read_metrics(path: str) -> dict[str, list[tuple[int, float]]]:
   """metrics.jsonl -> {key: [(step, value), ...]} for every numeric key."""
   series = collections.defaultdict(list)
-  with open(path, encoding="utf-8") as f:
+  with paths.open(path, "r") as f:
     for i, line in enumerate(f, 1):
       line = line.strip()
       if not line:
@@ -75,8 +77,10 @@ def plot(series: dict[str, list[tuple[int, float]]], metrics, out: str, title: s
   if title:
     fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(out, dpi=100)
+  buf = io.BytesIO()  # PNG bytes, then one write through paths (local or gs://)
+  fig.savefig(buf, format="png", dpi=100)
   plt.close(fig)
+  paths.write_bytes(out, buf.getvalue())
   return out
 
 
@@ -85,12 +89,12 @@ def main(argv):
   workdir = flags.FLAGS.workdir
   if not workdir:
     raise app.UsageError("--workdir is required: python -m bert_jax.tools.plot --workdir=runs/tiny")
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.isfile(path):
+  path = paths.join(workdir, "metrics.jsonl")
+  if not paths.is_file(path):
     raise app.UsageError(f"{path} does not exist: point --workdir at a bert_jax run.")
   out = plot(read_metrics(path), flags.FLAGS.metrics,
-             flags.FLAGS.out or os.path.join(workdir, "curves.png"),
-             title=os.path.basename(os.path.normpath(workdir)))
+             flags.FLAGS.out or paths.join(workdir, "curves.png"),
+             title=paths.as_path(workdir).name)
   print(f"wrote {out}")
 
 

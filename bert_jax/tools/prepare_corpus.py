@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from bert_jax import paths
 from bert_jax.data import corpus
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
   stats = corpus.CorpusStats()
-  with open(FLAGS.output_file, "w", encoding="utf-8") as f:
+  with paths.open(FLAGS.output_file, "w") as f:
     docs = (d for path in corpus.expand_input_patterns(FLAGS.input_file)
             for d in corpus.read_documents(path, stats, input_format=FLAGS.input_format))
     corpus.write_documents(docs, f)

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from bert_jax import paths
 from bert_jax.tasks import squad_eval
 
 
@@ -33,8 +34,7 @@ def main(argv=None) -> dict:
   text = json.dumps(result, indent=2)
   print(text)
   if args.out_file:
-    with open(args.out_file, "w", encoding="utf-8") as f:
-      f.write(text + "\n")
+    paths.write_text(args.out_file, text + "\n")
   return result
 
 
