@@ -17,11 +17,12 @@ input_ids, token_type_ids, attention_mask ([N, S] or [N, C, S]), labels, example
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import math
 import os
-import shutil
 import time
 from typing import Any, Callable, Protocol, Sequence
 
@@ -32,7 +33,7 @@ import ml_collections
 import numpy as np
 
 from bert_jax import metrics
-from bert_jax import checkpoints, weights, optim, partitioning, train_lib
+from bert_jax import checkpoints, weights, optim, partitioning, paths, train_lib
 from bert_jax import config as config_lib
 from bert_jax.config import ConfigError
 # Features and batching live in data/batching.py; re-exported here, the tasks' one import.
@@ -121,11 +122,9 @@ def load_init(config) -> tuple[ml_collections.ConfigDict, dict | None, str]:
   params = None
   path = config.init_checkpoint
   if path:
-    if not os.path.exists(path):
-      raise FinetuneError(
-          f"config.init_checkpoint={path!r} does not exist: pass a Hugging Face BERT "
-          "directory, a Google TF checkpoint or a bert_jax checkpoint.")
-    ckpt_cfg, params = checkpoints.load_pretrained(path)
+    # checkpoints.resolve: every spelling (Hub id, TF prefix/.zip, workdirs), one error
+    # listing what was tried; the checkpoint's casing must agree with the config's.
+    ckpt_cfg, params = checkpoints.load_pretrained(path, config.do_lower_case)
     for k in config_lib.ARCHITECTURE_KEYS:
       model_cfg[k] = ckpt_cfg[k]
   vocab = config.vocab_file or (checkpoints.vocab_file_of(path) if path else "")
@@ -361,18 +360,257 @@ def _select(metrics: dict[str, float], key: str) -> float:
   return v if math.isfinite(v) else -math.inf
 
 
-def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[str, Any]:
+# ---------------------------------------------------------------------------------------
+# Reruns: finished runs, resumable runs, runs with another config
+# ---------------------------------------------------------------------------------------
+
+RESULTS_FILE = "results.json"  # written last: its presence marks a finished run
+SWEEP_FILE = "sweep.json"
+CONFIG_FILE = "config.json"
+PARTIAL_DIR = "predict_partial"  # test-set outputs of finished batches, while predicting
+# What a rerun with finetune.overwrite=True deletes (prediction files are rewritten).
+RUN_FILES = (checkpoints.RUN_CHECKPOINT_DIR, RESULTS_FILE, metrics.METRICS_FILE,
+             "tensorboard", checkpoints.BEST_DIR, PARTIAL_DIR)
+# Config keys a rerun may change without changing what is computed: logging, checkpoint
+# cadence, where outputs go, the sweep grid around this run, the test files predicted
+# after training, and the mesh (orbax reshards; sums may then round differently).
+RESUME_SAFE_KEYS = (
+    "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.async_checkpointing", "train.profile", "train.peak_flops_per_device",
+    "finetune.checkpoint_every", "finetune.keep_checkpoints", "finetune.overwrite",
+    "finetune.save_best", "finetune.write_dev_predictions", "finetune.sweep",
+    "finetune.sweep_learning_rates", "finetune.sweep_seeds",
+    "glue.output_dir", "squad.output_dir", "squad.mode", "squad.predict_file",
+    "squad.params_dir", "swag.test_file")
+RESUME_SAFE_PREFIXES = ("mesh.",)
+
+
+def run_record(config, task: Task) -> dict[str, Any]:
+  """The run's config as plain JSON data, as checkpoints and results.json keep it; with
+  several GLUE tasks in one command, glue.task is this run's task."""
+  record = json.loads(json.dumps(config.to_dict(), default=str))
+  if isinstance(record.get("glue"), dict):
+    record["glue"]["task"] = task.name
+  return record
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def config_differences(saved: dict, record: dict) -> tuple[list[str], list[str]]:
+  """(keys whose change would change the run, harmless changed keys) between the config
+  a workdir's run was written with and this one (both as run_record gives them)."""
+  a, b = _flatten(saved), _flatten(record)
+  changed = sorted(k for k in set(a) | set(b) if a.get(k, "<unset>") != b.get(k, "<unset>"))
+  safe = [k for k in changed if k in RESUME_SAFE_KEYS or k.startswith(RESUME_SAFE_PREFIXES)]
+  return [k for k in changed if k not in safe], safe
+
+
+def _check_same_run(saved: dict | None, record: dict, workdir: str, what: str) -> None:
+  """Raises FinetuneError naming every key that differs (not the harmless ones)."""
+  if saved is None:
+    return
+  refused, harmless = config_differences(saved, record)
+  if refused:
+    a, b = _flatten(saved), _flatten(record)
+    shown = "; ".join(f"{k}: {a.get(k, '<unset>')!r} there, {b.get(k, '<unset>')!r} now"
+                      for k in refused[:8]) + (" ..." if len(refused) > 8 else "")
+    raise FinetuneError(
+        f"{workdir} holds {what} with another config ({shown}). Rerun with the same config "
+        "to resume it, pass a new --workdir, or add --config.finetune.overwrite=True to "
+        "delete that run and start over.")
+  if harmless:
+    metrics.log(f"note: resuming {what} in {workdir} with changed "
+                f"{', '.join(harmless)} (they do not change what is computed)")
+
+
+def _clear_run(workdir: str) -> None:
+  """finetune.overwrite: the run files of an earlier run in workdir go."""
+  if jax.process_index() != 0:
+    return
+  for name in RUN_FILES:
+    p = paths.join(workdir, name)
+    if paths.is_dir(p):
+      paths.rmtree(p)
+    elif paths.exists(p):
+      paths.remove(p)
+
+
+def finished_results(workdir: str, record: dict) -> dict[str, Any] | None:
+  """results.json of a finished run of this config in workdir (FinetuneError if it was
+  another config), or None when the run has not finished."""
+  path = paths.join(workdir, RESULTS_FILE)
+  if not paths.exists(path):
+    return None
+  results = paths.read_json(path)
+  _check_same_run(results.get("config"), record, workdir, "a finished run")
+  return results
+
+
+def stopped(results: dict | None) -> bool:
+  """True for what run/sweep return when SIGTERM (or a preemption notice) stopped them."""
+  return bool(results and results.get("stopped_early"))
+
+
+@contextlib.contextmanager
+def stop_hook(should_stop: Callable[[], bool] | None = None):
+  """Yields the loop's `should_stop`: the given one, or SIGTERM handling installed for
+  the duration (preemption.py: a Python handler, or JAX's preemption sync manager with
+  several hosts, which the loop asks through orbax's reached_preemption)."""
+  if should_stop is not None:
+    yield should_stop
+    return
+  from bert_jax import preemption
+  try:
+    hook = preemption.install()
+  except ValueError:  # signal handlers only in the main thread: none then
+    hook = lambda: False
+  try:
+    yield hook
+  finally:
+    if hasattr(hook, "uninstall"):
+      hook.uninstall()
+
+
+# ---------------------------------------------------------------------------------------
+# Test-set prediction that resumes
+# ---------------------------------------------------------------------------------------
+
+PREDICT_CHUNK_ROWS = 4096  # rows of outputs per partial file
+
+
+def _encode_outputs(out) -> tuple[str, list[np.ndarray]]:
+  if isinstance(out, (tuple, list)):
+    return type(out).__name__, [np.asarray(x) for x in out]
+  return "array", [np.asarray(out)]
+
+
+def _decode_outputs(kind: str, leaves: list[np.ndarray]):
+  if kind == "array":
+    return leaves[0]
+  return tuple(leaves) if kind == "tuple" else list(leaves)
+
+
+def predict_resumable(predict_fn: Callable, params, features: dict[str, Any],
+                      batch_size: int, mesh, bucket_multiple: int,
+                      sequence_keys: Sequence[str], partial_dir: str, key: str):
+  """`predict`, keeping the outputs of finished batches in partial_dir (one .npz per
+  ~PREDICT_CHUNK_ROWS rows, each written atomically), so a crash or preemption during a
+  long test-set prediction loses at most one chunk and a rerun with the same `key`
+  (params and data) predicts only the rest. Same batches, same programs: the outputs
+  equal `predict`'s. The caller removes partial_dir once the files are written."""
+  lengths = sequence_lengths(features)
+  keys = [k for k in MODEL_INPUTS if k in features]
+  n_local = batch_size // jax.process_count()
+  lo = jax.process_index() * n_local
+  batches = eval_batch_indices(lengths, batch_size)
+  per_chunk = max(1, PREDICT_CHUNK_ROWS // batch_size)
+  key_file = paths.join(partial_dir, "key.json")
+  if paths.exists(key_file) and paths.read_json(key_file).get("key") != key:
+    paths.rmtree(partial_dir)  # outputs of other params or data: start again
+  if jax.process_index() == 0 and not paths.exists(key_file):
+    paths.write_json(key_file, {"key": key})
+  chunks, order, kind, done = [], [], "array", 0
+  for c, start in enumerate(range(0, len(batches), per_chunk)):
+    chunk_file = paths.join(partial_dir, f"chunk_{c:06d}.npz")
+    part = batches[start:start + per_chunk]
+    if paths.exists(chunk_file):
+      with np.load(io.BytesIO(paths.read_bytes(chunk_file))) as z:
+        kind = str(z["kind"])
+        for j, idx in enumerate(part):
+          n_leaves = int(z["n_leaves"])
+          chunks.append(_decode_outputs(kind, [z[f"b{j}_{l}"] for l in range(n_leaves)]))
+          order.append(idx)
+      done += 1
+      continue
+    saved: dict[str, np.ndarray] = {}
+    for j, idx in enumerate(part):
+      batch = make_batch(features, idx, batch_size, bucket_multiple, sequence_keys, keys,
+                         lengths)
+      local = {k: v[lo:lo + n_local] for k, v in batch.items()}
+      out = train_lib.gather_to_host(predict_fn(params, train_lib.global_batch(local, mesh)))
+      out = jax.tree_util.tree_map(lambda x, m=len(idx): np.asarray(x)[:m], out)
+      kind, leaves = _encode_outputs(out)
+      saved.update({f"b{j}_{l}": x for l, x in enumerate(leaves)})
+      saved["n_leaves"] = np.asarray(len(leaves))
+      chunks.append(out)
+      order.append(idx)
+    if jax.process_index() == 0:
+      buf = io.BytesIO()
+      np.savez(buf, kind=np.asarray(kind), **saved)
+      paths.write_bytes(chunk_file, buf.getvalue())
+  if done:
+    metrics.log(f"resumed prediction: {done} of {-(-len(batches) // per_chunk)} chunks "
+                f"were already in {partial_dir}")
+  return _stack_outputs(chunks, order)
+
+
+def _stack_outputs(chunks: list, order: list[np.ndarray]):
+  order = np.concatenate(order)
+  inverse = np.empty_like(order)
+  inverse[order] = np.arange(len(order))
+
+  def stack(*xs):
+    shape = tuple(max(s) for s in zip(*(x.shape[1:] for x in xs)))
+    return np.concatenate([_pad_to(x, shape) for x in xs])[inverse]
+
+  return jax.tree_util.tree_map(stack, *chunks)
+
+
+# ---------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------
+
+
+def run(config, workdir: str, task: Task, *, cache: dict | None = None,
+        should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
   """Fine-tunes `task` per `config` (with config.finetune); returns the results dict.
 
   Results: {'task', 'best_step', 'best_epoch', 'best': {split/metric: value},
   'degenerate': None or what is wrong with the best eval's predictions (e.g. "all 408 dev
   predictions are class 1 (...)"), 'history': [eval records], 'predictions': {split:
-  [paths]}, 'num_steps', 'train_seconds', 'learning_rate', 'seed'}; also written to
-  workdir/results.json.
+  [paths]}, 'num_steps', 'train_seconds', 'learning_rate', 'seed', 'config'}; also
+  written to workdir/results.json, last (a finished run: a rerun only reads it).
+
+  The loop state is checkpointed (checkpoints.FinetuneCheckpointer) every
+  finetune.checkpoint_every steps, after every evaluation and when `should_stop` (default:
+  SIGTERM, preemption.py) says so; a rerun with the same workdir resumes from the latest
+  checkpoint to the same results, bit for bit. When stopped, returns {'stopped_early':
+  True, 'step', 'task'} without writing results.json.
   """
+  with stop_hook(should_stop) as stop_fn:
+    return _run(config, workdir, task, cache, stop_fn)
+
+
+def _run(config, workdir: str, task: Task, cache: dict | None,
+         should_stop: Callable[[], bool]) -> dict[str, Any]:
   ft = config.finetune
   t_start = time.time()
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
+  record = run_record(config, task)
+  if ft.overwrite:
+    _clear_run(workdir)
+  else:
+    done = finished_results(workdir, record)
+    if done is not None:
+      metrics.log(f"{task.name}: finished earlier in {workdir} (best {done['selection_metric']}"
+                  f"={done['score']:.4f} at step {done['best_step']}); read from "
+                  f"{RESULTS_FILE}")
+      return done
+  # orbax wants absolute local paths; gs:// stays as is.
+  ckpt_dir = paths.join(workdir if paths.is_remote(workdir) else os.path.abspath(workdir),  # io: local-only (absolute local path for orbax)
+                        checkpoints.RUN_CHECKPOINT_DIR)
+  latest = paths.latest_checkpoint_step(workdir)
+  if latest is not None:
+    _check_same_run(checkpoints.saved_config(paths.join(ckpt_dir, str(latest))), record,
+                    workdir, f"a run checkpointed at step {latest}")
+
   model_cfg, pretrained, vocab_file = load_init(config)
   bert_config = BertConfig.from_config(model_cfg)
   max_seq_length = int(config.data.max_seq_length)
@@ -428,13 +666,35 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
       train_batch_plan(sequence_lengths(train.features), batch_size, int(config.seed),
                        int(ft.group_by_length_window), total),
       [d.features for d in (*evals.values(), *tests.values())], seq_keys)
-  state, _ = init_state(model, train.features, tx, mesh, int(config.seed), pretrained,
-                        config.init_checkpoint)
 
-  writer = metrics.MetricWriter(workdir)
+  # Best params are a device copy (sharded like the state): one jitted copy, no host trip.
+  copy_params = jax.jit(lambda p: jax.tree_util.tree_map(jnp.copy, p),
+                        out_shardings=shardings.params)
+  ckpt = checkpoints.FinetuneCheckpointer(ckpt_dir, int(ft.keep_checkpoints),
+                                          bool(config.train.async_checkpointing))
+  # The loop's own state besides the train state; checkpointed as the `data` item.
+  loop = {"position": 0, "epoch": 0, "batch": 0, "history": [], "best": None,
+          "pending": [], "train_seconds": 0.0, "eval_seconds": 0.0}
+  best_params, best_outputs = None, {}
+  if latest is not None:
+    state, loop = ckpt.restore(latest, abstract)
+    best = loop["best"]
+    if best is not None:
+      ckpt.set_best(best["step"])
+      best_params = (copy_params(state.params) if best["step"] == latest else
+                     ckpt.restore_params(best["step"], abstract.params))
+    metrics.log(f"resumed from {ckpt.directory}/{latest}: epoch {loop['epoch']}, batch "
+                f"{loop['batch']} of it, {len(loop['history'])} evaluation(s) done"
+                + (f", best so far at step {best['step']}" if best else ""))
+  else:
+    state, _ = init_state(model, train.features, tx, mesh, int(config.seed), pretrained,
+                          config.init_checkpoint)
+
+  # metrics.jsonl / TensorBoard: what an interrupted attempt wrote after the checkpoint
+  # resumed from (or all of it, without one) is dropped, so every step is logged once.
+  writer = metrics.MetricWriter(workdir, resume_step=latest or 0)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    paths.write_text(paths.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
   metrics.log(f"{task.name}: {n_train} train examples, batch {batch_size}, {steps_per_epoch} "
       f"steps/epoch, {total} steps ({train_cfg.warmup_steps} warmup), lr "
       f"{train_cfg.learning_rate:g}, seed {config.seed}, mesh {dict(mesh.shape)}")
@@ -443,62 +703,79 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
   train_keys = batch_keys(train.features)
   n_local = batch_size // jax.process_count()
   lo = jax.process_index() * n_local
-  history, best, best_outputs, eval_seconds = [], None, {}, 0.0
-  best_params = None
-  step, epoch, pending = 0, 0, []
+  step = int(loop["position"])
+  pending = list(loop["pending"])  # step metrics since the last log line
   t_train, t_log, seen_since = time.time(), time.time(), 0
+  eval_seconds = 0.0
   schedule = jax.jit(optim.learning_rate_schedule(train_cfg))  # one compile, for logs
-  # Best params are a device copy (sharded like the state): one jitted copy, no host trip.
-  copy_params = jax.jit(lambda p: jax.tree_util.tree_map(jnp.copy, p),
-                        out_shardings=shardings.params)
+  checkpoint_every = max(1, int(ft.checkpoint_every or total))
 
   def evaluate(at_step: int, at_epoch: float):
-    nonlocal best, best_params, best_outputs, eval_seconds
+    nonlocal best_params, best_outputs, eval_seconds
     t0 = time.time()
-    record, outputs, notes = {}, {}, []
+    record_, outputs, notes = {}, {}, []
     for split, data in evals.items():
       out = predict(predict_fn, state.params, data.features, eval_batch_size, mesh,
                     int(ft.bucket_multiple), seq_keys)
       outputs[split] = out
       split_metrics = task.evaluate(out, data.examples, data.features, split)
       for k, v in split_metrics.items():
-        record[f"{split}/{k}"] = float(v)
+        record_[f"{split}/{k}"] = float(v)
       if hasattr(task, "degenerate"):
         notes.append(task.degenerate(out, data.examples, data.features, split,
                                      split_metrics))
     degenerate = "; ".join(n for n in notes if n) or None
-    score = _select(record, task.selection_metric)
-    improved = best is None or score > best[0]
+    score = _select(record_, task.selection_metric)
+    best = loop["best"]
+    improved = best is None or score > best["score"]
     if improved:
-      best = (score, at_step, at_epoch, record, degenerate)
+      loop["best"] = {"score": score, "step": at_step, "epoch": at_epoch, "record": record_,
+                      "degenerate": degenerate}
       best_params = copy_params(state.params)
       best_outputs = outputs
-    writer.write(at_step, {**record, "epoch": at_epoch})
-    history.append({"step": at_step, "epoch": at_epoch, **record})
-    shown = "  ".join(f"{k}={v:.4f}" for k, v in record.items())
+    writer.write(at_step, {**record_, "epoch": at_epoch})
+    loop["history"].append({"step": at_step, "epoch": at_epoch, **record_})
+    shown = "  ".join(f"{k}={v:.4f}" for k, v in record_.items())
     metrics.log(f"eval step {at_step} (epoch {at_epoch:.2f}): {shown}"
         f"{'  *best*' if improved else ''}  [{time.time() - t0:.1f}s]"
         + (f"  DEGENERATE: {degenerate}" if degenerate else ""))
     eval_seconds += time.time() - t0
 
-  while step < total:
-    for idx in train_batch_indices(lengths, batch_size, int(config.seed), epoch,
-                                   int(ft.group_by_length_window)):
+  def save(at_step: int) -> None:
+    nonlocal pending
+    pending = [{k: metrics.to_py(v) for k, v in m.items()} for m in jax.device_get(pending)]
+    loop.update(position=at_step, pending=pending,
+                train_seconds=train_seconds_before + time.time() - t_train - eval_seconds,
+                eval_seconds=eval_seconds_before + eval_seconds)
+    if loop["best"] is not None:
+      ckpt.set_best(loop["best"]["step"])
+    ckpt.save(at_step, state, loop, _RecordConfig(record))
+
+  train_seconds_before = float(loop["train_seconds"])
+  eval_seconds_before = float(loop["eval_seconds"])
+  stop = False
+  while step < total and not stop:
+    batches = train_batch_indices(lengths, batch_size, int(config.seed), loop["epoch"],
+                                  int(ft.group_by_length_window))
+    for idx in batches[loop["batch"]:]:
       batch = make_batch(train.features, idx, batch_size, int(ft.bucket_multiple), seq_keys,
                          train_keys, lengths)
       local = {k: v[lo:lo + n_local] for k, v in batch.items()}
       state, step_metrics = train_step(state, train_lib.global_batch(local, mesh))
       step += 1
+      loop["batch"] += 1
       seen_since += len(idx)
       pending.append(step_metrics)
       if step % int(config.train.log_every) == 0 or step == total:
         fetched = jax.device_get(pending)
-        mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]
-                if k != "skipped_steps"}
+        # float64 means of the float32 step values: the same whether they were kept on
+        # the device or came back from a checkpoint's JSON.
+        mean = {k: float(np.mean(np.asarray([m[k] for m in fetched], np.float64)))
+                for k in fetched[-1] if k != "skipped_steps"}
         now = time.time()
         rate = seen_since / max(now - t_log, 1e-9)
         elapsed = now - t_train - eval_seconds
-        eta = elapsed / step * (total - step)
+        eta = elapsed / max(step - int(loop["position"]), 1) * (total - step)
         mean.update(learning_rate=float(schedule(step - 1)), examples_per_sec=rate,
                     skipped_steps=int(fetched[-1]["skipped_steps"]))
         writer.write(step, {f"train/{k}": v for k, v in mean.items()})
@@ -507,43 +784,72 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
             f"elapsed {metrics.format_duration(elapsed)} ETA {metrics.format_duration(eta)}")
         pending, t_log, seen_since = [], now, 0
       end_of_epoch = step % steps_per_epoch == 0
+      evaluated = False
       if (step == total or end_of_epoch
           or (config.train.eval_every and step % int(config.train.eval_every) == 0)):
         evaluate(step, step / steps_per_epoch)
-      if step >= total:
+        evaluated = True
+      # Every host asks at every step (orbax's preemption sync point on several hosts).
+      stop = bool(should_stop()) or ckpt.reached_preemption(step)
+      if evaluated or stop or step % checkpoint_every == 0 or step == total:
+        save(step)
+      if stop or step >= total:
         break
-    epoch += 1
-  train_seconds = time.time() - t_train - eval_seconds  # includes compilation
+    else:
+      loop["epoch"] += 1
+      loop["batch"] = 0
+  if stop:
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+    metrics.log(f"preempted: stopping at step {step}; checkpoint {ckpt.directory}/{step} "
+                "(the same command resumes from it)")
+    return {"stopped_early": True, "step": step, "task": task.name}
+  train_seconds = train_seconds_before + time.time() - t_train - eval_seconds
 
-  score, best_step, best_epoch, best_record, degenerate = best
+  best = loop["best"]
+  score, best_step, best_epoch = best["score"], best["step"], best["epoch"]
+  best_record, degenerate = best["record"], best["degenerate"]
   params = best_params
   predictions: dict[str, list[str]] = {}
   if ft.write_dev_predictions:
-    dev_dir = os.path.join(workdir, "predictions")
+    dev_dir = paths.join(workdir, "predictions")
     for split, data in evals.items():
-      predictions[split] = task.write_predictions(best_outputs[split], data.examples,
-                                                  data.features, split, dev_dir)
-  test_dir = getattr(task, "output_dir", None) or os.path.join(workdir, "submission")
+      # The best evaluation of an earlier attempt: the same program on the same params.
+      out = best_outputs.get(split)
+      if out is None:
+        out = predict(predict_fn, params, data.features, eval_batch_size, mesh,
+                      int(ft.bucket_multiple), seq_keys)
+      predictions[split] = task.write_predictions(out, data.examples, data.features, split,
+                                                  dev_dir)
+  test_dir = getattr(task, "output_dir", None) or paths.join(workdir, "submission")
   for split, data in tests.items():
-    out = predict(predict_fn, params, data.features, eval_batch_size, mesh,
-                  int(ft.bucket_multiple), seq_keys)
+    partial = paths.join(workdir, PARTIAL_DIR, split)
+    out = predict_resumable(
+        predict_fn, params, data.features, eval_batch_size, mesh, int(ft.bucket_multiple),
+        seq_keys, partial, key=f"{task.name}/{split}: best step {best_step}, "
+        f"{num_examples(data.features)} rows, batch {eval_batch_size}")
     predictions[split] = task.write_predictions(out, data.examples, data.features, split,
                                                 test_dir)
   if ft.save_best:
-    checkpoints.save_params(os.path.join(workdir, "best"), params, model_cfg)
+    checkpoints.save_params(paths.join(workdir, checkpoints.BEST_DIR), params, model_cfg)
+  ckpt.wait()  # the final checkpoint is complete before the run counts as finished
   results = {
       "task": task.name, "selection_metric": task.selection_metric, "score": score,
       "best_step": best_step, "best_epoch": best_epoch, "best": best_record,
       "degenerate": degenerate,
-      "history": history, "predictions": predictions, "num_steps": total,
-      "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+      "history": loop["history"], "predictions": predictions, "num_steps": total,
+      "train_seconds": train_seconds, "eval_seconds": eval_seconds_before + eval_seconds,
       "total_seconds": time.time() - t_start,
       "learning_rate": float(config.train.learning_rate), "seed": int(config.seed),
       "skipped_steps": int(jax.device_get(state.skipped_steps)),
+      "resumed_from": latest, "config": record,
   }
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-      json.dump(results, f, indent=2)
+    paths.write_json(paths.join(workdir, RESULTS_FILE), results)
+    if paths.exists(paths.join(workdir, PARTIAL_DIR)):
+      paths.rmtree(paths.join(workdir, PARTIAL_DIR))
+  ckpt.close()
   writer.close()
   metrics.log(f"{task.name}: best {task.selection_metric}={score:.4f} at step {best_step} "
       f"(epoch {best_epoch:.2f})" + (f"; DEGENERATE: {degenerate}" if degenerate else "")
@@ -552,15 +858,30 @@ def run(config, workdir: str, task: Task, *, cache: dict | None = None) -> dict[
   return results
 
 
+class _RecordConfig:
+  """A run_record dict where Checkpointer.save expects a ConfigDict (its to_dict())."""
+
+  def __init__(self, record: dict):
+    self._record = record
+
+  def to_dict(self) -> dict:
+    return self._record
+
+
 # ---------------------------------------------------------------------------------------
 # Sweep over learning rates and seeds
 # ---------------------------------------------------------------------------------------
 
 
 def sweep(config, workdir: str, task: Task, learning_rates: Sequence[float] | None = None,
-          seeds: Sequence[int] | None = None) -> dict[str, Any]:
+          seeds: Sequence[int] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
   """One `run` per (learning rate, seed) into workdir/lr{lr}_seed{s}; the run best on
   dev wins and its test predictions are copied to workdir/submission (or task.output_dir).
+
+  Resumes at the run level: a finished run is read from its results.json, an interrupted
+  one resumes from its checkpoint, so the table equals an uninterrupted sweep's. Stopped
+  by SIGTERM, it returns {'stopped_early': True, 'runs', 'best': {'stopped_early': True}}.
 
   Returns {'runs': [results...], 'best': results of the best run, 'table': str}.
   """
@@ -571,32 +892,38 @@ def sweep(config, workdir: str, task: Task, learning_rates: Sequence[float] | No
   out_dir = getattr(task, "output_dir", None)
   cache: dict = {}
   runs = []
-  for lr in lrs:
-    for seed in seeds:
-      c = ml_collections.ConfigDict(config.to_dict())
-      c.train.learning_rate = float(lr)
-      c.seed = int(seed)
-      run_dir = os.path.join(workdir, f"lr{lr:g}_seed{seed}")
-      if out_dir:  # every restart writes its own files; only the best is copied out.
-        task.output_dir = os.path.join(run_dir, "submission")
-      metrics.log(f"=== sweep: lr {lr:g} seed {seed} -> {run_dir}")
-      runs.append(run(c, run_dir, task, cache=cache))
-  task.output_dir = out_dir
+  with stop_hook(should_stop) as stop_fn:
+    try:
+      for lr in lrs:
+        for seed in seeds:
+          c = ml_collections.ConfigDict(config.to_dict())
+          c.train.learning_rate = float(lr)
+          c.seed = int(seed)
+          run_dir = paths.join(workdir, f"lr{lr:g}_seed{seed}")
+          if out_dir:  # every restart writes its own files; only the best is copied out.
+            task.output_dir = paths.join(run_dir, "submission")
+          metrics.log(f"=== sweep: lr {lr:g} seed {seed} -> {run_dir}")
+          r = run(c, run_dir, task, cache=cache, should_stop=stop_fn)
+          if stopped(r):
+            return {"stopped_early": True, "runs": runs, "best": r, "table": ""}
+          runs.append(r)
+    finally:
+      task.output_dir = out_dir
   best = max(runs, key=lambda r: r["score"])
   header = ["lr", "seed", "best epoch", *best["best"].keys(), "train time"]
   rows = [[f"{r['learning_rate']:g}", r["seed"], f"{r['best_epoch']:.2f}",
            *(r["best"].get(k, float("nan")) for k in best["best"]),
            metrics.format_duration(r["train_seconds"])] for r in runs]
   table = metrics.format_table(header, rows)
-  dest = out_dir or os.path.join(workdir, "submission")
+  dest = out_dir or paths.join(workdir, "submission")
   if jax.process_index() == 0:
-    os.makedirs(dest, exist_ok=True)
-    for split, paths in best["predictions"].items():
+    paths.makedirs(dest)
+    for split, files in best["predictions"].items():
       if split in task.predict_splits:
-        for p in paths:
-          shutil.copy(p, os.path.join(dest, os.path.basename(p)))
-    with open(os.path.join(workdir, "sweep.json"), "w", encoding="utf-8") as f:
-      json.dump({"runs": runs, "best": best, "table": table}, f, indent=2)
+        for p in files:
+          paths.copy(p, paths.join(dest, paths.as_path(p).name))
+    paths.write_json(paths.join(workdir, SWEEP_FILE), {"runs": runs, "best": best,
+                                                       "table": table})
   metrics.log(f"sweep {task.name} ({task.selection_metric}; best: lr {best['learning_rate']:g} "
       f"seed {best['seed']})\n{table}")
   return {"runs": runs, "best": best, "table": table}
