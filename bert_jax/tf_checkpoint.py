@@ -10,10 +10,11 @@ CRC32C is checked, as TensorFlow does. `write_checkpoint` writes the same format
 """
 from __future__ import annotations
 
-import os
 import struct
 
 import numpy as np
+
+from bert_jax import paths
 
 _TABLE_MAGIC = 0xDB4775248B80FB57  # LevelDB / TF table footer magic.
 _FOOTER_LEN = 48  # two BlockHandles padded to 40 bytes + 8-byte magic.
@@ -115,8 +116,7 @@ def _read_block(data: bytes, offset: int, size: int, path: str) -> list[tuple[by
 
 
 def _read_table(path: str) -> list[tuple[bytes, bytes]]:
-  with open(path, "rb") as f:
-    data = f.read()
+  data = paths.read_bytes(path)
   if len(data) < _FOOTER_LEN or struct.unpack_from("<Q", data, len(data) - 8)[0] != _TABLE_MAGIC:
     raise TFCheckpointError(f"{path}: not a TensorFlow checkpoint index (bad table magic)")
   footer = data[len(data) - _FOOTER_LEN:]
@@ -155,8 +155,7 @@ def _write_table(path: str, entries: list[tuple[bytes, bytes]]) -> None:
   meta_handle = put(_block([]))
   index_handle = put(_block([(entries[-1][0], data_handle)]))
   footer = (meta_handle + index_handle).ljust(40, b"\x00") + struct.pack("<Q", _TABLE_MAGIC)
-  with open(path, "wb") as f:
-    f.write(bytes(out) + footer)
+  paths.write_bytes(path, bytes(out) + footer)
 
 
 # ---------------------------------------------------------------------------------------
@@ -170,7 +169,7 @@ def index_file(prefix: str) -> str:
 def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
   """All numeric tensors of the checkpoint `prefix` (e.g. .../bert_model.ckpt) by name."""
   path = index_file(prefix)
-  if not os.path.isfile(path):
+  if not paths.is_file(path):
     raise TFCheckpointError(f"{path} not found: pass the checkpoint prefix "
                             "(e.g. DIR/bert_model.ckpt for DIR/bert_model.ckpt.index).")
   entries = _read_table(path)
@@ -199,10 +198,9 @@ def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
     shard, offset, size = e.get(3, [0])[0], e.get(4, [0])[0], e.get(5, [0])[0]
     if shard not in shards:
       data_path = f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
-      if not os.path.isfile(data_path):
+      if not paths.is_file(data_path):
         raise TFCheckpointError(f"{data_path} not found (the data shard of {path})")
-      with open(data_path, "rb") as f:
-        shards[shard] = f.read()
+      shards[shard] = paths.read_bytes(data_path)
     raw = shards[shard][offset:offset + size]
     if len(raw) != size:
       raise TFCheckpointError(f"{path}: variable {name} runs past the end of shard {shard}")
@@ -217,10 +215,10 @@ def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
 def write_checkpoint(prefix: str, tensors: dict[str, np.ndarray]) -> None:
   """Writes `prefix.index` + `prefix.data-00000-of-00001` (one shard, little-endian)."""
   codes = {np.dtype(v): k for k, v in _DTYPES.items()}
-  os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
   entries = [(b"", _field(1, 1) + _field(3, _field(1, 1)))]  # 1 shard; version producer 1
   offset = 0
-  with open(f"{prefix}.data-00000-of-00001", "wb") as f:
+  paths.makedirs(paths.as_path(prefix).parent)
+  with paths.open(f"{prefix}.data-00000-of-00001", "wb") as f:
     for name in sorted(tensors):
       arr = np.asarray(tensors[name])
       if arr.dtype not in codes:

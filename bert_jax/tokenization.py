@@ -16,10 +16,11 @@ str.lower, unicodedata.normalize) rather than a per-character loop.
 """
 from __future__ import annotations
 
-import os
 import re
 import unicodedata
 from typing import Protocol, Sequence
+
+from bert_jax import paths
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -47,16 +48,21 @@ class Tokenizer(Protocol):
 
 def read_vocab(vocab_file: str) -> dict[str, int]:
   """vocab.txt (one token per line, line number = id) -> {token: id}."""
-  if not vocab_file or not os.path.isfile(vocab_file):
+  if not vocab_file or not paths.is_file(vocab_file):
     raise TokenizerError(
         f"vocabulary file not found: {vocab_file!r}; pass --config.vocab_file=PATH/vocab.txt "
         "(a BERT WordPiece vocab) or a SentencePiece .model file.")
   vocab: dict[str, int] = {}
-  with open(vocab_file, encoding="utf-8") as f:
-    for i, line in enumerate(f):
-      token = line.rstrip("\n").rstrip("\r")
-      if token:
-        vocab[token] = i  # a repeated line takes the later id, as the reference.
+  try:
+    text = paths.read_text(vocab_file)
+  except UnicodeDecodeError as e:
+    raise TokenizerError(
+        f"{vocab_file} is not a UTF-8 vocab.txt ({e.reason} at byte {e.start}): a "
+        "SentencePiece model must keep its .model suffix to be read as one.") from None
+  for i, line in enumerate(text.split("\n")):
+    token = line.rstrip("\r")
+    if token:
+      vocab[token] = i  # a repeated line takes the later id, as the reference.
   missing = [t for t in SPECIAL_TOKENS if t not in vocab]
   if missing:
     raise TokenizerError(
@@ -216,11 +222,12 @@ class SentencePieceTokenizer:
 
   def __init__(self, model_file: str, do_lower_case: bool = False):
     import sentencepiece as spm
-    if not os.path.isfile(model_file):
+    if not paths.is_file(model_file):
       raise TokenizerError(f"SentencePiece model not found: {model_file!r}.")
     self.vocab_file = model_file
     self.do_lower_case = do_lower_case
-    self._sp = spm.SentencePieceProcessor(model_file=model_file)
+    # From bytes: the model may be on gs:// (sentencepiece opens local files only).
+    self._sp = spm.SentencePieceProcessor(model_proto=paths.read_bytes(model_file))
     self.vocab_size = self._sp.get_piece_size()
     ids = {}
     for t in SPECIAL_TOKENS:

@@ -11,15 +11,23 @@ layout; `canonical_to_params` / `params_to_canonical` convert that to and from o
       without TensorFlow, see tf_checkpoint.py), given as the directory or the prefix
   (c) ours, written by `python -m bert_jax.tools.convert`: model_config.json + params/ (orbax)
 
-each with its vocab.txt beside it. `save_converted` / `save_hf` / `save_tf` write (c), (a)
-and (b).
+each with its vocabulary beside it (vocab.txt, or a SentencePiece .model). `save_converted` /
+`save_hf` / `save_tf` write (c), (a) and (b). `resolve_foreign` turns the names users type
+for them (a directory, Google's `bert_model.ckpt` prefix or `.zip`, a Hugging Face Hub id)
+into a `Resolved` checkpoint (format, path, vocabulary, casing); checkpoints.resolve adds
+our own runs and is the one entry point. Casing: `check_case` beside the one vocabulary
+check `check_vocab`. Every file is read and written through bert_jax/paths.py (local or
+gs://); only a .zip is extracted to a local cache directory.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import io
 import json
 import os
 import re
-import shutil
+import zipfile
 from typing import Any
 
 import ml_collections
@@ -27,6 +35,7 @@ import numpy as np
 
 from bert_jax import config as config_lib
 from bert_jax import model as model_lib
+from bert_jax import paths
 from bert_jax.model import BertConfig
 
 
@@ -64,8 +73,7 @@ _CONFIG_KEYS = {
 def model_config_from_bert_json(path: str) -> ml_collections.ConfigDict:
   """Reads a Google `bert_config.json` or HF `config.json` into our `config.model`."""
   try:
-    with open(path, encoding="utf-8") as f:
-      raw = json.load(f)
+    raw = paths.read_json(path)
   except (OSError, json.JSONDecodeError) as e:
     raise CheckpointError(f"cannot read model config {path}: {e}") from e
   m = config_lib.model_config("base")
@@ -207,14 +215,15 @@ def params_to_canonical(params: dict[str, Any], cfg: BertConfig,
 
 def read_hf_state_dict(directory: str) -> dict[str, np.ndarray]:
   """model.safetensors, else pytorch_model.bin with torch.load(weights_only=True)."""
-  st = os.path.join(directory, "model.safetensors")
-  if os.path.isfile(st):
-    from safetensors.numpy import load_file
-    return load_file(st)
-  binf = os.path.join(directory, "pytorch_model.bin")
-  if os.path.isfile(binf):
+  st = paths.join(directory, "model.safetensors")
+  if paths.is_file(st):
+    from safetensors.numpy import load
+    return load(paths.read_bytes(st))
+  binf = paths.join(directory, "pytorch_model.bin")
+  if paths.is_file(binf):
     import torch  # only for this format; weights_only refuses pickled code.
-    sd = torch.load(binf, map_location="cpu", weights_only=True)
+    sd = torch.load(io.BytesIO(paths.read_bytes(binf)), map_location="cpu",
+                    weights_only=True)
     return {k: v.float().numpy() for k, v in sd.items()}
   raise CheckpointError(
       f"{directory}: no model.safetensors or pytorch_model.bin; a Hugging Face BERT "
@@ -223,7 +232,7 @@ def read_hf_state_dict(directory: str) -> dict[str, np.ndarray]:
 
 def load_hf(directory: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
   """A Hugging Face BERT directory -> (config.model, params)."""
-  m = model_config_from_bert_json(os.path.join(directory, "config.json"))
+  m = model_config_from_bert_json(paths.join(directory, "config.json"))
   params = canonical_to_params(read_hf_state_dict(directory), BertConfig.from_config(m))
   return m, params
 
@@ -289,23 +298,22 @@ def canonical_to_google(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _tf_prefix(path: str) -> str:
   """A checkpoint directory or prefix -> the prefix (DIR/bert_model.ckpt)."""
-  if os.path.isfile(path + ".index"):
+  if paths.is_file(path + ".index"):
     return path
-  if os.path.isdir(path):
-    state = os.path.join(path, "checkpoint")  # TF's "latest checkpoint" state file.
-    if os.path.isfile(state):
-      with open(state, encoding="utf-8") as f:
-        m = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', f.read(), re.M)
+  if paths.is_dir(path):
+    state = paths.join(path, "checkpoint")  # TF's "latest checkpoint" state file.
+    if paths.is_file(state):
+      m = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', paths.read_text(state), re.M)
       if m:
-        return os.path.join(path, m.group(1))
-    indexes = sorted(f[:-len(".index")] for f in os.listdir(path) if f.endswith(".index"))
+        return paths.join(path, m.group(1))
+    indexes = sorted(f[:-len(".index")] for f in paths.listdir(path) if f.endswith(".index"))
     if "bert_model.ckpt" in indexes:
-      return os.path.join(path, "bert_model.ckpt")
+      return paths.join(path, "bert_model.ckpt")
     if len(indexes) == 1:
-      return os.path.join(path, indexes[0])
+      return paths.join(path, indexes[0])
     if indexes:
       raise CheckpointError(f"{path} holds several TF checkpoints {indexes}: pass one "
-                            f"prefix, e.g. {os.path.join(path, indexes[-1])}.")
+                            f"prefix, e.g. {paths.join(path, indexes[-1])}.")
   raise CheckpointError(f"{path}: no TF checkpoint (*.index + *.data-*) found.")
 
 
@@ -313,8 +321,8 @@ def load_tf(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
   """A Google TF BERT checkpoint (directory or prefix) -> (config.model, params)."""
   from bert_jax import tf_checkpoint
   prefix = _tf_prefix(path)
-  cfg_file = os.path.join(os.path.dirname(prefix), "bert_config.json")
-  if not os.path.isfile(cfg_file):
+  cfg_file = paths.join(_parent(prefix), "bert_config.json")
+  if not paths.is_file(cfg_file):
     raise CheckpointError(
         f"{cfg_file} not found: a Google BERT checkpoint needs its bert_config.json "
         "beside bert_model.ckpt.* (it ships in the same zip).")
@@ -331,22 +339,24 @@ def load_tf(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
 
 
 def save_tf(output_dir: str, model_config, params: dict[str, Any],
-            vocab_file: str = "") -> str:
-  """Writes a Google-format checkpoint: bert_config.json, bert_model.ckpt.*, vocab.txt."""
+            vocab_file: str = "", do_lower_case: bool | None = None) -> str:
+  """Writes a Google-format checkpoint: bert_config.json, bert_model.ckpt.*, vocab.txt
+  (+ tokenizer_config.json with the casing, when known)."""
   from bert_jax import tf_checkpoint
-  os.makedirs(output_dir, exist_ok=True)
+  paths.makedirs(output_dir)
   cfg = BertConfig.from_config(model_config)
   tensors = canonical_to_google(params_to_canonical(_numpy_tree(params), cfg))
-  prefix = os.path.join(output_dir, "bert_model.ckpt")
+  prefix = paths.join(output_dir, "bert_model.ckpt")
   tf_checkpoint.write_checkpoint(prefix, tensors)
   google_keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                  "intermediate_size", "hidden_act", "hidden_dropout_prob",
                  "attention_probs_dropout_prob", "max_position_embeddings",
                  "type_vocab_size", "initializer_range")
   bert_json = model_config_to_bert_json(model_config)
-  _write_json(os.path.join(output_dir, "bert_config.json"),
+  _write_json(paths.join(output_dir, "bert_config.json"),
               {k: bert_json[k] for k in google_keys})
   _copy_vocab(vocab_file, output_dir)
+  _write_casing(output_dir, do_lower_case)
   return prefix
 
 
@@ -359,16 +369,52 @@ PARAMS_DIR = "params"
 
 
 def _write_json(path: str, obj) -> None:
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
+  paths.write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def _copy_vocab(vocab_file: str, output_dir: str) -> None:
-  if vocab_file:
-    dst = os.path.join(output_dir, "vocab.txt")
-    if os.path.abspath(vocab_file) != os.path.abspath(dst):
-      shutil.copyfile(vocab_file, dst)
+def _parent(path: str) -> str:
+  """The directory holding `path` (local or gs://)."""
+  return str(paths.as_path(path).parent)
+
+
+def _abs(path: str) -> str:
+  """Orbax wants absolute paths: local ones made absolute, gs:// as is."""
+  return path if paths.is_remote(path) else os.path.abspath(path)  # io: local-only (path string)
+
+
+def _same_file(a: str, b: str) -> bool:
+  return a == b if paths.is_remote(a) or paths.is_remote(b) else _abs(a) == _abs(b)
+
+
+def vocab_name(vocab_file: str) -> str:
+  """The name a copied vocabulary keeps: a SentencePiece model its own (`sp.model`: the
+  suffix is how tokenization.load_tokenizer knows it), a WordPiece one `vocab.txt`."""
+  name = paths.as_path(vocab_file).name
+  return name if name.endswith(".model") else "vocab.txt"
+
+
+def copy_vocab(vocab_file: str, output_dir: str) -> str:
+  """Copies a vocabulary (as bytes: a .model file is binary) into output_dir; returns
+  the copy's path ('' without a vocabulary)."""
+  if not vocab_file:
+    return ""
+  dst = paths.join(output_dir, vocab_name(vocab_file))
+  if not _same_file(vocab_file, dst):
+    paths.copy(vocab_file, dst)
+  return dst
+
+
+_copy_vocab = copy_vocab
+
+# The Hugging Face tokenizer file that carries the casing (do_lower_case).
+TOKENIZER_CONFIG = "tokenizer_config.json"
+
+
+def _write_casing(output_dir: str, do_lower_case: bool | None) -> None:
+  """tokenizer_config.json {"do_lower_case": ...} (Hugging Face's file) when known."""
+  if do_lower_case is not None:
+    _write_json(paths.join(output_dir, TOKENIZER_CONFIG),
+                {"do_lower_case": bool(do_lower_case), "tokenizer_class": "BertTokenizer"})
 
 
 def _numpy_tree(params):
@@ -378,21 +424,23 @@ def _numpy_tree(params):
 
 
 def save_converted(output_dir: str, model_config, params: dict[str, Any],
-                   vocab_file: str = "") -> str:
-  """Writes OUTPUT/params (orbax), OUTPUT/model_config.json and OUTPUT/vocab.txt."""
+                   vocab_file: str = "", do_lower_case: bool | None = None) -> str:
+  """Writes OUTPUT/params (orbax), OUTPUT/model_config.json and OUTPUT/vocab.txt (+
+  tokenizer_config.json with the casing, when known)."""
   import orbax.checkpoint as ocp
-  output_dir = os.path.abspath(output_dir)
-  os.makedirs(output_dir, exist_ok=True)
-  params_dir = os.path.join(output_dir, PARAMS_DIR)
-  if os.path.exists(params_dir):
+  output_dir = _abs(output_dir)
+  paths.makedirs(output_dir)
+  params_dir = paths.join(output_dir, PARAMS_DIR)
+  if paths.exists(params_dir):
     raise CheckpointError(f"{params_dir} already exists: pass a new --output directory "
                           "(converted checkpoints are never overwritten).")
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(params_dir, _numpy_tree(params))
     ckptr.wait_until_finished()
   m = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
-  _write_json(os.path.join(output_dir, MODEL_CONFIG_FILE), m)
+  _write_json(paths.join(output_dir, MODEL_CONFIG_FILE), m)
   _copy_vocab(vocab_file, output_dir)
+  _write_casing(output_dir, do_lower_case)
   return output_dir
 
 
@@ -400,10 +448,9 @@ def load_converted(directory: str) -> tuple[ml_collections.ConfigDict, dict[str,
   """Reads a directory written by `save_converted` -> (config.model, numpy params)."""
   import jax
   import orbax.checkpoint as ocp
-  directory = os.path.abspath(directory)
+  directory = _abs(directory)
   m = config_lib.model_config("base")
-  with open(os.path.join(directory, MODEL_CONFIG_FILE), encoding="utf-8") as f:
-    saved = json.load(f)
+  saved = paths.read_json(paths.join(directory, MODEL_CONFIG_FILE))
   unknown = sorted(set(saved) - set(m))
   if unknown:
     raise CheckpointError(
@@ -411,41 +458,53 @@ def load_converted(directory: str) -> tuple[ml_collections.ConfigDict, dict[str,
         "another bert_jax version; remove them or re-run bert_jax.tools.convert.")
   m.update(saved)
   config_lib.validate_model(m)
-  path = os.path.join(directory, PARAMS_DIR)
-  # Restore to host numpy (no device placement): the caller shards it as it needs.
-  ckptr = ocp.PyTreeCheckpointer()
-  tree = ckptr.metadata(path).item_metadata.tree
-  restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                                        tree)
-  params = ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  params = restore_numpy(paths.join(directory, PARAMS_DIR))
   check_param_shapes(params, BertConfig.from_config(m))
   # Written by any bert_jax version: the layers come back in the layout m describes.
   return m, model_lib.layers_layout(params, m.scan_layers)
 
 
+def restore_numpy(path: str) -> dict[str, Any]:
+  """An orbax params tree -> host numpy arrays (no device placement: the caller shards
+  it as it needs)."""
+  import jax
+  import orbax.checkpoint as ocp
+  ckptr = ocp.PyTreeCheckpointer()
+  path = _abs(path)
+  tree = ckptr.metadata(path).item_metadata.tree
+  restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                                        tree)
+  return ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+
+
 def save_hf(output_dir: str, model_config, params: dict[str, Any],
-            vocab_file: str = "") -> str:
-  """Writes a Hugging Face directory (config.json, model.safetensors, vocab.txt) that
+            vocab_file: str = "", do_lower_case: bool | None = None) -> str:
+  """Writes a Hugging Face directory (config.json, model.safetensors, vocab.txt, and
+  tokenizer_config.json with the casing when known) that
   `transformers.BertForPreTraining.from_pretrained` (or BertModel) loads."""
-  from safetensors.numpy import save_file
-  os.makedirs(output_dir, exist_ok=True)
+  from safetensors.numpy import save
+  paths.makedirs(output_dir)
   params = _numpy_tree(params)
   cfg = BertConfig.from_config(model_config)
   sd = params_to_canonical(params, cfg)
   hf_json = model_config_to_bert_json(model_config)
   if "mlm_transform" not in params:
     hf_json["architectures"] = ["BertModel"]
-  _write_json(os.path.join(output_dir, "config.json"), hf_json)
-  save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sd.items()},
-            os.path.join(output_dir, "model.safetensors"), metadata={"format": "pt"})
+  _write_json(paths.join(output_dir, "config.json"), hf_json)
+  paths.write_bytes(paths.join(output_dir, "model.safetensors"), save(
+      {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sd.items()},
+      metadata={"format": "pt"}))
   _copy_vocab(vocab_file, output_dir)
+  _write_casing(output_dir, do_lower_case)
   return output_dir
 
 
 def _vocab_first_difference(path_a: str, path_b: str) -> str | None:
   """None if the two vocabularies list the same tokens; else 'line N: x vs y'."""
-  with open(path_a, encoding="utf-8") as fa, open(path_b, encoding="utf-8") as fb:
-    a, b = fa.read().splitlines(), fb.read().splitlines()
+  if path_a.endswith(".model") or path_b.endswith(".model"):  # SentencePiece: binary
+    same = paths.read_bytes(path_a) == paths.read_bytes(path_b)
+    return None if same else "different SentencePiece models"
+  a, b = paths.read_text(path_a).splitlines(), paths.read_text(path_b).splitlines()
   for i, (x, y) in enumerate(zip(a, b), start=1):
     if x != y:
       return f"line {i}: {x!r} vs {y!r}"
@@ -468,7 +527,7 @@ def check_vocab(vocab_file: str, model_config, *, checkpoint: str = "",
   Returns the vocabulary size. (A missing file raises TokenizerError from tokenization.)
   """
   from bert_jax import tokenization
-  if checkpoint_vocab and os.path.abspath(checkpoint_vocab) != os.path.abspath(vocab_file):
+  if checkpoint_vocab and not _same_file(checkpoint_vocab, vocab_file):
     diff = _vocab_first_difference(vocab_file, checkpoint_vocab)
     if diff is not None:
       raise CheckpointError(
@@ -495,3 +554,222 @@ def check_vocab(vocab_file: str, model_config, *, checkpoint: str = "",
       f"--config.model.vocab_size={n}.")
 
 
+
+
+# ---------------------------------------------------------------------------------------
+# Casing: what a checkpoint says about do_lower_case, checked against the config
+# ---------------------------------------------------------------------------------------
+
+# Google's release names say the casing (run_classifier.py's
+# validate_case_matches_checkpoint): uncased_L-12_H-768_A-12, wwm_cased_L-24_H-1024_A-16,
+# multi_cased_..., multilingual_... and chinese_... (both lower-cased).
+_GOOGLE_NAME = re.compile(
+    r"(?:^|[^A-Za-z])(uncased|cased|multilingual|chinese)_L-\d+_H-\d+_A-\d+")
+
+
+def casing_of(directory: str, names: tuple[str, ...] = ()) -> tuple[bool | None, str]:
+  """(do_lower_case, where it was read) of a checkpoint directory: its Hugging Face
+  tokenizer_config.json, else a Google release name among `names` (the directory, zip or
+  prefix names); (None, "") when the checkpoint does not say."""
+  tc = paths.join(directory, TOKENIZER_CONFIG)
+  if paths.is_file(tc):
+    try:
+      said = paths.read_json(tc).get("do_lower_case")
+    except (OSError, ValueError, AttributeError):
+      said = None
+    if isinstance(said, bool):
+      return said, tc
+  for name in names:
+    m = _GOOGLE_NAME.search(name)
+    if m:
+      return m.group(1) != "cased", f"Google's model name {m.group(0).lstrip('/_-')}"
+  return None, ""
+
+
+def check_case(do_lower_case: bool, checkpoint_lower: bool | None, checkpoint: str,
+               source: str = "", key: str = "config.do_lower_case") -> None:
+  """Google's validate_case_matches_checkpoint: raises CheckpointError when the config
+  lower-cases text for a cased checkpoint (or the reverse), naming both and the fix.
+  `checkpoint_lower` None (the checkpoint does not say) passes."""
+  if checkpoint_lower is None or bool(do_lower_case) == checkpoint_lower:
+    return
+  said = "uncased (lower-cased text)" if checkpoint_lower else "cased"
+  flag = f"--{key}={checkpoint_lower}"
+  raise CheckpointError(
+      f"{key}={bool(do_lower_case)} but checkpoint {checkpoint} is {said}, as "
+      f"{source or 'it says'}: its token ids would not match the text it was trained on. "
+      f"Set {flag}, or use a{'n uncased' if do_lower_case else ' cased'} checkpoint.")
+
+
+# ---------------------------------------------------------------------------------------
+# Resolving the names users type: directories, Google prefix/.zip, Hugging Face Hub ids
+# ---------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Resolved:
+  """A checkpoint spelling resolved to what the loaders read."""
+  spelling: str  # what the user typed
+  # "hf" | "tf" | "bert_jax" (converted) | "bert_jax_run" (pre-training step) |
+  # "bert_jax_best" (a fine-tuning run's best params)
+  format: str
+  path: str  # the directory, TF prefix or step directory the loader reads
+  vocab_file: str = ""  # the vocabulary shipped with it ("" = none)
+  do_lower_case: bool | None = None  # what it says about casing (None: silent)
+  casing_source: str = ""  # where that was read
+
+
+def vocab_in(directory: str) -> str:
+  """The vocabulary inside a checkpoint directory: vocab.txt, else one *.model file."""
+  v = paths.join(directory, "vocab.txt")
+  if paths.is_file(v):
+    return v
+  models = [n for n in paths.listdir(directory) if n.endswith(".model")]
+  return paths.join(directory, models[0]) if models else ""
+
+
+def classify_dir(directory: str) -> str | None:
+  """'bert_jax' | 'hf' | 'tf' for a directory holding that format, else None."""
+  names = set(paths.listdir(directory))
+  if MODEL_CONFIG_FILE in names and PARAMS_DIR in names:
+    return "bert_jax"
+  if "config.json" in names:
+    return "hf"
+  if "bert_config.json" in names or any(n.endswith(".index") for n in names):
+    return "tf"
+  return None
+
+
+def _resolved_dir(spelling: str, directory: str, fmt: str, path: str = "",
+                  names: tuple[str, ...] = ()) -> Resolved:
+  lower, source = casing_of(directory, names + (spelling, directory))
+  return Resolved(spelling, fmt, path or directory, vocab_in(directory), lower, source)
+
+
+def cache_dir() -> str:
+  """Where extracted archives are kept: $BERT_JAX_CACHE, else ~/.cache/bert_jax."""
+  root = os.environ.get("BERT_JAX_CACHE") or os.path.join(  # io: local-only (cache dir)
+      os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bert_jax")
+  return root
+
+
+def extract_zip(path: str, target: str | None = None) -> str:
+  """Extracts a checkpoint .zip (local or gs://) inside `target` (default: a cache
+  directory keyed by the archive's path and size, reused when already there), refusing
+  members that would land outside it; returns the directory that holds the checkpoint."""
+  if target is None:
+    st = paths.as_path(path).stat()
+    key = hashlib.sha256(f"{path}:{st.length}:{st.mtime}".encode()).hexdigest()[:16]
+    stem = paths.as_path(path).name[:-len(".zip")]
+    target = os.path.join(cache_dir(), "zips", f"{stem}-{key}")  # io: local-only (cache dir)
+  target = os.path.realpath(target)  # io: local-only (extraction happens locally)
+  done = os.path.join(target, ".extracted")  # io: local-only (cache marker)
+  if not os.path.isfile(done):  # io: local-only (cache marker)
+    tmp = f"{target}.tmp-{os.getpid()}"
+    try:
+      with paths.open(path, "rb") as f, zipfile.ZipFile(f) as z:
+        root = os.path.realpath(tmp)  # io: local-only (safety check)
+        for member in z.namelist():
+          dest = os.path.realpath(os.path.join(root, member))  # io: local-only (safety check)
+          if os.path.commonpath([dest, root]) != root:  # io: local-only (safety check)
+            raise CheckpointError(f"{path}: member {member!r} would be written outside the "
+                                  "extraction directory; refusing this archive.")
+        z.extractall(tmp)
+      paths.write_text(os.path.join(tmp, ".extracted"), path + "\n")  # io: local-only (cache)
+      paths.rmtree(target)  # an older partial extraction
+      os.replace(tmp, target)  # io: local-only (atomic publish of the cache entry)
+    finally:
+      paths.rmtree(tmp)
+  for root, dirs, files in sorted(os.walk(target)):  # io: local-only (cache dir)
+    dirs.sort()
+    if {"config.json", "bert_config.json", MODEL_CONFIG_FILE} & set(files):
+      return root
+  raise CheckpointError(f"{path}: no bert_config.json or config.json inside the archive.")
+
+
+# A Hub id: "name" or "org/name" (letters, digits, . _ -).
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+# The files of a BERT repository the loaders read (weights: safetensors first).
+_HUB_FILES = ["config.json", "vocab.txt", TOKENIZER_CONFIG, "model.safetensors", "*.model"]
+
+
+def hub_cache() -> tuple[str, bool]:
+  """(the Hub cache directory, offline?) as huggingface_hub would use them now:
+  HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub; HF_HUB_OFFLINE."""
+  cache = os.environ.get("HF_HUB_CACHE") or os.path.join(  # io: local-only (Hub cache)
+      os.environ.get("HF_HOME") or os.path.join(
+          os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"),
+      "hub")
+  offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+  return cache, offline
+
+
+def _hub_snapshot(repo_id: str, tried: list[str]) -> str | None:
+  """The local snapshot directory of a Hub repository (downloaded unless offline)."""
+  try:
+    import huggingface_hub
+  except ImportError:
+    tried.append(f"Hugging Face Hub id {repo_id}: huggingface_hub is not installed")
+    return None
+  cache, offline = hub_cache()
+  # Hugging Face moved Google's models under google-bert/ (bert-base-uncased ->
+  # google-bert/bert-base-uncased); a cache may hold either name.
+  candidates = [repo_id] + ([f"google-bert/{repo_id}"] if repo_id.startswith("bert-") else [])
+  for rid in candidates:
+    try:
+      d = huggingface_hub.snapshot_download(rid, cache_dir=cache, local_files_only=offline,
+                                            allow_patterns=_HUB_FILES)
+      if not paths.is_file(paths.join(d, "model.safetensors")) and not offline:
+        d = huggingface_hub.snapshot_download(  # an older repository: torch weights
+            rid, cache_dir=cache, allow_patterns=_HUB_FILES + ["pytorch_model.bin"])
+    except Exception as e:  # pylint: disable=broad-except  (each reason is listed)
+      why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      where = f"offline (HF_HUB_OFFLINE), not in the cache {cache}" if offline else why
+      tried.append(f"Hugging Face Hub id {rid}: {where}")
+      continue
+    if paths.is_file(paths.join(d, "config.json")):
+      return d
+    tried.append(f"Hugging Face Hub id {rid}: its snapshot {d} has no config.json")
+  return None
+
+
+def resolve_foreign(spelling: str, tried: list[str]) -> Resolved | None:
+  """A Google TF directory / `bert_model.ckpt` prefix / `.zip`, a Hugging Face directory
+  or Hub id, or a converted directory -> Resolved; None (with what was tried appended to
+  `tried`) if `spelling` is none of them."""
+  if spelling.endswith(".zip"):
+    if not paths.is_file(spelling):
+      tried.append(f"a Google .zip: {spelling} does not exist")
+      return None
+    directory = extract_zip(spelling)
+    fmt = classify_dir(directory)
+    r = _resolved_dir(spelling, directory, fmt or "tf",
+                      names=(paths.as_path(spelling).name, paths.as_path(directory).name))
+    if fmt == "tf":
+      r.path = _tf_prefix(directory)
+    return r
+  if spelling.endswith(".index") and paths.is_file(spelling):
+    spelling = spelling[:-len(".index")]  # bert_model.ckpt.index -> the prefix
+  if paths.is_dir(spelling):
+    fmt = classify_dir(spelling)
+    if fmt is not None:
+      return _resolved_dir(spelling, spelling, fmt)
+    tried.append(
+        f"the directory {spelling}: none of config.json (Hugging Face), bert_config.json + "
+        f"bert_model.ckpt.index (Google TF), {MODEL_CONFIG_FILE} + {PARAMS_DIR}/ "
+        "(bert_jax.tools.convert) in it")
+    return None
+  if paths.is_file(spelling + ".index"):
+    parent = _parent(spelling)
+    return _resolved_dir(spelling, parent, "tf", path=spelling,
+                         names=(paths.as_path(parent).name,))
+  if paths.exists(spelling):
+    tried.append(f"{spelling}: a file, not a checkpoint directory, prefix or .zip")
+    return None
+  tried.append(f"a local or gs:// path: {spelling} does not exist "
+               f"(nor {paths.as_path(spelling).name}.index for a TF prefix)")
+  if paths.is_remote(spelling) or not _HUB_ID.match(spelling):
+    return None
+  directory = _hub_snapshot(spelling, tried)
+  if directory is None:
+    return None
+  return _resolved_dir(spelling, directory, "hf")
