@@ -388,7 +388,10 @@ def vocab_file_of(path: str) -> str:
 def check_init_checkpoint(config) -> weights.Resolved:
   """config.init_checkpoint resolves and its casing agrees with config.do_lower_case
   (fast: nothing is loaded); raises CheckpointError otherwise."""
-  r = resolve(config.init_checkpoint)
+  try:
+    r = resolve(config.init_checkpoint)
+  except CheckpointError as e:
+    raise CheckpointError(f"config.init_checkpoint={config.init_checkpoint}: {e}") from None
   weights.check_case(config.do_lower_case, r.do_lower_case, config.init_checkpoint,
                      r.casing_source)
   return r

@@ -72,10 +72,8 @@ def check_run_inputs(config) -> None:
   """Fields the command line must set, and the warm-start checkpoint, exist; the
   vocabulary has one token per word-embedding row (fast)."""
   config_lib.check_required(config)
-  if config.init_checkpoint and not paths.as_path(config.init_checkpoint).exists():
-    raise ConfigError(
-        f"config.init_checkpoint={config.init_checkpoint}: no such file or directory; pass "
-        "a bert_jax workdir (phase 1), a converted, Google TF or Hugging Face checkpoint.")
+  if config.init_checkpoint:  # every spelling checkpoints.resolve accepts; casing agrees
+    checkpoints.check_init_checkpoint(config)
   # configs/base.py and large.py leave vocab_file empty: the bundled 8,000-token toy
   # vocabulary must not silently feed a 30,522-row model (configs/tiny.py sets 8000).
   weights.check_vocab(config_lib.vocab_file(config), config.model,
@@ -190,8 +188,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   from bert_jax import tokenization
   tokenizer = tokenization.load_tokenizer(config_lib.vocab_file(config), config.do_lower_case)
-  if is_main and not (workdir / "vocab.txt").exists():
-    (workdir / "vocab.txt").write_text(epath.Path(config_lib.vocab_file(config)).read_text())
+  if is_main:  # as bytes, under its own name: a SentencePiece .model stays one
+    weights.copy_vocab(config_lib.vocab_file(config), str(workdir))
 
   ckpt = checkpoints.Checkpointer(workdir / CHECKPOINT_DIR, t.keep_checkpoints, t.async_checkpointing)
   train_iter = make_iterator(config, tokenizer, "train")

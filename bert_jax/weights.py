@@ -765,7 +765,7 @@ def resolve_foreign(spelling: str, tried: list[str]) -> Resolved | None:
   if paths.exists(spelling):
     tried.append(f"{spelling}: a file, not a checkpoint directory, prefix or .zip")
     return None
-  tried.append(f"a local or gs:// path: {spelling} does not exist "
+  tried.append(f"a local or gs:// path: {spelling}: no such file or directory "
                f"(nor {paths.as_path(spelling).name}.index for a TF prefix)")
   if paths.is_remote(spelling) or not _HUB_ID.match(spelling):
     return None

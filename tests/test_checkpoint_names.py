@@ -190,7 +190,7 @@ def test_unknown_spelling_lists_what_was_tried(env, tmp_path):
     checkpoints.resolve("no-such-org/no-such-bert")
   msg = str(e.value)
   assert "\n" not in msg
-  assert "no-such-org/no-such-bert does not exist" in msg  # as a path
+  assert "no-such-org/no-such-bert: no such file or directory" in msg  # as a path
   assert "Hugging Face Hub id no-such-org/no-such-bert: offline" in msg  # as a Hub id
   with pytest.raises(CheckpointError) as e:
     checkpoints.resolve("bert-base-cased")  # tried under its google-bert/ name too

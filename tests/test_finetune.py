@@ -268,7 +268,7 @@ def test_real_minilm_checkpoint_loads_with_its_architecture(minilm_path):
   assert layers["layer_5"]["intermediate"]["kernel"].shape == (384, 1536)
   assert "pooler" in params["bert"]
   c.init_checkpoint = "/no/such/checkpoint"
-  with pytest.raises(finetune.FinetuneError, match="init_checkpoint='/no/such/checkpoint' "
+  with pytest.raises(weights.CheckpointError, match="checkpoint '/no/such/checkpoint' "
                                                    "does not exist"):
     finetune.load_init(c)
 
