@@ -302,6 +302,44 @@ def check_pretrain(config: ml_collections.ConfigDict) -> None:
         f"{tuple(config.mesh.axes)}, e.g. --config.mesh.shape='(-1,1,1)' (-1 = the rest).")
 
 
+def bundled_vocab_size() -> int:
+  """Tokens in the bundled WordPiece vocabulary (bert_jax/resources/vocab.txt)."""
+  from bert_jax import paths  # local: config stays free of I/O at import
+  return len(paths.read_text(os.path.join(BUNDLED_DIR, "vocab.txt")).splitlines())  # io: local-only (package resource)
+
+
+def _bundled_files(patterns: str) -> bool:
+  """Every comma-separated file/glob of `patterns` lies in the bundled corpus."""
+  items = [p.strip() for p in str(patterns).split(",") if p.strip()]
+  root = os.path.join(BUNDLED_DIR, "")  # io: local-only (package resource)
+  return bool(items) and all(
+      "://" not in p and os.path.abspath(p).startswith(root) for p in items)  # io: local-only (path string)
+
+
+def check_pretrain_vocab(config: ml_collections.ConfigDict) -> None:
+  """Pre-training names its vocabulary (config.vocab_file) unless it is the bundled
+  corpus's config: the bundled 8,000-token vocabulary serves configs/tiny.py (data from
+  the bundled corpus, or a model sized for that vocabulary), never a real run by default.
+  (A pre-training run's input check, train.check_run_inputs; not part of check_pretrain,
+  which tools/aot also runs to compile a config's step without any data.)"""
+  if config.vocab_file:
+    return
+  d = config.data
+  if _bundled_files(d.train_files) and (not d.eval_files or _bundled_files(d.eval_files)):
+    return
+  n = bundled_vocab_size()
+  if int(config.model.vocab_size) == n:
+    return
+  raise ConfigError(
+      f"config.vocab_file is empty, so the bundled {n}-token vocabulary would be used, which "
+      f"is for the bundled corpus (configs/tiny.py) only; config.model.vocab_size="
+      f"{config.model.vocab_size} and config.data.train_files={d.train_files or '(empty)'} "
+      "need the vocabulary their data was made with: set --config.vocab_file=PATH/vocab.txt "
+      "(e.g. the vocab.txt of Google's BERT release, a phase-1 workdir's vocabulary, or a "
+      "SentencePiece .model from python -m bert_jax.tools.build_vocab), or train a toy model "
+      f"for the bundled vocabulary with --config.model.vocab_size={n}.")
+
+
 def vocab_file(config: ml_collections.ConfigDict) -> str:
   """config.vocab_file, or the vocabulary bundled with the repository."""
   return config.vocab_file or os.path.join(BUNDLED_DIR, "vocab.txt")  # io: local-only (package)

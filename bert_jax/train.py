@@ -72,6 +72,7 @@ def check_run_inputs(config) -> None:
   """Fields the command line must set, and the warm-start checkpoint, exist; the
   vocabulary has one token per word-embedding row (fast)."""
   config_lib.check_required(config)
+  config_lib.check_pretrain_vocab(config)  # base/large/pods name their vocabulary
   if config.init_checkpoint:  # every spelling checkpoints.resolve accepts; casing agrees
     checkpoints.check_init_checkpoint(config)
   # configs/base.py and large.py leave vocab_file empty: the bundled 8,000-token toy
