@@ -503,9 +503,12 @@ class FinetuneCheckpointer(Checkpointer):
   def restore_params(self, step: int, abstract_params):
     """The params of checkpoint `step` (the best evaluation's) on `abstract_params`'
     shardings; the rest of that step's state is not read."""
-    out = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore({"params": abstract_params}, strict=False)))
-    return out.state["params"]
+    target = {"params": abstract_params}
+    with ocp.PyTreeCheckpointer() as ckptr:  # the manager's handler restores whole items
+      out = ckptr.restore(self.directory / str(step) / "state", args=ocp.args.PyTreeRestore(
+          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True))
+    return out["params"]
 
   def saved_config(self, step: int) -> dict:
     """The config a step was written with (its `config` item)."""

@@ -9,6 +9,17 @@ predict the test splits with them, and write metrics.jsonl, TensorBoard events,
 results.json and prediction files into the workdir. `sweep` repeats `run` over learning
 rates and seeds and prints one table (the paper's restarts, best on dev).
 
+Preemption (docs/reliability.md): the loop's whole state -- params, optimizer state, step,
+dropout RNG, the data position inside the epoch, every evaluation so far, the best one and
+the train metrics not yet logged -- is checkpointed asynchronously by
+checkpoints.FinetuneCheckpointer every `finetune.checkpoint_every` steps, after every
+evaluation and at the step after a SIGTERM (or JAX's preemption notice on several hosts);
+the latest `finetune.keep_checkpoints` are kept, plus the one holding the best params. A
+rerun of the same command resumes from the latest checkpoint to the same results, bit for
+bit on CPU; a finished run (results.json, written last) is only read; a workdir holding a
+run of another config is refused, naming the keys, unless `finetune.overwrite`. Sweeps
+resume run by run, and test-set prediction resumes from its partial files.
+
 Batches are grouped by length: every batch is cut to a bucket length (the longest row,
 rounded up to `bucket_multiple`), so short-sentence tasks do not pay for max_seq_length.
 Rows added to fill a batch carry `example_weight` 0 and are dropped from predictions, so
@@ -431,15 +442,18 @@ def _check_same_run(saved: dict | None, record: dict, workdir: str, what: str) -
 
 
 def _clear_run(workdir: str) -> None:
-  """finetune.overwrite: the run files of an earlier run in workdir go."""
-  if jax.process_index() != 0:
-    return
-  for name in RUN_FILES:
-    p = paths.join(workdir, name)
-    if paths.is_dir(p):
-      paths.rmtree(p)
-    elif paths.exists(p):
-      paths.remove(p)
+  """finetune.overwrite: the run files of an earlier run in workdir go (process 0 deletes,
+  every host waits for it)."""
+  from bert_jax import distributed
+  if jax.process_index() == 0:
+    for name in RUN_FILES:
+      p = paths.join(workdir, name)
+      if paths.is_dir(p):
+        metrics.log(f"finetune.overwrite: deleting {p}")
+        paths.rmtree(p)
+      elif paths.exists(p):
+        paths.remove(p)
+  distributed.barrier("bert_jax_finetune_overwrite")
 
 
 def finished_results(workdir: str, record: dict) -> dict[str, Any] | None:
@@ -672,190 +686,198 @@ def _run(config, workdir: str, task: Task, cache: dict | None,
                         out_shardings=shardings.params)
   ckpt = checkpoints.FinetuneCheckpointer(ckpt_dir, int(ft.keep_checkpoints),
                                           bool(config.train.async_checkpointing))
-  # The loop's own state besides the train state; checkpointed as the `data` item.
-  loop = {"position": 0, "epoch": 0, "batch": 0, "history": [], "best": None,
-          "pending": [], "train_seconds": 0.0, "eval_seconds": 0.0}
-  best_params, best_outputs = None, {}
-  if latest is not None:
-    state, loop = ckpt.restore(latest, abstract)
-    best = loop["best"]
-    if best is not None:
-      ckpt.set_best(best["step"])
-      best_params = (copy_params(state.params) if best["step"] == latest else
-                     ckpt.restore_params(best["step"], abstract.params))
-    metrics.log(f"resumed from {ckpt.directory}/{latest}: epoch {loop['epoch']}, batch "
-                f"{loop['batch']} of it, {len(loop['history'])} evaluation(s) done"
-                + (f", best so far at step {best['step']}" if best else ""))
-  else:
-    state, _ = init_state(model, train.features, tx, mesh, int(config.seed), pretrained,
-                          config.init_checkpoint)
-
-  # metrics.jsonl / TensorBoard: what an interrupted attempt wrote after the checkpoint
-  # resumed from (or all of it, without one) is dropped, so every step is logged once.
-  writer = metrics.MetricWriter(workdir, resume_step=latest or 0)
-  if jax.process_index() == 0:
-    paths.write_text(paths.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
-  metrics.log(f"{task.name}: {n_train} train examples, batch {batch_size}, {steps_per_epoch} "
-      f"steps/epoch, {total} steps ({train_cfg.warmup_steps} warmup), lr "
-      f"{train_cfg.learning_rate:g}, seed {config.seed}, mesh {dict(mesh.shape)}")
-
-  lengths = sequence_lengths(train.features)
-  train_keys = batch_keys(train.features)
-  n_local = batch_size // jax.process_count()
-  lo = jax.process_index() * n_local
-  step = int(loop["position"])
-  pending = list(loop["pending"])  # step metrics since the last log line
-  t_train, t_log, seen_since = time.time(), time.time(), 0
-  eval_seconds = 0.0
-  schedule = jax.jit(optim.learning_rate_schedule(train_cfg))  # one compile, for logs
-  checkpoint_every = max(1, int(ft.checkpoint_every or total))
-
-  def evaluate(at_step: int, at_epoch: float):
-    nonlocal best_params, best_outputs, eval_seconds
-    t0 = time.time()
-    record_, outputs, notes = {}, {}, []
-    for split, data in evals.items():
-      out = predict(predict_fn, state.params, data.features, eval_batch_size, mesh,
-                    int(ft.bucket_multiple), seq_keys)
-      outputs[split] = out
-      split_metrics = task.evaluate(out, data.examples, data.features, split)
-      for k, v in split_metrics.items():
-        record_[f"{split}/{k}"] = float(v)
-      if hasattr(task, "degenerate"):
-        notes.append(task.degenerate(out, data.examples, data.features, split,
-                                     split_metrics))
-    degenerate = "; ".join(n for n in notes if n) or None
-    score = _select(record_, task.selection_metric)
-    best = loop["best"]
-    improved = best is None or score > best["score"]
-    if improved:
-      loop["best"] = {"score": score, "step": at_step, "epoch": at_epoch, "record": record_,
-                      "degenerate": degenerate}
-      best_params = copy_params(state.params)
-      best_outputs = outputs
-    writer.write(at_step, {**record_, "epoch": at_epoch})
-    loop["history"].append({"step": at_step, "epoch": at_epoch, **record_})
-    shown = "  ".join(f"{k}={v:.4f}" for k, v in record_.items())
-    metrics.log(f"eval step {at_step} (epoch {at_epoch:.2f}): {shown}"
-        f"{'  *best*' if improved else ''}  [{time.time() - t0:.1f}s]"
-        + (f"  DEGENERATE: {degenerate}" if degenerate else ""))
-    eval_seconds += time.time() - t0
-
-  def save(at_step: int) -> None:
-    nonlocal pending
-    pending = [{k: metrics.to_py(v) for k, v in m.items()} for m in jax.device_get(pending)]
-    loop.update(position=at_step, pending=pending,
-                train_seconds=train_seconds_before + time.time() - t_train - eval_seconds,
-                eval_seconds=eval_seconds_before + eval_seconds)
-    if loop["best"] is not None:
-      ckpt.set_best(loop["best"]["step"])
-    ckpt.save(at_step, state, loop, _RecordConfig(record))
-
-  train_seconds_before = float(loop["train_seconds"])
-  eval_seconds_before = float(loop["eval_seconds"])
-  stop = False
-  while step < total and not stop:
-    batches = train_batch_indices(lengths, batch_size, int(config.seed), loop["epoch"],
-                                  int(ft.group_by_length_window))
-    for idx in batches[loop["batch"]:]:
-      batch = make_batch(train.features, idx, batch_size, int(ft.bucket_multiple), seq_keys,
-                         train_keys, lengths)
-      local = {k: v[lo:lo + n_local] for k, v in batch.items()}
-      state, step_metrics = train_step(state, train_lib.global_batch(local, mesh))
-      step += 1
-      loop["batch"] += 1
-      seen_since += len(idx)
-      pending.append(step_metrics)
-      if step % int(config.train.log_every) == 0 or step == total:
-        fetched = jax.device_get(pending)
-        # float64 means of the float32 step values: the same whether they were kept on
-        # the device or came back from a checkpoint's JSON.
-        mean = {k: float(np.mean(np.asarray([m[k] for m in fetched], np.float64)))
-                for k in fetched[-1] if k != "skipped_steps"}
-        now = time.time()
-        rate = seen_since / max(now - t_log, 1e-9)
-        elapsed = now - t_train - eval_seconds
-        eta = elapsed / max(step - int(loop["position"]), 1) * (total - step)
-        mean.update(learning_rate=float(schedule(step - 1)), examples_per_sec=rate,
-                    skipped_steps=int(fetched[-1]["skipped_steps"]))
-        writer.write(step, {f"train/{k}": v for k, v in mean.items()})
-        metrics.log(f"step {step}/{total} epoch {step / steps_per_epoch:.2f} loss "
-            f"{mean['loss']:.4f} lr {mean['learning_rate']:.2e} {rate:.1f} ex/s "
-            f"elapsed {metrics.format_duration(elapsed)} ETA {metrics.format_duration(eta)}")
-        pending, t_log, seen_since = [], now, 0
-      end_of_epoch = step % steps_per_epoch == 0
-      evaluated = False
-      if (step == total or end_of_epoch
-          or (config.train.eval_every and step % int(config.train.eval_every) == 0)):
-        evaluate(step, step / steps_per_epoch)
-        evaluated = True
-      # Every host asks at every step (orbax's preemption sync point on several hosts).
-      stop = bool(should_stop()) or ckpt.reached_preemption(step)
-      if evaluated or stop or step % checkpoint_every == 0 or step == total:
-        save(step)
-      if stop or step >= total:
-        break
+  writer = None
+  try:
+    # The loop's own state besides the train state; checkpointed as the `data` item.
+    loop = {"position": 0, "epoch": 0, "batch": 0, "history": [], "best": None,
+            "pending": [], "train_seconds": 0.0, "eval_seconds": 0.0}
+    best_params, best_outputs = None, {}
+    if latest is not None:
+      state, loop = ckpt.restore(latest, abstract)
+      best = loop["best"]
+      if best is not None:
+        ckpt.set_best(best["step"])
+        best_params = (copy_params(state.params) if best["step"] == latest else
+                       ckpt.restore_params(best["step"], abstract.params))
+      metrics.log(f"resumed from {ckpt.directory}/{latest}: epoch {loop['epoch']}, batch "
+                  f"{loop['batch']} of it, {len(loop['history'])} evaluation(s) done"
+                  + (f", best so far at step {best['step']}" if best else ""))
     else:
-      loop["epoch"] += 1
-      loop["batch"] = 0
-  if stop:
-    ckpt.wait()
+      state, _ = init_state(model, train.features, tx, mesh, int(config.seed), pretrained,
+                            config.init_checkpoint)
+
+    # metrics.jsonl / TensorBoard: what an interrupted attempt wrote after the checkpoint
+    # resumed from (or all of it, without one) is dropped, so every step is logged once.
+    writer = metrics.MetricWriter(workdir, resume_step=latest or 0)
+    if jax.process_index() == 0:
+      paths.write_text(paths.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
+    metrics.log(f"{task.name}: {n_train} train examples, batch {batch_size}, {steps_per_epoch} "
+        f"steps/epoch, {total} steps ({train_cfg.warmup_steps} warmup), lr "
+        f"{train_cfg.learning_rate:g}, seed {config.seed}, mesh {dict(mesh.shape)}")
+
+    lengths = sequence_lengths(train.features)
+    train_keys = batch_keys(train.features)
+    n_local = batch_size // jax.process_count()
+    lo = jax.process_index() * n_local
+    step = int(loop["position"])
+    pending = list(loop["pending"])  # step metrics since the last log line
+    t_train, t_log, seen_since = time.time(), time.time(), 0
+    eval_seconds = 0.0
+    schedule = jax.jit(optim.learning_rate_schedule(train_cfg))  # one compile, for logs
+    checkpoint_every = max(1, int(ft.checkpoint_every or total))
+
+    def evaluate(at_step: int, at_epoch: float):
+      nonlocal best_params, best_outputs, eval_seconds
+      t0 = time.time()
+      record_, outputs, notes = {}, {}, []
+      for split, data in evals.items():
+        out = predict(predict_fn, state.params, data.features, eval_batch_size, mesh,
+                      int(ft.bucket_multiple), seq_keys)
+        outputs[split] = out
+        split_metrics = task.evaluate(out, data.examples, data.features, split)
+        for k, v in split_metrics.items():
+          record_[f"{split}/{k}"] = float(v)
+        if hasattr(task, "degenerate"):
+          notes.append(task.degenerate(out, data.examples, data.features, split,
+                                       split_metrics))
+      degenerate = "; ".join(n for n in notes if n) or None
+      score = _select(record_, task.selection_metric)
+      best = loop["best"]
+      improved = best is None or score > best["score"]
+      if improved:
+        loop["best"] = {"score": score, "step": at_step, "epoch": at_epoch, "record": record_,
+                        "degenerate": degenerate}
+        best_params = copy_params(state.params)
+        best_outputs = outputs
+      writer.write(at_step, {**record_, "epoch": at_epoch})
+      loop["history"].append({"step": at_step, "epoch": at_epoch, **record_})
+      shown = "  ".join(f"{k}={v:.4f}" for k, v in record_.items())
+      metrics.log(f"eval step {at_step} (epoch {at_epoch:.2f}): {shown}"
+          f"{'  *best*' if improved else ''}  [{time.time() - t0:.1f}s]"
+          + (f"  DEGENERATE: {degenerate}" if degenerate else ""))
+      eval_seconds += time.time() - t0
+
+    def save(at_step: int) -> None:
+      nonlocal pending
+      pending = [{k: metrics.to_py(v) for k, v in m.items()} for m in jax.device_get(pending)]
+      loop.update(position=at_step, pending=pending,
+                  train_seconds=train_seconds_before + time.time() - t_train - eval_seconds,
+                  eval_seconds=eval_seconds_before + eval_seconds)
+      if loop["best"] is not None:
+        ckpt.set_best(loop["best"]["step"])
+      ckpt.save(at_step, state, loop, _RecordConfig(record))
+
+    train_seconds_before = float(loop["train_seconds"])
+    eval_seconds_before = float(loop["eval_seconds"])
+    stop = False
+    while step < total and not stop:
+      batches = train_batch_indices(lengths, batch_size, int(config.seed), loop["epoch"],
+                                    int(ft.group_by_length_window))
+      for idx in batches[loop["batch"]:]:
+        batch = make_batch(train.features, idx, batch_size, int(ft.bucket_multiple), seq_keys,
+                           train_keys, lengths)
+        local = {k: v[lo:lo + n_local] for k, v in batch.items()}
+        state, step_metrics = train_step(state, train_lib.global_batch(local, mesh))
+        step += 1
+        loop["batch"] += 1
+        seen_since += len(idx)
+        pending.append(step_metrics)
+        if step % int(config.train.log_every) == 0 or step == total:
+          fetched = jax.device_get(pending)
+          # float64 means of the float32 step values: the same whether they were kept on
+          # the device or came back from a checkpoint's JSON.
+          mean = {k: float(np.mean(np.asarray([m[k] for m in fetched], np.float64)))
+                  for k in fetched[-1] if k != "skipped_steps"}
+          now = time.time()
+          rate = seen_since / max(now - t_log, 1e-9)
+          elapsed = now - t_train - eval_seconds
+          eta = elapsed / max(step - int(loop["position"]), 1) * (total - step)
+          mean.update(learning_rate=float(schedule(step - 1)), examples_per_sec=rate,
+                      skipped_steps=int(fetched[-1]["skipped_steps"]))
+          writer.write(step, {f"train/{k}": v for k, v in mean.items()})
+          metrics.log(f"step {step}/{total} epoch {step / steps_per_epoch:.2f} loss "
+              f"{mean['loss']:.4f} lr {mean['learning_rate']:.2e} {rate:.1f} ex/s "
+              f"elapsed {metrics.format_duration(elapsed)} ETA {metrics.format_duration(eta)}")
+          pending, t_log, seen_since = [], now, 0
+        end_of_epoch = step % steps_per_epoch == 0
+        evaluated = False
+        if (step == total or end_of_epoch
+            or (config.train.eval_every and step % int(config.train.eval_every) == 0)):
+          evaluate(step, step / steps_per_epoch)
+          evaluated = True
+        # Every host asks at every step (orbax's preemption sync point on several hosts).
+        stop = bool(should_stop()) or ckpt.reached_preemption(step)
+        if evaluated or stop or step % checkpoint_every == 0 or step == total:
+          save(step)
+        if stop or step >= total:
+          break
+      else:
+        loop["epoch"] += 1
+        loop["batch"] = 0
+    if stop:
+      ckpt.wait()
+      ckpt.close()
+      writer.close()
+      metrics.log(f"preempted: stopping at step {step}; checkpoint {ckpt.directory}/{step} "
+                  "(the same command resumes from it)")
+      return {"stopped_early": True, "step": step, "task": task.name}
+    train_seconds = train_seconds_before + time.time() - t_train - eval_seconds
+
+    best = loop["best"]
+    score, best_step, best_epoch = best["score"], best["step"], best["epoch"]
+    best_record, degenerate = best["record"], best["degenerate"]
+    params = best_params
+    predictions: dict[str, list[str]] = {}
+    if ft.write_dev_predictions:
+      dev_dir = paths.join(workdir, "predictions")
+      for split, data in evals.items():
+        # The best evaluation of an earlier attempt: the same program on the same params.
+        out = best_outputs.get(split)
+        if out is None:
+          out = predict(predict_fn, params, data.features, eval_batch_size, mesh,
+                        int(ft.bucket_multiple), seq_keys)
+        predictions[split] = task.write_predictions(out, data.examples, data.features, split,
+                                                    dev_dir)
+    test_dir = getattr(task, "output_dir", None) or paths.join(workdir, "submission")
+    for split, data in tests.items():
+      partial = paths.join(workdir, PARTIAL_DIR, split)
+      out = predict_resumable(
+          predict_fn, params, data.features, eval_batch_size, mesh, int(ft.bucket_multiple),
+          seq_keys, partial, key=f"{task.name}/{split}: best step {best_step}, "
+          f"{num_examples(data.features)} rows, batch {eval_batch_size}")
+      predictions[split] = task.write_predictions(out, data.examples, data.features, split,
+                                                  test_dir)
+    if ft.save_best:
+      checkpoints.save_params(paths.join(workdir, checkpoints.BEST_DIR), params, model_cfg)
+    ckpt.wait()  # the final checkpoint is complete before the run counts as finished
+    results = {
+        "task": task.name, "selection_metric": task.selection_metric, "score": score,
+        "best_step": best_step, "best_epoch": best_epoch, "best": best_record,
+        "degenerate": degenerate,
+        "history": loop["history"], "predictions": predictions, "num_steps": total,
+        "train_seconds": train_seconds, "eval_seconds": eval_seconds_before + eval_seconds,
+        "total_seconds": time.time() - t_start,
+        "learning_rate": float(config.train.learning_rate), "seed": int(config.seed),
+        "skipped_steps": int(jax.device_get(state.skipped_steps)),
+        "resumed_from": latest, "config": record,
+    }
+    if jax.process_index() == 0:
+      paths.write_json(paths.join(workdir, RESULTS_FILE), results)
+      if paths.exists(paths.join(workdir, PARTIAL_DIR)):
+        paths.rmtree(paths.join(workdir, PARTIAL_DIR))
     ckpt.close()
     writer.close()
-    metrics.log(f"preempted: stopping at step {step}; checkpoint {ckpt.directory}/{step} "
-                "(the same command resumes from it)")
-    return {"stopped_early": True, "step": step, "task": task.name}
-  train_seconds = train_seconds_before + time.time() - t_train - eval_seconds
-
-  best = loop["best"]
-  score, best_step, best_epoch = best["score"], best["step"], best["epoch"]
-  best_record, degenerate = best["record"], best["degenerate"]
-  params = best_params
-  predictions: dict[str, list[str]] = {}
-  if ft.write_dev_predictions:
-    dev_dir = paths.join(workdir, "predictions")
-    for split, data in evals.items():
-      # The best evaluation of an earlier attempt: the same program on the same params.
-      out = best_outputs.get(split)
-      if out is None:
-        out = predict(predict_fn, params, data.features, eval_batch_size, mesh,
-                      int(ft.bucket_multiple), seq_keys)
-      predictions[split] = task.write_predictions(out, data.examples, data.features, split,
-                                                  dev_dir)
-  test_dir = getattr(task, "output_dir", None) or paths.join(workdir, "submission")
-  for split, data in tests.items():
-    partial = paths.join(workdir, PARTIAL_DIR, split)
-    out = predict_resumable(
-        predict_fn, params, data.features, eval_batch_size, mesh, int(ft.bucket_multiple),
-        seq_keys, partial, key=f"{task.name}/{split}: best step {best_step}, "
-        f"{num_examples(data.features)} rows, batch {eval_batch_size}")
-    predictions[split] = task.write_predictions(out, data.examples, data.features, split,
-                                                test_dir)
-  if ft.save_best:
-    checkpoints.save_params(paths.join(workdir, checkpoints.BEST_DIR), params, model_cfg)
-  ckpt.wait()  # the final checkpoint is complete before the run counts as finished
-  results = {
-      "task": task.name, "selection_metric": task.selection_metric, "score": score,
-      "best_step": best_step, "best_epoch": best_epoch, "best": best_record,
-      "degenerate": degenerate,
-      "history": loop["history"], "predictions": predictions, "num_steps": total,
-      "train_seconds": train_seconds, "eval_seconds": eval_seconds_before + eval_seconds,
-      "total_seconds": time.time() - t_start,
-      "learning_rate": float(config.train.learning_rate), "seed": int(config.seed),
-      "skipped_steps": int(jax.device_get(state.skipped_steps)),
-      "resumed_from": latest, "config": record,
-  }
-  if jax.process_index() == 0:
-    paths.write_json(paths.join(workdir, RESULTS_FILE), results)
-    if paths.exists(paths.join(workdir, PARTIAL_DIR)):
-      paths.rmtree(paths.join(workdir, PARTIAL_DIR))
-  ckpt.close()
-  writer.close()
-  metrics.log(f"{task.name}: best {task.selection_metric}={score:.4f} at step {best_step} "
-      f"(epoch {best_epoch:.2f})" + (f"; DEGENERATE: {degenerate}" if degenerate else "")
-      + f"; trained {metrics.format_duration(train_seconds)}; predictions: "
-      + ", ".join(p for ps in predictions.values() for p in ps))
-  return results
+    metrics.log(f"{task.name}: best {task.selection_metric}={score:.4f} at step {best_step} "
+        f"(epoch {best_epoch:.2f})" + (f"; DEGENERATE: {degenerate}" if degenerate else "")
+        + f"; trained {metrics.format_duration(train_seconds)}; predictions: "
+        + ", ".join(p for ps in predictions.values() for p in ps))
+    return results
+  except BaseException:
+    # Pending saves finish (a complete checkpoint is never torn) and threads stop.
+    ckpt.close()
+    if writer is not None:
+      writer.close()
+    raise
 
 
 class _RecordConfig:

@@ -13,4 +13,4 @@ from bert_jax import main
 
 if __name__ == "__main__":
   main.start("bert_jax.glue", task="glue",
-             default_config=os.path.join(config_lib.REPO_ROOT, "configs/glue.py"), summarize=True)
+             default_config=os.path.join(config_lib.REPO_ROOT, "configs/glue.py"), summarize=True)  # io: local-only (a config file of this checkout)

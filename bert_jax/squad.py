@@ -12,4 +12,4 @@ from bert_jax import main
 
 if __name__ == "__main__":
   main.start("bert_jax.squad", task="squad",
-             default_config=os.path.join(config_lib.REPO_ROOT, "configs/squad.py"))
+             default_config=os.path.join(config_lib.REPO_ROOT, "configs/squad.py"))  # io: local-only (a config file of this checkout)

@@ -13,4 +13,4 @@ from bert_jax import main
 
 if __name__ == "__main__":
   main.start("bert_jax.swag", task="swag",
-             default_config=os.path.join(config_lib.REPO_ROOT, "configs/swag.py"))
+             default_config=os.path.join(config_lib.REPO_ROOT, "configs/swag.py"))  # io: local-only (a config file of this checkout)

@@ -8,8 +8,11 @@ Every worker of the slice gets this checkout and runs the same
 `python -m bert_jax.main --config=... --workdir=...` (gcloud `--worker=all`); JAX's
 distributed runtime finds the other hosts by itself on TPU (`--coordinator=explicit`
 passes --coordinator_address/--num_processes/--process_id instead). Worker 0's log is
-streamed here. `resume` recreates a preempted slice and relaunches until the workdir
-holds a checkpoint of the config's final step. Every command takes `--dry_run`, which
+streamed here. `resume` recreates a preempted slice and relaunches until the job has
+finished: a pre-training workdir holds a checkpoint of the config's final step; a
+fine-tuning job (config.task glue/squad/swag) has written its results file
+(results.json; sweep.json for a sweep, glue_summary.json for several GLUE tasks), each
+relaunch resuming from the job's own checkpoints and finished runs. Every command takes `--dry_run`, which
 prints the exact commands (one per line, shell-quoted) instead of running them.
 """
 from __future__ import annotations
@@ -18,7 +21,7 @@ import argparse
 import dataclasses
 import os
 import shlex
-import shutil
+import shutil  # io: local-only (shutil.which: programs on PATH)
 import subprocess
 import sys
 import tempfile
@@ -27,7 +30,7 @@ from typing import Sequence
 
 from launch import slices
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # io: local-only (this checkout)
 REMOTE_REPO = "bert_jax"  # relative to the worker's home directory.
 REMOTE_TARBALL = "bert_jax-src.tar.gz"
 WORKER_SH = f"{REMOTE_REPO}/launch/worker.sh"
@@ -141,7 +144,7 @@ def install_commands(t: Target, source: str) -> list[list[str]]:
   """Copy this checkout (or clone a git URL) to every worker and pip-install it there."""
   install = shlex.join(["bash", WORKER_SH, "install"])
   if source == "local":
-    tarball = os.path.join(tempfile.gettempdir(), f"bert_jax-src-{t.name}.tar.gz")
+    tarball = os.path.join(tempfile.gettempdir(), f"bert_jax-src-{t.name}.tar.gz")  # io: local-only (scratch tarball on this machine)
     return [
         ["git", "-C", REPO_ROOT, "archive", "--format=tar.gz", f"--prefix={REMOTE_REPO}/",
          "-o", tarball, "HEAD"],
@@ -187,7 +190,7 @@ def stop_command(t: Target) -> list[str]:
 # ---------------------------------------------------------------------------------------
 
 def require_gcloud(runner: Runner) -> None:
-  if not runner.dry_run and shutil.which("gcloud") is None:
+  if not runner.dry_run and shutil.which("gcloud") is None:  # io: local-only (a program on PATH)
     raise LaunchError(
         "gcloud not found on PATH: install the Google Cloud CLI "
         "(https://cloud.google.com/sdk/docs/install), run `gcloud auth login`, or add "
@@ -197,11 +200,11 @@ def require_gcloud(runner: Runner) -> None:
 def repo_relative_config(config: str) -> str:
   """The config path as workers see it (relative to the checkout), checked to exist."""
   path, sep, arg = config.partition(":")
-  full = os.path.abspath(path)
-  if not os.path.isfile(full):
+  full = os.path.abspath(path)  # io: local-only (a config file of this checkout)
+  if not os.path.isfile(full):  # io: local-only (a config file of this checkout)
     raise LaunchError(f"--config={config}: no such file; pass a config of this checkout, "
                       "e.g. --config=configs/large.py.")
-  rel = os.path.relpath(full, REPO_ROOT)
+  rel = os.path.relpath(full, REPO_ROOT)  # io: local-only (a config file of this checkout)
   if rel.startswith(".."):
     raise LaunchError(f"--config={config} is outside the repository {REPO_ROOT}: workers "
                       "get a copy of the repository only, so put the config under configs/.")
@@ -356,22 +359,89 @@ def tpu_state(t: Target, runner: Runner) -> str | None:
   return result.stdout.strip()
 
 
+FINETUNE_TASKS = ("glue", "squad", "swag")  # config.task values of fine-tuning jobs
+
+
+def finetune_done_file(config, workdir: str) -> str | None:
+  """The file a fine-tuning job writes last (its presence: the job has finished), or None
+  for pre-training. One task: results.json (finetune.RESULTS_FILE); a sweep: sweep.json;
+  several GLUE tasks: glue_summary.json; SQuAD's evaluate / predict modes: the
+  eval_results.json / predictions.json they write."""
+  from bert_jax import paths  # pylint: disable=g-import-not-at-top
+  if config.task not in FINETUNE_TASKS:
+    return None
+  if config.task == "glue":
+    spec = str(config.glue.task).strip().lower()
+    if spec == "all" or len([t for t in spec.split(",") if t.strip()]) > 1:
+      return paths.join(workdir, "glue_summary.json")
+  if config.task == "squad" and config.squad.mode == "evaluate":
+    return paths.join(workdir, "eval_results.json")
+  if config.task == "squad" and config.squad.mode == "predict":
+    out = config.squad.output_dir or paths.join(
+        workdir, "submission" if config.squad.predict_file else "predictions")
+    return paths.join(out, "predictions.json")
+  if config.finetune.sweep:
+    return paths.join(workdir, "sweep.json")
+  return paths.join(workdir, "results.json")
+
+
+def finetune_progress(workdir: str) -> tuple:
+  """What a fine-tuning job has saved so far: its finished runs (results.json files) and
+  the latest checkpoint step of each run (sweeps and GLUE tasks keep one run per
+  subdirectory); an attempt that changed none of it made no progress."""
+  from bert_jax import paths  # pylint: disable=g-import-not-at-top
+  if not paths.is_dir(workdir):
+    return ((), ())
+  # A run lies at depth 0 (one task), 1 (a sweep's lr*_seed* or a GLUE task's dir) or 2
+  # (a GLUE task's sweep); no recursive glob: gs:// does not offer one.
+  levels = ("", "*", "*/*")
+  finished = tuple(f for lv in levels
+                   for f in paths.glob(paths.join(workdir, lv, "results.json")))
+  steps = tuple((c, paths.latest_checkpoint_step(paths.as_path(c).parent)) for lv in levels
+                for c in paths.glob(paths.join(workdir, lv, "checkpoints")))
+  return finished, steps
+
+
 def cmd_resume(args, runner: Runner) -> int:
-  """Recreate and relaunch until the workdir holds the final step's checkpoint."""
+  """Recreate and relaunch until the job has finished: pre-training, the workdir holds
+  the final step's checkpoint; fine-tuning, its results file exists."""
   from bert_jax import paths  # pylint: disable=g-import-not-at-top
   info = _prepare_run(args, runner)
   _describe_slice(info, runner)
   if not paths.is_remote(args.workdir):
     runner.comment(f"note: the loop reads --workdir={args.workdir} from this machine; on "
                    "a TPU use a bucket both see (gs://...).")
-  final = int(load_config(args.config, args.overrides).train.num_steps)
-  t = _target(args)
-  last_step = None
-  for attempt in range(1, args.max_attempts + 1):
+  config = load_config(args.config, args.overrides)
+  done_file = finetune_done_file(config, args.workdir)
+  final = int(config.train.num_steps)
+
+  def finished() -> bool:
+    if done_file is not None:
+      return paths.exists(done_file)
     step = paths.latest_checkpoint_step(args.workdir)
-    runner.comment(f"attempt {attempt}: latest checkpoint in {args.workdir}: "
-                   f"{'none' if step is None else f'step {step}'}; the run ends at step {final}")
-    if step is not None and step >= final:
+    return step is not None and step >= final
+
+  def progress():
+    if done_file is not None:
+      return finetune_progress(args.workdir)
+    return paths.latest_checkpoint_step(args.workdir)
+
+  def describe() -> str:
+    if done_file is not None:
+      runs, steps = finetune_progress(args.workdir)
+      latest = [s for _, s in steps if s is not None]
+      return (f"{done_file} {'exists' if paths.exists(done_file) else 'not written yet'} "
+              f"({len(runs)} finished run(s), latest checkpoint "
+              f"{'none' if not latest else f'step {max(latest)}'}); the job ends when it "
+              "is written")
+    step = paths.latest_checkpoint_step(args.workdir)
+    return (f"latest checkpoint in {args.workdir}: "
+            f"{'none' if step is None else f'step {step}'}; the run ends at step {final}")
+
+  t = _target(args)
+  for attempt in range(1, args.max_attempts + 1):
+    runner.comment(f"attempt {attempt}: {describe()}")
+    if finished():
       runner.comment("the run is complete")
       if not args.keep:
         runner.run(delete_command(t))
@@ -386,9 +456,11 @@ def cmd_resume(args, runner: Runner) -> int:
       runner.comment("then start on every worker and follow worker 0 until it exits")
       _start(args, runner, info)
       runner.run(follow_command(t))
-      runner.comment(f"repeat (at most {args.max_attempts} attempts) until a checkpoint of "
-                     f"step {final} is in {args.workdir}")
+      until = (f"{done_file} exists" if done_file is not None else
+               f"a checkpoint of step {final} is in {args.workdir}")
+      runner.comment(f"repeat (at most {args.max_attempts} attempts) until {until}")
       return 0
+    before = progress()
     state = tpu_state(t, runner)
     runner.comment(f"TPU VM {t.name}: {state or 'does not exist'}")
     if state != "READY":
@@ -404,15 +476,14 @@ def cmd_resume(args, runner: Runner) -> int:
       cmd_install(args, runner)
     _start(args, runner, info)
     rc = _follow(args, runner)
-    new_step = paths.latest_checkpoint_step(args.workdir)
-    if rc not in (0, 255) and tpu_state(t, runner) == "READY" and new_step == step:
+    if (rc not in (0, 255) and tpu_state(t, runner) == "READY" and progress() == before
+        and not finished()):
       raise LaunchError(f"the run failed (exit {rc}) on a healthy TPU VM without saving a "
                         "new checkpoint: a bug, not a preemption; read worker 0's log above.")
-    last_step = new_step
     if rc:
       time.sleep(args.retry_wait)
-  raise LaunchError(f"gave up after {args.max_attempts} attempts; latest step {last_step} "
-                    f"of {final} (raise --max_attempts to go on).")
+  raise LaunchError(f"gave up after {args.max_attempts} attempts; {describe()} "
+                    "(raise --max_attempts to go on).")
 
 
 def cmd_logs(args, runner: Runner) -> int:

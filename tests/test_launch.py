@@ -256,6 +256,71 @@ def test_resume_dry_run_when_complete_prints_no_work(tmp_path):
   assert commands(text) == []
 
 
+FINETUNE_RESUME = ["resume", "--name=bert", "--zone=us-central2-b", "--accelerator_type=v4-8",
+                   "--config=configs/glue.py", "--config.glue.task=mrpc",
+                   "--source=https://github.com/example/bert_jax.git@v1", "--retry_wait=0"]
+
+
+def test_resume_restarts_an_interrupted_finetuning_job_until_its_results(tmp_path, monkeypatch):
+  """A fine-tuning job never writes a checkpoint of train.num_steps: it is finished once
+  its results.json exists. Preempted after its checkpoint of step 2, it is relaunched
+  (and resumes there), and the launcher stops as soon as results.json is written."""
+  workdir = tmp_path / "mrpc run"
+  env = _fake_gcloud_bin(tmp_path, {"state": None, "ip": "10.0.0.2", "workdir": str(workdir),
+                                    "runs": [{"steps": [2], "rc": 255, "preempt": True},
+                                             {"steps": [4], "files": ["results.json"],
+                                              "rc": 0}]})
+  for k, v in env.items():
+    monkeypatch.setenv(k, v)
+  out = io.StringIO()
+  assert tpu.main([*FINETUNE_RESUME, f"--workdir={workdir}"], out=out) == 0
+  verbs = [c[3] if c[3] != "ssh" else _worker_sh_verb(flag(c, "command"))
+           for c in _gcloud_calls(tmp_path)]
+  assert verbs == [
+      "describe", "create", "install", "start", "follow",  # attempt 1: preempted at 2
+      "describe", "delete", "create", "install", "start", "follow",  # 2: results written
+      "delete"]  # 3: results.json is there -> tear down, no 20 reruns
+  text = out.getvalue()
+  assert f"{workdir / 'results.json'} not written yet (0 finished run(s), latest checkpoint " \
+         "step 2)" in text
+  assert f"{workdir / 'results.json'} exists" in text and "the run is complete" in text
+  start = [c for c in _gcloud_calls(tmp_path) if c[3] == "ssh"
+           and _worker_sh_verb(flag(c, "command")) == "start"][0]
+  assert "--config=configs/glue.py" in remote_argv(start)
+
+
+def test_resume_of_a_finished_finetuning_job_does_nothing(tmp_path):
+  (tmp_path / "results.json").write_text("{}")
+  text = dry_run([*FINETUNE_RESUME, f"--workdir={tmp_path}", "--keep"])
+  assert "results.json exists" in text and "the run is complete" in text
+  assert commands(text) == []
+
+
+def test_resume_stops_on_a_finetuning_crash_without_progress(tmp_path, monkeypatch, capsys):
+  workdir = tmp_path / "wd"
+  (workdir / "checkpoints" / "2").mkdir(parents=True)
+  env = _fake_gcloud_bin(tmp_path, {"state": "READY", "ip": "x", "workdir": str(workdir),
+                                    "runs": [{"steps": [], "rc": 1}]})
+  for k, v in env.items():
+    monkeypatch.setenv(k, v)
+  assert tpu.main([*FINETUNE_RESUME, f"--workdir={workdir}"], out=io.StringIO()) == 2
+  assert "a bug, not a preemption" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overrides,done", [
+    ([], "results.json"),
+    (["--config.finetune.sweep=True"], "sweep.json"),
+    (["--config.glue.task=mrpc,rte"], "glue_summary.json"),
+    (["--config.glue.task=all", "--config.finetune.sweep=True"], "glue_summary.json"),
+])
+def test_finetune_done_file(overrides, done):
+  config = tpu.load_config("configs/glue.py", overrides)
+  assert tpu.finetune_done_file(config, "gs://b/run") == f"gs://b/run/{done}"
+  assert tpu.finetune_done_file(tpu.load_config("configs/tiny.py", []), "gs://b/r") is None
+  squad = tpu.load_config("configs/squad.py", ["--config.squad.mode=evaluate"])
+  assert tpu.finetune_done_file(squad, "gs://b/r") == "gs://b/r/eval_results.json"
+
+
 def test_missing_gcloud_is_a_clear_error(monkeypatch, capsys, tmp_path):
   monkeypatch.setenv("PATH", str(tmp_path))  # no gcloud there
   rc = tpu.main(["delete", "--name=b", "--zone=z"], out=io.StringIO())

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import os
+import io
 from typing import Sequence
+
+from bert_jax import paths
 
 QUOTE_NONE_TSV = dict(delimiter="\t", quoting=csv.QUOTE_NONE)
 
@@ -131,11 +133,11 @@ def split_file(spec: GlueTaskSpec, split: str, data_dir: str) -> str:
   """Path of a split's TSV under data_dir (AX: the first of AX_FILES that exists)."""
   if split == "ax":
     for rel in AX_FILES:
-      path = os.path.join(data_dir, rel)
-      if os.path.isfile(path):
+      path = paths.join(data_dir, rel)
+      if paths.is_file(path):
         return path
-    return os.path.join(data_dir, AX_FILES[0])
-  return os.path.join(data_dir, spec.dirname, f"{split}.tsv")
+    return paths.join(data_dir, AX_FILES[0])
+  return paths.join(data_dir, spec.dirname, f"{split}.tsv")
 
 
 def _is_labelled(split: str) -> bool:
@@ -160,14 +162,15 @@ def _parse_label(spec: GlueTaskSpec, value: str, where: str) -> str | float:
 
 def read_tsv(spec: GlueTaskSpec, split: str, path: str) -> list[GlueExample]:
   """One GLUE TSV in the official layout -> examples (labels checked against the task)."""
-  if not os.path.isfile(path):
+  if not paths.is_file(path):
     raise GlueDataError(
         f"{spec.dirname} {split} file not found: {path}; point config.glue.data_dir at "
         "the folder GLUE's download_glue_data.py wrote (with <TASK>/<split>.tsv), or use "
         "config.glue.source='tfds'.")
   labelled = _is_labelled(split)
   examples = []
-  with open(path, encoding="utf-8-sig", newline="") as f:
+  # As open(path, encoding="utf-8-sig", newline=""), local or gs://.
+  with io.StringIO(paths.read_bytes(path).decode("utf-8-sig"), newline="") as f:
     reader = csv.reader(f, **QUOTE_NONE_TSV)
     if split in spec.headerless:
       header = list(spec.positional_header)

@@ -22,12 +22,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
+import io
 from typing import Iterable, Sequence
 
 import numpy as np
 
 # The original's _truncate_seq_pair (pop from the longer side), shared with GLUE.
+from bert_jax import paths
 from bert_jax.data.batching import truncate_seq_pair
 
 SWAG_HEADER = (
@@ -90,11 +91,12 @@ def _check_label(label, num_choices: int, where: str, require_labels: bool) -> i
 
 
 def _open(path: str):
-  if not os.path.isfile(path):
+  if not paths.is_file(path):
     raise MultipleChoiceError(
         f"data file not found: {path!r}; set config.swag.train_file/dev_file/test_file "
         "to existing files.")
-  return open(path, encoding="utf-8", newline="")
+  # As open(path, encoding="utf-8", newline=""), local or gs://.
+  return io.StringIO(paths.read_bytes(path).decode("utf-8"), newline="")
 
 
 def read_swag_csv(path: str, require_labels: bool = True) -> list[MultipleChoiceExample]:

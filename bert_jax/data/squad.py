@@ -22,11 +22,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
-import os
 from typing import Any, Sequence
 
 import numpy as np
 
+from bert_jax import paths
 from bert_jax.config import SQUAD_MAX_WINDOWS
 
 # Windows per question above which the question is skipped (and counted): a guard
@@ -94,12 +94,11 @@ def split_words(context: str) -> tuple[list[str], list[int]]:
 
 def load_squad_json(path: str) -> dict[str, Any]:
   """Parses a SQuAD JSON file with a clear error for a missing or malformed file."""
-  if not os.path.isfile(path):
+  if not paths.is_file(path):
     raise SquadDataError(f"SQuAD file not found: {path!r}; set --config.squad.train_file / "
                          "dev_file / predict_file to an official SQuAD JSON file.")
   try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
+    data = json.loads(paths.read_text(path))
   except json.JSONDecodeError as e:
     raise SquadDataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column "
                          f"{e.colno}); re-download the official SQuAD file.") from None

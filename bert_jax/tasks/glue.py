@@ -11,9 +11,6 @@ paper's learning-rate (x seed) grid per task and keeps the best on dev.
 """
 from __future__ import annotations
 
-import glob
-import json
-import os
 from typing import Any, Sequence
 
 import jax
@@ -22,10 +19,15 @@ import numpy as np
 import optax
 
 from bert_jax import metrics
-from bert_jax import finetune
+from bert_jax import finetune, paths
 from bert_jax.data import glue as glue_data
 from bert_jax.model import BertConfig, BertForSequenceClassification
 from bert_jax.tasks import degenerate, glue_metrics
+
+
+# Written when every task of a command has finished (the launcher's "done" mark for
+# several tasks; one task's is its results.json).
+SUMMARY_FILE = "glue_summary.json"
 
 
 class GlueTask:
@@ -42,7 +44,7 @@ class GlueTask:
     self.eval_splits = self.spec.eval_splits
     self.predict_splits = self.spec.predict_splits
     ax_file = glue_data.split_file(self.spec, "ax", data_dir)
-    if "ax" in self.predict_splits and source == "tsv" and not os.path.isfile(ax_file):
+    if "ax" in self.predict_splits and source == "tsv" and not paths.is_file(ax_file):
       metrics.log(f"{ax_file} not found (nor the other {glue_data.AX_FILES} under "
                    f"{data_dir}): the AX diagnostic will not be predicted.")
       self.predict_splits = tuple(s for s in self.predict_splits if s != "ax")
@@ -52,8 +54,8 @@ class GlueTask:
   def missing_files(self) -> list[str]:
     """TSV files this task would read that do not exist."""
     splits = (self.train_split, *self.eval_splits, *self.predict_splits)
-    paths = [glue_data.split_file(self.spec, s, self.data_dir) for s in splits]
-    return [p for p in paths if not os.path.isfile(p)]
+    files = [glue_data.split_file(self.spec, s, self.data_dir) for s in splits]
+    return [p for p in files if not paths.is_file(p)]
 
   def load_examples(self, split: str) -> list[glue_data.GlueExample]:
     return glue_data.read_split(self.spec, split, self.data_dir, self.source)
@@ -109,21 +111,19 @@ class GlueTask:
     <TASK>-<split>.tsv with the gold label as a third column."""
     if jax.process_index() != 0:
       return []
-    os.makedirs(output_dir, exist_ok=True)
     preds = self.predictions(logits)
     submission = dict(self.spec.submission)
     if split in submission:
-      path = os.path.join(output_dir, submission[split])
+      path = paths.join(output_dir, submission[split])
       lines = ["index\tprediction"] + [
           f"{e.index}\t{self.format_prediction(p)}" for e, p in zip(examples, preds)]
     else:
-      path = os.path.join(output_dir, f"{self.spec.dirname}-{split}.tsv")
+      path = paths.join(output_dir, f"{self.spec.dirname}-{split}.tsv")
       gold = lambda e: (f"{e.label:.3f}" if self.spec.is_regression else e.label)
       lines = ["index\tprediction\tlabel"] + [
           f"{e.index}\t{self.format_prediction(p)}\t{gold(e)}"
           for e, p in zip(examples, preds)]
-    with open(path, "w", encoding="utf-8") as f:
-      f.write("\n".join(lines) + "\n")
+    paths.write_text(path, "\n".join(lines) + "\n")  # atomic: never half a submission
     return [path]
 
 
@@ -142,10 +142,15 @@ def make_task(config, name: str, output_dir: str | None = None) -> GlueTask:
 
 
 def run(config, workdir: str) -> dict[str, Any]:
-  """Fine-tunes every task of config.glue.task; returns {task: results} (+ 'glue_score')."""
+  """Fine-tunes every task of config.glue.task; returns {task: results} (+ 'glue_score').
+
+  A rerun resumes: finished tasks (and sweep runs) are read from their results.json, an
+  interrupted one resumes from its checkpoint. SIGTERM stops the task being trained at
+  the next step (checkpointed) and returns {..., 'stopped_early': True}.
+  """
   names = task_names(config.glue.task)
   several = len(names) > 1
-  submission = config.glue.output_dir or (os.path.join(workdir, "submission")
+  submission = config.glue.output_dir or (paths.join(workdir, "submission")
                                           if several else "")
   tasks = {name: make_task(config, name, submission) for name in names}
   if config.glue.source == "tsv":  # every file of every task, before hours of training
@@ -156,21 +161,25 @@ def run(config, workdir: str) -> dict[str, Any]:
           "folder GLUE's download script wrote, or run only the tasks you have "
           "(--config.glue.task=cola,mrpc,...).")
   results = {}
-  for name, task in tasks.items():
-    task_dir = os.path.join(workdir, name) if several else workdir
-    if config.finetune.sweep:
-      results[name] = finetune.sweep(config, task_dir, task)["best"]
-    else:
-      results[name] = finetune.run(config, task_dir, task)
+  with finetune.stop_hook() as should_stop:
+    for name, task in tasks.items():
+      task_dir = paths.join(workdir, name) if several else workdir
+      if config.finetune.sweep:
+        results[name] = finetune.sweep(config, task_dir, task,
+                                       should_stop=should_stop)["best"]
+      else:
+        results[name] = finetune.run(config, task_dir, task, should_stop=should_stop)
+      if finetune.stopped(results[name]):
+        return {**results, "stopped_early": True}
   table, score = summary_table(results)
   collapsed = {n: r["degenerate"] for n, r in results.items() if r.get("degenerate")}
   metrics.log(f"GLUE (dev) over {len(results)} task(s): score {score:.2f}\n{table}" + "".join(
       f"\nDEGENERATE {glue_data.get_task(n).dirname}: {m}" for n, m in collapsed.items()))
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "glue_summary.json"), "w", encoding="utf-8") as f:
-      json.dump({"glue_score": score, "table": table,
-                 "tasks": {n: r["best"] for n, r in results.items()},
-                 "degenerate": collapsed}, f, indent=2)
+    paths.write_json(paths.join(workdir, SUMMARY_FILE),
+                     {"glue_score": score, "table": table,
+                      "tasks": {n: r["best"] for n, r in results.items()},
+                      "degenerate": collapsed})
   return {**results, "glue_score": score}
 
 
@@ -202,9 +211,11 @@ def summarize(directories: Sequence[str]) -> tuple[str, float]:
   """Table over finished runs: every results.json under the directories, best per task."""
   best: dict[str, dict] = {}
   for d in directories:
-    for path in sorted(glob.glob(os.path.join(d, "**", "results.json"), recursive=True)):
-      with open(path, encoding="utf-8") as f:
-        r = json.load(f)
+    # Runs lie at depth 0-2 (task dir, sweep run, a task's sweep run); gs:// has no "**".
+    found = [f for lv in ("", "*", "*/*", "*/*/*")
+             for f in paths.glob(paths.join(d, lv, finetune.RESULTS_FILE))]
+    for path in sorted(found):
+      r = paths.read_json(path)
       if r["task"] not in best or r["score"] > best[r["task"]]["score"]:
         best[r["task"]] = r
   if not best:

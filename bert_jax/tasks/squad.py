@@ -27,7 +27,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
-import os
 import tempfile
 import time
 from typing import Any
@@ -41,7 +40,7 @@ from bert_jax import metrics
 from bert_jax import weights
 from bert_jax import checkpoints
 from bert_jax import config as config_lib
-from bert_jax import finetune, partitioning, preflight, train_lib
+from bert_jax import finetune, partitioning, paths, preflight, train_lib
 from bert_jax.data import squad as squad_data
 from bert_jax.model import BertConfig, BertForQuestionAnswering
 from bert_jax.tasks import degenerate as degenerate_lib
@@ -53,7 +52,7 @@ def resolve_file(path: str, version: str, split: str) -> str:
   """'' -> the shared copy of the official file for this version and split."""
   if path:
     return path
-  return os.path.join(config_lib.SHARED_DATA, "squad", f"v{version}", f"{split}.json")
+  return paths.join(config_lib.SHARED_DATA, "squad", f"v{version}", f"{split}.json")
 
 
 def load_tfds(name: str, split: str) -> dict[str, Any]:
@@ -267,19 +266,19 @@ def finish_files(task: SquadTask, writer: pp.PredictionWriter, examples, split: 
   for q in missing:  # skipped (e.g. too many windows): an explicit no-answer
     writer.add(q, pp.no_answer())
   tau = float(task.cfg.null_score_diff_threshold)
-  paths = writer.finalize(qids, tau=tau)
-  out = list(paths.values())
+  written = writer.finalize(qids, tau=tau)
+  out = list(written.values())
   if split != "predict":
     result = pp.evaluate(task.dataset(split), writer.preds, task.version_2, tau)
     result["skipped"] = sum(len(v) for v in skipped.values())
     if task.version_2:
       result["degenerate"] = no_answer_degenerate(writer.preds, examples, split, tau,
                                                   result["best_f1_thresh"])
-    out.append(pp.write_json_atomic(os.path.join(output_dir, "eval_results.json"), result))
+    out.append(pp.write_json_atomic(paths.join(output_dir, "eval_results.json"), result))
     if task.version_2:
       best = pp.with_threshold({q: writer.preds[q] for q in qids}, result["best_f1_thresh"])
       out.append(pp.write_json_atomic(
-          os.path.join(output_dir, "predictions_best_f1_thresh.json"), best))
+          paths.join(output_dir, "predictions_best_f1_thresh.json"), best))
     metrics.log(f"{task.name}/{split}: " + json.dumps(
         {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))
   writer.close(complete=True)
@@ -302,7 +301,7 @@ def predict_file(task: SquadTask, config, split: str, output_dir: str, params_di
   """
   model_cfg = ml_collections.ConfigDict(config.model.to_dict())
   # The architecture is the fine-tuned checkpoint's (config.json written by save_params).
-  arch = weights.model_config_from_bert_json(os.path.join(params_dir, "config.json"))
+  arch = weights.model_config_from_bert_json(paths.join(params_dir, "config.json"))
   for k in config_lib.ARCHITECTURE_KEYS:
     model_cfg[k] = arch[k]
   bert_config = BertConfig.from_config(model_cfg)
@@ -331,13 +330,13 @@ def predict_file(task: SquadTask, config, split: str, output_dir: str, params_di
       int(config.finetune.bucket_multiple), finetune.MODEL_INPUTS, mesh, what="prediction",
       allocated_bytes=preflight.bytes_per_device(params))
 
-  stamp = lambda p: f"{p}:{os.path.getmtime(p) if os.path.exists(p) else ''}"
+  stamp = lambda p: f"{p}:{paths.as_path(p).stat().mtime if paths.exists(p) else ''}"
   key = hashlib.sha256("|".join([
-      stamp(os.path.join(params_dir, "params")), stamp(task.files[split]),
+      stamp(paths.join(params_dir, "params")), stamp(task.files[split]),
       json.dumps(task.postprocess_kwargs()), str(max_seq_length), str(task.cfg.doc_stride),
       str(task.cfg.max_query_length)]).encode()).hexdigest()
   if jax.process_index() != 0:  # every host predicts (gathered logits); host 0 writes.
-    output_dir = tempfile.mkdtemp(prefix="squad_predict_")
+    output_dir = tempfile.mkdtemp(prefix="squad_predict_")  # io: local-only (scratch: only host 0 writes)
   writer = pp.PredictionWriter(output_dir, task.version_2, resume_key=key)
   done = writer.done
   ex_rows = list(pp.example_rows(meta["example_index"]))
@@ -398,31 +397,35 @@ def make_task(config) -> SquadTask:
 
 
 def run(config, workdir: str) -> dict[str, Any]:
-  """Runs config.squad.mode; returns the results (finetune.run's, or eval metrics)."""
+  """Runs config.squad.mode; returns the results (finetune.run's, or eval metrics).
+
+  Training resumes from the workdir's checkpoint (finetune.run); SIGTERM stops it at the
+  next step with a checkpoint and returns {'stopped_early': True, ...}. Prediction resumes
+  from its partial file."""
   task = make_task(config)
   s = config.squad
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
   results: dict[str, Any] = {}
   if s.mode in ("train", "all"):
     if s.mode == "train":
       task.predict_splits = ()
     results = finetune.run(config, workdir, task)
-    dev_eval = os.path.join(workdir, "predictions", "eval_results.json")
-    if os.path.isfile(dev_eval):
-      with open(dev_eval, encoding="utf-8") as f:
-        results["eval_results"] = json.load(f)
-      pp.write_json_atomic(os.path.join(workdir, "eval_results.json"), results["eval_results"])
+    if finetune.stopped(results):
+      return results
+    dev_eval = paths.join(workdir, "predictions", "eval_results.json")
+    if paths.is_file(dev_eval):
+      results["eval_results"] = paths.read_json(dev_eval)
+      pp.write_json_atomic(paths.join(workdir, "eval_results.json"), results["eval_results"])
   else:
-    params_dir = s.params_dir or os.path.join(workdir, "best")
+    params_dir = s.params_dir or paths.join(workdir, "best")
     if s.mode == "evaluate":
-      out = os.path.join(workdir, "predictions")
+      out = paths.join(workdir, "predictions")
       results["predictions"] = predict_file(task, config, "dev", out, params_dir)
-      with open(os.path.join(out, "eval_results.json"), encoding="utf-8") as f:
-        results["eval_results"] = json.load(f)
-      pp.write_json_atomic(os.path.join(workdir, "eval_results.json"), results["eval_results"])
+      results["eval_results"] = paths.read_json(paths.join(out, "eval_results.json"))
+      pp.write_json_atomic(paths.join(workdir, "eval_results.json"), results["eval_results"])
     else:
       split = "predict" if s.predict_file else "dev"
-      out = s.output_dir or os.path.join(workdir, "submission" if s.predict_file
-                                         else "predictions")
+      out = s.output_dir or paths.join(workdir, "submission" if s.predict_file
+                                       else "predictions")
       results["predictions"] = predict_file(task, config, split, out, params_dir)
   return results

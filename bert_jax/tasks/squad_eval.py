@@ -20,6 +20,8 @@ import re
 import string
 from typing import Any, Iterable, Mapping
 
+from bert_jax import paths
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = frozenset(string.punctuation)
 
@@ -192,8 +194,7 @@ def evaluate(dataset_json: Mapping[str, Any], preds: Mapping[str, str],
 
 def load_json(path: str, what: str):
   try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+    return json.loads(paths.read_text(path))
   except FileNotFoundError:
     raise SquadEvalError(f"{what} file not found: {path}") from None
   except json.JSONDecodeError as e:

@@ -25,6 +25,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from bert_jax import paths
 from bert_jax.tasks import squad_eval
 
 # Null odds of a question with no valid non-null candidate: it is "" at any sane τ.
@@ -238,14 +239,9 @@ def evaluate(dataset_json, preds: Mapping[str, Prediction], version_2: bool,
 # ---------------------------------------------------------------------------------------
 
 def write_json_atomic(path: str, obj) -> str:
-  """Writes JSON to path via a temporary file + rename: never a half-written file."""
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(obj, f, indent=2, ensure_ascii=False)
-    f.write("\n")
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  """Writes JSON to path (local or gs://) so that no reader sees half a file
+  (paths.write_text: temporary file + rename, one upload on gs://)."""
+  paths.write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
   return path
 
 
@@ -254,40 +250,48 @@ class PredictionWriter:
   `finalize` writes predictions.json, nbest_predictions.json and (v2.0) null_odds.json.
 
   Re-opening a directory after a crash picks up the questions already predicted
-  (`done`), so a rerun only predicts the rest.
+  (`done`), so a rerun only predicts the rest. Local directories append to the partial
+  file; on gs:// (objects cannot be appended to) each flush rewrites it whole.
   """
 
   def __init__(self, output_dir: str, version_2: bool, resume_key: str | None = None):
     """resume_key: predictions of an earlier run are kept only if it used the same key
     (e.g. params + data file); None always starts afresh."""
-    os.makedirs(output_dir, exist_ok=True)
+    paths.makedirs(output_dir)
     self.output_dir = output_dir
     self.version_2 = version_2
-    self.path = os.path.join(output_dir, PARTIAL_FILE)
+    self.path = paths.join(output_dir, PARTIAL_FILE)
+    self._remote = paths.is_remote(output_dir)
     key_path = self.path + ".key"
-    old_key = open(key_path, encoding="utf-8").read() if os.path.isfile(key_path) else None
+    old_key = paths.read_text(key_path) if paths.is_file(key_path) else None
     if resume_key is None or old_key != resume_key:
-      open(self.path, "w").close()
-    with open(key_path, "w", encoding="utf-8") as f:
-      f.write(resume_key or "")
+      paths.write_text(self.path, "")
+    paths.write_text(key_path, resume_key or "")
+    self._lines: list[str] = []
     self.preds: dict[str, Prediction] = self._read_partial()
-    self._f = open(self.path, "a", encoding="utf-8")
+    self._f = None if self._remote else paths.open(self.path, "a", encoding="utf-8")
+    self.closed = False
 
   def _read_partial(self) -> dict[str, Prediction]:
     preds = {}
-    if not os.path.isfile(self.path):
+    if not paths.is_file(self.path):
       return preds
-    good = 0
-    with open(self.path, encoding="utf-8") as f:
-      for line in f:
-        try:
-          r = json.loads(line)
-        except json.JSONDecodeError:
-          break  # the line a crash cut short; everything before it stands.
-        preds[r["id"]] = Prediction(r["text"], r["best_non_null"], r["null_odds"], r["nbest"])
-        good += len(line.encode("utf-8"))
-    with open(self.path, "r+b") as f:  # drop a torn tail so appends start on a line.
-      f.truncate(good)
+    raw = paths.read_text(self.path)
+    lines = raw.split("\n")
+    good = []
+    for line in lines:
+      if not line:
+        continue
+      try:
+        r = json.loads(line)
+      except json.JSONDecodeError:
+        break  # the line a crash cut short; everything before it stands.
+      preds[r["id"]] = Prediction(r["text"], r["best_non_null"], r["null_odds"], r["nbest"])
+      good.append(line)
+    text = "".join(l + "\n" for l in good)
+    if raw != text:
+      paths.write_text(self.path, text)  # drop a torn tail so appends start on a line.
+    self._lines = good
     return preds
 
   @property
@@ -296,12 +300,18 @@ class PredictionWriter:
 
   def add(self, qid: str, pred: Prediction) -> None:
     self.preds[qid] = pred
-    self._f.write(json.dumps({"id": qid, **dataclasses.asdict(pred)}, ensure_ascii=False)
-                  + "\n")
+    line = json.dumps({"id": qid, **dataclasses.asdict(pred)}, ensure_ascii=False)
+    if self._f is not None:
+      self._f.write(line + "\n")
+    else:
+      self._lines.append(line)
 
   def flush(self) -> None:
-    self._f.flush()
-    os.fsync(self._f.fileno())
+    if self._f is not None:
+      self._f.flush()
+      os.fsync(self._f.fileno())  # io: local-only (fsync of a local append-mode file)
+    elif not self.closed:
+      paths.write_text(self.path, "".join(l + "\n" for l in self._lines))
 
   def finalize(self, qids: Sequence[str] | None = None,
                tau: float | None = None) -> dict[str, str]:
@@ -311,21 +321,22 @@ class PredictionWriter:
     preds = {q: self.preds[q] for q in qids if q in self.preds}
     texts = (with_threshold(preds, tau) if tau is not None and self.version_2
              else {q: p.text for q, p in preds.items()})
-    join = lambda name: os.path.join(self.output_dir, name)
-    paths = {"predictions": write_json_atomic(join("predictions.json"), texts),
-             "nbest_predictions": write_json_atomic(
-                 join("nbest_predictions.json"), {q: p.nbest for q, p in preds.items()})}
+    join = lambda name: paths.join(self.output_dir, name)
+    out = {"predictions": write_json_atomic(join("predictions.json"), texts),
+           "nbest_predictions": write_json_atomic(
+               join("nbest_predictions.json"), {q: p.nbest for q, p in preds.items()})}
     if self.version_2:
-      paths["null_odds"] = write_json_atomic(
+      out["null_odds"] = write_json_atomic(
           join("null_odds.json"), {q: p.null_odds for q, p in preds.items()})
-    return paths
+    return out
 
   def close(self, complete: bool = False) -> None:
     """Closes the partial file; `complete` (all files written) also removes it."""
-    if not self._f.closed:
+    if not self.closed:
       self.flush()
-      self._f.close()
+      if self._f is not None:
+        self._f.close()
+      self.closed = True
     if complete:
       for path in (self.path, self.path + ".key"):
-        if os.path.exists(path):
-          os.remove(path)
+        paths.remove(path)

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import os
+import io
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax import finetune
+from bert_jax import finetune, paths
 from bert_jax.config import ConfigError
 from bert_jax.data import multiple_choice as mc
 from bert_jax.model import BertConfig, BertForMultipleChoice
@@ -137,7 +137,7 @@ class MultipleChoiceTask:
 
   def write_predictions(self, outputs, examples, features, split: str,
                         output_dir: str) -> list[str]:
-    path = os.path.join(output_dir, f"{split}_predictions.csv")
+    path = paths.join(output_dir, f"{split}_predictions.csv")
     write_predictions(path, examples, np.asarray(outputs))
     return [path]
 
@@ -160,23 +160,22 @@ def write_predictions(path: str, examples: Sequence[mc.MultipleChoiceExample],
   """CSV: id, pred (index of the chosen ending), label ('' if none), ending0..N-1 probs."""
   if jax.process_index() != 0:
     return
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   z = np.asarray(scores, np.float64)
   probs = np.exp(z - z.max(-1, keepdims=True))
   probs /= probs.sum(-1, keepdims=True)
   n = scores.shape[1]
-  with open(path, "w", encoding="utf-8", newline="") as f:
-    w = csv.writer(f, lineterminator="\n")
-    w.writerow(["id", "pred", "label", *(f"ending{i}" for i in range(n))])
-    for e, p in zip(examples, probs):
-      w.writerow([e.example_id, int(p.argmax()), "" if e.label is None else e.label,
-                  *(f"{x:.6f}" for x in p)])
+  f = io.StringIO()
+  w = csv.writer(f, lineterminator="\n")
+  w.writerow(["id", "pred", "label", *(f"ending{i}" for i in range(n))])
+  for e, p in zip(examples, probs):
+    w.writerow([e.example_id, int(p.argmax()), "" if e.label is None else e.label,
+                *(f"{x:.6f}" for x in p)])
+  paths.write_text(path, f.getvalue())  # atomic: never half a predictions file
 
 
 def read_predictions(path: str) -> list[dict[str, Any]]:
   """The rows of a predictions CSV: {'id', 'pred', 'label', 'probs'}."""
-  with open(path, encoding="utf-8", newline="") as f:
-    rows = list(csv.DictReader(f))
+  rows = list(csv.DictReader(io.StringIO(paths.read_text(path), newline="")))
   return [{"id": r["id"], "pred": int(r["pred"]),
            "label": int(r["label"]) if r["label"] else None,
            "probs": [float(v) for k, v in r.items() if k.startswith("ending")]}
