@@ -15,11 +15,13 @@ Gutenberg BOMs are fine); comma-separated globs.
 """
 from __future__ import annotations
 
-import glob
+import io
 import os
+import tempfile
 import time
 from typing import Iterable, Iterator, Sequence
 
+from bert_jax import paths
 from bert_jax import tokenization
 from bert_jax.tokenization import SPECIAL_TOKENS, TokenizerError
 
@@ -28,7 +30,7 @@ def input_files(patterns: str) -> list[str]:
   """Comma-separated globs -> sorted file list (error naming the pattern if empty)."""
   files = []
   for pattern in filter(None, (p.strip() for p in patterns.split(","))):
-    matched = sorted(glob.glob(os.path.expanduser(pattern)))
+    matched = paths.glob(os.path.expanduser(pattern))  # io: local-only (~ of a local path)
     if not matched:
       raise TokenizerError(f"--input_file={pattern!r} matches no file: pass a glob of text "
                            "files, e.g. --input_file='corpus/*.txt'.")
@@ -42,7 +44,7 @@ def iter_lines(files: Sequence[str], log_every: int = 200_000) -> Iterator[str]:
   """Non-blank lines of the files (UTF-8, BOM dropped), with a progress line."""
   t0, n = time.time(), 0
   for i, path in enumerate(files):
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
+    with io.TextIOWrapper(paths.open(path, "rb"), encoding="utf-8-sig", errors="replace") as f:
       for line in f:
         line = line.strip()
         if line:
@@ -74,9 +76,7 @@ def train_wordpiece(lines: Iterable[str], vocab_size: int, output: str,
   vocab = [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
   if vocab[:len(specials)] != specials:
     raise AssertionError(f"trainer did not put the special tokens first: {vocab[:8]}")
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  with open(output, "w", encoding="utf-8") as f:
-    f.writelines(t + "\n" for t in vocab)
+  paths.write_text(output, "".join(t + "\n" for t in vocab))
   return len(vocab)
 
 
@@ -89,17 +89,26 @@ def train_sentencepiece(lines: Iterable[str], vocab_size: int, output: str,
   if not output.endswith(".model"):
     raise TokenizerError(f"--output={output!r}: a SentencePiece model file must end in "
                          ".model (that is how load_tokenizer recognises it).")
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   specials = special_tokens(num_unused)
+  # sentencepiece writes local files only: train into a temporary directory, then copy
+  # NAME.model (and NAME.vocab) to the output, local or gs://.
+  tmp = tempfile.mkdtemp(prefix="build_vocab-")  # io: local-only (trainer scratch)
+  name = paths.as_path(output).name[:-len(".model")]
+  prefix = os.path.join(tmp, name)  # io: local-only (trainer scratch)
   spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(lines), model_prefix=output[:-len(".model")],
+      sentence_iterator=iter(lines), model_prefix=prefix,
       vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage,
       pad_id=0, pad_piece="[PAD]", unk_id=1, unk_piece="[UNK]", bos_id=-1, eos_id=-1,
       user_defined_symbols=specials[2:],
       normalization_rule_name="nmt_nfkc_cf" if do_lower_case else "nmt_nfkc",
       input_sentence_size=input_sentence_size, shuffle_input_sentence=True,
       minloglevel=2)
-  return spm.SentencePieceProcessor(model_file=output).get_piece_size()
+  try:
+    for ext in (".model", ".vocab"):
+      paths.copy(prefix + ext, output[:-len(".model")] + ext)
+  finally:
+    paths.rmtree(tmp)
+  return spm.SentencePieceProcessor(model_proto=paths.read_bytes(output)).get_piece_size()
 
 
 def build_vocab(input_file: str, output: str, type: str = "wordpiece",  # pylint: disable=redefined-builtin

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 from typing import Any, Callable, Sequence
 
 import jax
@@ -28,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import model as model_lib
+from bert_jax import paths as paths_lib
 from bert_jax import weights
 
 HEADS = ("classification", "regression", "question_answering", "multiple_choice",
@@ -149,26 +148,24 @@ def unflatten_params(flat: dict[str, np.ndarray]) -> dict:
 def save(export_dir: str, spec: ServingSpec, params, vocab_file: str,
          saved_model: bool = False, platforms: Sequence[str] = PLATFORMS) -> dict[str, str]:
   """Writes the export directory (see the module docstring); returns {what: path}."""
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import save  # pylint: disable=g-import-not-at-top
   params = jax.tree_util.tree_map(np.asarray, params)
   exported = export_stablehlo(spec, params, platforms)
-  os.makedirs(export_dir, exist_ok=True)
-  paths = {"exported": os.path.join(export_dir, EXPORT_FILE),
-           "params": os.path.join(export_dir, PARAMS_FILE),
-           "spec": os.path.join(export_dir, SPEC_FILE)}
-  with open(paths["exported"], "wb") as f:
-    f.write(exported.serialize())
-  save_file(flatten_params(params), paths["params"])
-  if vocab_file:
-    spec.vocab_file = os.path.basename(vocab_file)
-    paths["vocab"] = os.path.join(export_dir, spec.vocab_file)
-    if os.path.abspath(vocab_file) != os.path.abspath(paths["vocab"]):
-      shutil.copyfile(vocab_file, paths["vocab"])
-  with open(paths["spec"], "w", encoding="utf-8") as f:
-    json.dump(dataclasses.asdict(spec), f, indent=2)
+  paths_lib.makedirs(export_dir)
+  paths = {"exported": paths_lib.join(export_dir, EXPORT_FILE),
+           "params": paths_lib.join(export_dir, PARAMS_FILE),
+           "spec": paths_lib.join(export_dir, SPEC_FILE)}
+  paths_lib.write_bytes(paths["exported"], bytes(exported.serialize()))
+  paths_lib.write_bytes(paths["params"], save(flatten_params(params)))
+  if vocab_file:  # as bytes, under its own name (a SentencePiece .model stays one)
+    spec.vocab_file = paths_lib.as_path(vocab_file).name
+    paths["vocab"] = paths_lib.join(export_dir, spec.vocab_file)
+    if not weights._same_file(vocab_file, paths["vocab"]):  # pylint: disable=protected-access
+      paths_lib.copy(vocab_file, paths["vocab"])
+  paths_lib.write_json(paths["spec"], dataclasses.asdict(spec))
   if saved_model:
-    paths["saved_model"] = save_tf_saved_model(os.path.join(export_dir, "saved_model"),
-                                               spec, params)
+    paths["saved_model"] = save_tf_saved_model(
+        paths_lib.local_dir(paths_lib.join(export_dir, "saved_model")), spec, params)
   return paths
 
 
@@ -177,17 +174,17 @@ class Predictor:
 
   def __init__(self, export_dir: str):
     from jax import export  # pylint: disable=g-import-not-at-top
-    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+    from safetensors.numpy import load  # pylint: disable=g-import-not-at-top
     self.export_dir = export_dir
-    spec_path = os.path.join(export_dir, SPEC_FILE)
-    if not os.path.isfile(spec_path):
+    spec_path = paths_lib.join(export_dir, SPEC_FILE)
+    if not paths_lib.is_file(spec_path):
       raise ExportError(f"{export_dir}: no {SPEC_FILE}; pass a directory written by "
                         "`python -m bert_jax.tools.export`.")
-    with open(spec_path, encoding="utf-8") as f:
-      self.spec = ServingSpec(**json.load(f))
-    with open(os.path.join(export_dir, EXPORT_FILE), "rb") as f:
-      self.exported = export.deserialize(bytearray(f.read()))
-    self.params = unflatten_params(load_file(os.path.join(export_dir, PARAMS_FILE)))
+    self.spec = ServingSpec(**paths_lib.read_json(spec_path))
+    self.exported = export.deserialize(
+        bytearray(paths_lib.read_bytes(paths_lib.join(export_dir, EXPORT_FILE))))
+    self.params = unflatten_params(load(paths_lib.read_bytes(
+        paths_lib.join(export_dir, PARAMS_FILE))))
     self._call = jax.jit(self.exported.call)
     self._compiled = {}  # batch size -> program compiled ahead (compile())
     self._tokenizer = None
@@ -196,7 +193,7 @@ class Predictor:
   def tokenizer(self):
     if self._tokenizer is None:
       from bert_jax.tokenization import load_tokenizer  # pylint: disable=g-import-not-at-top
-      self._tokenizer = load_tokenizer(os.path.join(self.export_dir, self.spec.vocab_file),
+      self._tokenizer = load_tokenizer(paths_lib.join(self.export_dir, self.spec.vocab_file),
                                        self.spec.do_lower_case)
     return self._tokenizer
 
@@ -271,8 +268,7 @@ def save_tf_saved_model(directory: str, spec: ServingSpec, params) -> str:
 
 def _read_json(path: str) -> dict:
   try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+    return paths_lib.read_json(path)
   except (OSError, json.JSONDecodeError) as e:
     raise ExportError(f"cannot read {path}: {e}") from e
 
@@ -290,14 +286,15 @@ def _vocab_of(config: dict, fallback_dir: str = "") -> str:
 def from_finetune_workdir(workdir: str) -> tuple[ServingSpec, Any, str]:
   """(spec, params, vocab_file) of a fine-tuning run (workdir/config.json + best/)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  config = _read_json(os.path.join(workdir, "config.json"))
-  best = os.path.join(workdir, "best")
-  if not os.path.isdir(os.path.join(best, "params")):
+  config = _read_json(paths_lib.join(workdir, "config.json"))
+  best = paths_lib.join(workdir, "best")
+  if not paths_lib.is_dir(paths_lib.join(best, "params")):
     raise ExportError(f"{workdir}: no best/params; fine-tune with "
                       "--config.finetune.save_best=True first.")
-  model_cfg = weights.model_config_from_bert_json(os.path.join(best, "config.json"))
+  model_cfg = weights.model_config_from_bert_json(paths_lib.join(best, "config.json"))
   model = {**config.get("model", {}), **model_cfg.to_dict()}
-  params = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(best, "params")))
+  params = ocp.StandardCheckpointer().restore(
+      weights._abs(paths_lib.join(best, "params")))  # pylint: disable=protected-access
   params = jax.tree_util.tree_map(np.asarray, params)
   task = config.get("task", "")
   if task == "glue":
@@ -320,14 +317,19 @@ def from_finetune_workdir(workdir: str) -> tuple[ServingSpec, Any, str]:
   return spec, params, _vocab_of(config)
 
 
-def from_pretrained(path: str, max_seq_length: int, do_lower_case: bool = True
+def from_pretrained(path: str, max_seq_length: int, do_lower_case: bool | None = None
                     ) -> tuple[ServingSpec, Any, str]:
-  """(spec, params, vocab) of a pretrained encoder: the "features" head."""
+  """(spec, params, vocab) of a pretrained encoder (any checkpoints.resolve spelling): the
+  "features" head. Casing: the checkpoint's where it says (a different `do_lower_case`
+  is an error), else `do_lower_case`, else lower-cased."""
   from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  model_cfg, params = checkpoints.load_pretrained(path)
+  resolved = checkpoints.resolve(path)
+  model_cfg, params = checkpoints.load_pretrained(path, do_lower_case)
+  lower = resolved.do_lower_case if do_lower_case is None else do_lower_case
   spec = ServingSpec(head="features", max_seq_length=max_seq_length,
-                     model=model_cfg.to_dict(), do_lower_case=do_lower_case)
-  return spec, params["bert"], checkpoints.vocab_file_of(path)
+                     model=model_cfg.to_dict(),
+                     do_lower_case=True if lower is None else bool(lower))
+  return spec, params["bert"], resolved.vocab_file
 
 
 def main(argv=None) -> int:
@@ -338,17 +340,18 @@ def main(argv=None) -> int:
   src.add_argument("--init_checkpoint", help="a pretrained checkpoint: export the encoder")
   p.add_argument("--output_dir", required=True)
   p.add_argument("--max_seq_length", type=int, default=128, help="with --init_checkpoint")
-  p.add_argument("--do_lower_case", default="true", choices=("true", "false"))
+  p.add_argument("--do_lower_case", default="auto", choices=("auto", "true", "false"),
+                 help="with --init_checkpoint; auto: the checkpoint's casing, else true")
   p.add_argument("--saved_model", action="store_true", help="also a TF SavedModel (tf extra)")
   args = p.parse_args(argv)
   try:
     if args.workdir:
       spec, params, vocab = from_finetune_workdir(args.workdir)
     else:
-      spec, params, vocab = from_pretrained(args.init_checkpoint, args.max_seq_length,
-                                            args.do_lower_case == "true")
+      lower = None if args.do_lower_case == "auto" else args.do_lower_case == "true"
+      spec, params, vocab = from_pretrained(args.init_checkpoint, args.max_seq_length, lower)
     paths = save(args.output_dir, spec, params, vocab, saved_model=args.saved_model)
-  except ExportError as e:
+  except (ExportError, weights.CheckpointError) as e:
     print(f"bert_jax.tools.export: error: {e}")
     return 2
   print(f"exported {spec.head} model ({spec.task or 'encoder'}, seq {spec.max_seq_length}, "

@@ -10,13 +10,13 @@ JSON line per example, the original's format:
    "values": [...]}, ...]}, ...]}
 Layer indices count encoder layers as the original does (-1 = the last layer, 0 = the
 first layer's output); values are rounded to 6 decimals, as there. The checkpoint is
-anything `checkpoints.load_pretrained` reads (Hugging Face / Google / bert_jax).
+any spelling `checkpoints.resolve` accepts (Hugging Face directory or Hub id, Google TF
+directory / prefix / .zip, a converted directory or a bert_jax workdir), local or gs://.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Sequence
@@ -26,6 +26,7 @@ import numpy as np
 
 from bert_jax import checkpoints
 from bert_jax import model as model_lib
+from bert_jax import paths
 from bert_jax.finetune import encode_sentence_pairs
 from bert_jax.tools.predict import PredictError, read_examples
 from bert_jax.tokenization import load_tokenizer
@@ -113,29 +114,34 @@ def main(argv=None) -> int:
   p.add_argument("--output_file", required=True)
   p.add_argument("--init_checkpoint", required=True)
   p.add_argument("--vocab_file", default="", help="default: vocab.txt beside the checkpoint")
-  p.add_argument("--do_lower_case", default="true", choices=("true", "false"))
+  p.add_argument("--do_lower_case", default="auto", choices=("auto", "true", "false"),
+                 help="auto: the checkpoint's casing where it says, else true")
   p.add_argument("--layers", default="-1,-2,-3,-4")
   p.add_argument("--max_seq_length", type=int, default=128)
   p.add_argument("--batch_size", type=int, default=8)
   args = p.parse_args(argv)
   try:
-    model_cfg, params = checkpoints.load_pretrained(args.init_checkpoint)
+    resolved = checkpoints.resolve(args.init_checkpoint)
+    lower = None if args.do_lower_case == "auto" else args.do_lower_case == "true"
+    model_cfg, params = checkpoints.load_pretrained(args.init_checkpoint, lower)
+    if lower is None:
+      lower = True if resolved.do_lower_case is None else resolved.do_lower_case
     layers = parse_layers(args.layers, int(model_cfg.num_layers))
     if args.max_seq_length > model_cfg.max_position_embeddings:
       raise PredictError(f"--max_seq_length={args.max_seq_length} exceeds the checkpoint's "
                          f"max_position_embeddings={model_cfg.max_position_embeddings}.")
-    vocab = args.vocab_file or checkpoints.vocab_file_of(args.init_checkpoint)
+    vocab = args.vocab_file or resolved.vocab_file
     if not vocab:
       raise PredictError(f"{args.init_checkpoint} has no vocab.txt beside it: pass "
                          "--vocab_file=PATH/vocab.txt.")
-    tokenizer = load_tokenizer(vocab, args.do_lower_case == "true")
+    tokenizer = load_tokenizer(vocab, lower)
     _, texts_a, texts_b = read_examples(args.input_file, allow_mixed=True)
   except (PredictError, checkpoints.CheckpointError, ValueError) as e:
     print(f"bert_jax.tools.extract_features: error: {e}", file=sys.stderr)
     return 2
-  os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)
   t0 = time.time()
-  with open(args.output_file, "w", encoding="utf-8") as f:
+  paths.makedirs(paths.as_path(args.output_file).parent)
+  with paths.open(args.output_file, "w") as f:
     for i, (tokens, vectors) in enumerate(extract(
         params["bert"], model_cfg, tokenizer, texts_a, texts_b, layers,
         args.max_seq_length, args.batch_size)):

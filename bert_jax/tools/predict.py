@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
-import os
 import sys
 import time
 from typing import Sequence
@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from bert_jax.tools import export as export_lib
+from bert_jax import paths
 from bert_jax import preflight
 
 PAIR_SEPARATOR = " ||| "
@@ -47,14 +48,14 @@ def read_examples(path: str, text_a: str = "", text_b: str = "",
   "#2 String") when the file has them, else text_a/text_b, sentence1/sentence2, ...
   Plain text with allow_mixed may mix pairs and single sentences (None in texts_b).
   """
-  if not os.path.isfile(path):
+  if not paths.is_file(path):
     raise PredictError(f"--input_file={path}: no such file.")
-  ext = os.path.splitext(path)[1].lower()
+  ext = paths.as_path(path).suffix.lower()
   if ext in (".tsv", ".json", ".jsonl"):
     rows = _read_rows(path, ext)
     return _columns(rows, path, text_a, text_b, task_columns)
   ids, a, b = [], [], []
-  with open(path, encoding="utf-8-sig") as f:
+  with _open_text(path) as f:
     for line in f:
       line = line.rstrip("\r\n")
       if not line.strip():
@@ -68,9 +69,15 @@ def read_examples(path: str, text_a: str = "", text_b: str = "",
   return ids, a, _pairs_or_none(b, path)
 
 
+def _open_text(path: str):
+  """A text file (local or gs://) as UTF-8 (a BOM dropped), lines as the file has them."""
+  return io.TextIOWrapper(io.BytesIO(paths.read_bytes(path)), encoding="utf-8-sig",
+                          newline=None)
+
+
 def _read_rows(path: str, ext: str) -> list[tuple[int, dict]]:
   """[(line number, row dict)]."""
-  with open(path, encoding="utf-8-sig") as f:
+  with _open_text(path) as f:
     if ext == ".tsv":
       reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
       return [(i + 2, row) for i, row in enumerate(reader)]
@@ -202,10 +209,7 @@ def main(argv=None) -> int:
   except (PredictError, export_lib.ExportError, preflight.DoesNotFitError) as e:
     print(f"bert_jax.tools.predict: error: {e}", file=sys.stderr)
     return 2
-  os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)
-  with open(args.output_file, "w", encoding="utf-8") as f:
-    for row in rows:
-      f.write(json.dumps(row) + "\n")
+  paths.write_text(args.output_file, "".join(json.dumps(row) + "\n" for row in rows))
   rate = len(rows) / max(time.time() - t0, 1e-9)
   summary = ""
   if spec.head == "classification":
