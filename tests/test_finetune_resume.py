@@ -308,6 +308,9 @@ def assert_same_run(got: pathlib.Path, ref: pathlib.Path, files: list[str]) -> N
   got_m, ref_m = strip(metric_records(got)), strip(metric_records(ref))
   assert got_m == ref_m  # each step once, with the same values
   assert not (got / "predict_partial").exists()
+  # A bounded number of checkpoints: the latest finetune.keep_checkpoints (2) + the best.
+  steps = sorted(int(p.name) for p in (got / "checkpoints").iterdir() if p.name.isdigit())
+  assert r_got["best_step"] in steps and steps[-1] == r_got["num_steps"] and len(steps) <= 3
 
 
 # ---------------------------------------------------------------------------------------
