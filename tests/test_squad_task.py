@@ -173,25 +173,6 @@ def test_bad_train_file_fails_before_training(tmp_path, minilm_path):
   assert not (tmp_path / "w" / "metrics.jsonl").exists()
 
 
-def test_tfds_records_become_official_json(monkeypatch):
-  rec = lambda i, title, ctx, q, texts, starts, imp: {
-      "id": f"q{i}".encode(), "title": title.encode(), "context": ctx.encode(),
-      "question": q.encode(), "is_impossible": imp,
-      "answers": {"text": [t.encode() for t in texts], "answer_start": np.array(starts)}}
-  records = [rec(0, "A", "Paris is big.", "What?", ["Paris"], [0], False),
-             rec(1, "A", "Paris is big.", "Size?", [], [], True),
-             rec(2, "B", "Rome.", "City?", ["Rome"], [0], False)]
-  fake = types.SimpleNamespace(load=lambda name, split: (name, split),
-                               as_numpy=lambda ds: iter(records))
-  monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
-  data = squad.load_tfds("squad/v2.0", "validation")
-  assert [a["title"] for a in data["data"]] == ["A", "B"]
-  assert len(data["data"][0]["paragraphs"]) == 1
-  examples, stats = squad_data.read_squad(data, is_training=True)
-  assert [e.qas_id for e in examples] == ["q0", "q1", "q2"] and examples[1].is_impossible
-  assert examples[0].answer_text == "Paris" and not stats.skipped
-
-
 def test_head_and_loss_equal_hugging_face(minilm_path):
   """Real MiniLM weights + one QA head: our logits and loss equal transformers'
   BertForQuestionAnswering on full-length windows (no padding, where HF's unmasked loss

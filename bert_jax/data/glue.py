@@ -16,6 +16,7 @@ import io
 from typing import Sequence
 
 from bert_jax import paths
+from bert_jax.data import tfds_sources
 
 QUOTE_NONE_TSV = dict(delimiter="\t", quoting=csv.QUOTE_NONE)
 
@@ -209,28 +210,19 @@ _TFDS_SPLITS = {"dev": "validation", "dev_matched": "validation_matched",
                 "dev_mismatched": "validation_mismatched"}
 
 
-def read_tfds(spec: GlueTaskSpec, split: str, data_dir: str | None = None
-              ) -> list[GlueExample]:
-  """`glue/<task>` from TensorFlow Datasets (needs tensorflow-datasets and, on first use,
-  a network to download). AX is `glue/ax`, split `test`."""
-  try:
-    import tensorflow_datasets as tfds  # optional: only for source='tfds'.
-  except ImportError as e:
-    raise GlueDataError(
-        f"config.glue.source='tfds' needs tensorflow-datasets ({e}); install it with "
-        "`pip install -e .[tf]`, or use source='tsv' with config.glue.data_dir pointing "
-        "at the GLUE TSVs.") from None
+def read_tfds(spec: GlueTaskSpec, split: str, data_dir: str | None = None,
+              source: str = "tfds") -> list[GlueExample]:
+  """`glue/<task>` (or the `tfds:NAME` of `source`) from TensorFlow Datasets in data_dir
+  (data/tfds_sources.py). AX is `glue/ax`, split `test`."""
   name, fields, tfds_split = spec.tfds_name, spec.tfds_fields, _TFDS_SPLITS.get(split, split)
+  name = tfds_sources.name_of(source, name)
   if split == "ax":
     name, fields, tfds_split = "glue/ax", ("premise", "hypothesis"), "test"
-  try:
-    ds = tfds.load(name, split=tfds_split, data_dir=data_dir or None)
-  except Exception as e:  # noqa: BLE001 - network, missing builder, ...: one clear line.
-    raise GlueDataError(
-        f"tfds.load({name!r}, split={tfds_split!r}) failed: {e}; TFDS needs a network on "
-        "first use, else use source='tsv'.") from None
+  if name.split(":")[0] not in (spec.tfds_name, "glue/ax"):
+    raise GlueDataError(f"config.glue.source={source!r} is not {spec.dirname}'s TFDS "
+                        f"dataset: use tfds:{spec.tfds_name}.")
   examples = []
-  for i, ex in enumerate(tfds.as_numpy(ds)):
+  for i, ex in enumerate(tfds_sources.examples(name, tfds_split, data_dir or "")):
     text = lambda k: ex[k].decode("utf-8") if isinstance(ex[k], bytes) else str(ex[k])
     raw = ex.get("label", -1)
     if spec.is_regression:
@@ -248,9 +240,12 @@ def read_split(spec: GlueTaskSpec, split: str, data_dir: str, source: str = "tsv
   """A task split from `source` 'tsv' (data_dir/<TASK>/<split>.tsv) or 'tfds'."""
   if source == "tsv":
     return read_tsv(spec, split, split_file(spec, split, data_dir))
-  if source == "tfds":
-    return read_tfds(spec, split, data_dir or None)
-  raise GlueDataError(f"config.glue.source={source!r}: use 'tsv' or 'tfds'.")
+  if tfds_sources.is_tfds(source):
+    try:
+      return read_tfds(spec, split, data_dir or None, source)
+    except tfds_sources.TfdsError as e:
+      raise GlueDataError(str(e)) from None
+  raise GlueDataError(f"config.glue.source={source!r}: use 'tsv' or 'tfds:glue/<task>'.")
 
 
 def label_ids(spec: GlueTaskSpec, examples: Sequence[GlueExample]):

@@ -29,6 +29,7 @@ import numpy as np
 
 # The original's _truncate_seq_pair (pop from the longer side), shared with GLUE.
 from bert_jax import paths
+from bert_jax.data import tfds_sources
 from bert_jax.data.batching import truncate_seq_pair
 
 SWAG_HEADER = (
@@ -216,8 +217,14 @@ def infer_format(path: str, dataset: str) -> str:
 
 def read_examples(path: str, fmt: str, num_choices: int,
                   require_labels: bool = True) -> list[MultipleChoiceExample]:
-  """Reads `path` in format `fmt` (see FORMATS); every example has num_choices endings."""
-  if fmt == "swag_csv":
+  """Reads `path` in format `fmt` (see FORMATS); every example has num_choices endings.
+  `tfds:hellaswag#SPLIT` reads TFDS (data/tfds_sources.py; $TFDS_DATA_DIR)."""
+  if tfds_sources.is_tfds(path):
+    name, _, split = path.partition("#")
+    examples = [MultipleChoiceExample(str(r["id"]), r["context"], "", tuple(r["endings"]),
+                                      r["label"]) for r in tfds_sources.multiple_choice_rows(
+                                          name, split or "train")]
+  elif fmt == "swag_csv":
     examples = read_swag_csv(path, require_labels)
     if examples and num_choices != 4:
       raise MultipleChoiceError(

@@ -138,7 +138,9 @@ def task_names(spec: str) -> list[str]:
 
 def make_task(config, name: str, output_dir: str | None = None) -> GlueTask:
   g = config.glue
-  return GlueTask(name, g.data_dir, g.source, output_dir or g.output_dir or None)
+  from bert_jax.data import tfds_sources  # TFDS: its own directory, config.data.tfds_data_dir
+  data_dir = tfds_sources.data_dir_of(config) if tfds_sources.is_tfds(g.source) else g.data_dir
+  return GlueTask(name, data_dir, g.source, output_dir or g.output_dir or None)
 
 
 def run(config, workdir: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from bert_jax import checkpoints
 from bert_jax import config as config_lib
 from bert_jax import finetune, partitioning, paths, preflight, train_lib
 from bert_jax.data import squad as squad_data
+from bert_jax.data import tfds_sources
 from bert_jax.model import BertConfig, BertForQuestionAnswering
 from bert_jax.tasks import degenerate as degenerate_lib
 from bert_jax.tasks import squad_postprocess as pp
@@ -53,33 +54,6 @@ def resolve_file(path: str, version: str, split: str) -> str:
   if path:
     return path
   return paths.join(config_lib.SHARED_DATA, "squad", f"v{version}", f"{split}.json")
-
-
-def load_tfds(name: str, split: str) -> dict[str, Any]:
-  """TFDS squad/v1.1 or squad/v2.0 split -> the official JSON structure."""
-  try:
-    import tensorflow_datasets as tfds
-  except ImportError:
-    raise squad_data.SquadDataError(
-        f"tfds:{split} needs tensorflow-datasets (pip install tensorflow-datasets); or "
-        "point the squad file at an official SQuAD JSON file.") from None
-  paragraphs: dict[tuple[str, str], dict] = collections.OrderedDict()
-  for r in tfds.as_numpy(tfds.load(name, split=split)):
-    dec = lambda x: x.decode("utf-8") if isinstance(x, bytes) else str(x)
-    key = (dec(r["title"]), dec(r["context"]))
-    p = paragraphs.setdefault(key, {"context": key[1], "qas": []})
-    answers = [{"text": dec(t), "answer_start": int(a)} for t, a in zip(
-        r["answers"]["text"], r["answers"]["answer_start"])]
-    # TFDS v2.0 marks unanswerable questions by an empty answer list.
-    impossible = bool(r["is_impossible"]) if "is_impossible" in r else (
-        name.endswith("2.0") and not answers)
-    p["qas"].append({"id": dec(r["id"]), "question": dec(r["question"]), "answers": answers,
-                     "is_impossible": impossible})
-  articles: dict[str, list] = collections.OrderedDict()
-  for (title, _), p in paragraphs.items():
-    articles.setdefault(title, []).append(p)
-  return {"version": name.split("/")[-1],
-          "data": [{"title": t, "paragraphs": ps} for t, ps in articles.items()]}
 
 
 def _first_questions(data: dict[str, Any], n: int) -> dict[str, Any]:
@@ -132,8 +106,10 @@ class SquadTask:
     """The split's JSON (official structure), cut to max_*_examples questions."""
     if split not in self.datasets:
       path = self.files[split]
-      if path.startswith("tfds:"):
-        data = load_tfds(f"squad/v{self.cfg.version}", path[len("tfds:"):])
+      if path.startswith("tfds:"):  # data/tfds_sources.py, config.data.tfds_data_dir
+        name, tfds_split = tfds_sources.squad_source(
+            path, self.cfg.version, "train" if split == "train" else "validation")
+        data = tfds_sources.squad_json(name, tfds_split, getattr(self, "tfds_data_dir", ""))
       else:
         data = squad_data.load_squad_json(path)
       n = self.cfg.max_train_examples if split == "train" else self.cfg.max_eval_examples
@@ -393,7 +369,9 @@ def _pad(x: np.ndarray, width: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 
 def make_task(config) -> SquadTask:
-  return SquadTask(config.squad, bool(config.do_lower_case), config.squad.output_dir or None)
+  task = SquadTask(config.squad, bool(config.do_lower_case), config.squad.output_dir or None)
+  task.tfds_data_dir = tfds_sources.data_dir_of(config)
+  return task
 
 
 def run(config, workdir: str) -> dict[str, Any]:

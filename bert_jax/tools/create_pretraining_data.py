@@ -11,22 +11,24 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from bert_jax.data import corpus, shards
+from bert_jax.data import corpus, shards, tfds_sources
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
   f = FLAGS
   try:
+    # tfds:NAME items (e.g. tfds:wikipedia/20230601.en) become BERT-format text files.
+    input_file = tfds_sources.expand_corpus(f.input_file, f.tfds_data_dir)
     summary = shards.run(
-        f.input_file, f.vocab_file, f.output_dir, do_lower_case=f.do_lower_case,
+        input_file, f.vocab_file, f.output_dir, do_lower_case=f.do_lower_case,
         max_seq_length=f.max_seq_length, short_seq_prob=f.short_seq_prob,
         dupe_factor=f.dupe_factor, random_seed=f.random_seed, pairing=f.pairing,
         max_predictions_per_seq=f.max_predictions_per_seq, masked_lm_prob=f.masked_lm_prob,
         do_whole_word_mask=f.do_whole_word_mask, input_format=f.input_format,
         documents_per_window=f.documents_per_window, num_workers=f.num_workers,
         overwrite=f.overwrite)
-  except (shards.PreparationError, corpus.CorpusError, ValueError) as e:
+  except (shards.PreparationError, corpus.CorpusError, tfds_sources.TfdsError, ValueError) as e:
     sys.exit(f"error: {e}")
   print(shards.format_summary(summary))
 
@@ -36,7 +38,10 @@ def define_flags():
   from absl import flags
   flags.DEFINE_string("input_file", None,
                       "Input text: comma-separated globs; plain or gzip; one sentence per "
-                      "line, blank line between documents.")
+                      "line, blank line between documents; or tfds:NAME, a TFDS text "
+                      "dataset (e.g. tfds:wikipedia/20230601.en, its train split).")
+  flags.DEFINE_string("tfds_data_dir", "", "TFDS data directory for tfds:NAME inputs "
+                      "(default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
   flags.DEFINE_string("vocab_file", None, "WordPiece vocab.txt or SentencePiece .model.")
   flags.DEFINE_string("output_dir", None, "Directory for the shards and metadata.json.")
   flags.DEFINE_bool("do_lower_case", True, "Lower-case the input (uncased models).")
