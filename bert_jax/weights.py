@@ -646,9 +646,9 @@ def _resolved_dir(spelling: str, directory: str, fmt: str, path: str = "",
 
 
 def cache_dir() -> str:
-  """Where extracted archives are kept: $BERT_JAX_CACHE, else ~/.cache/bert_jax."""
+  """Where extracted archives are kept: $BERT_JAX_CACHE_DIR, else ~/.cache/bert_jax."""
   home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")  # io: local-only (cache dir)
-  return os.environ.get("BERT_JAX_CACHE") or os.path.join(home, "bert_jax")  # io: local-only (cache dir)
+  return os.environ.get("BERT_JAX_CACHE_DIR") or os.path.join(home, "bert_jax")  # io: local-only (cache dir)
 
 
 def extract_zip(path: str, target: str | None = None) -> str:

@@ -44,7 +44,7 @@ def env(tmp_path_factory):
   """Zip extraction cache and an offline Hub cache in tmp (module-wide)."""
   mp = pytest.MonkeyPatch()
   root = tmp_path_factory.mktemp("caches")
-  mp.setenv("BERT_JAX_CACHE", str(root / "bert_jax"))
+  mp.setenv("BERT_JAX_CACHE_DIR", str(root / "bert_jax"))
   mp.setenv("HF_HUB_CACHE", str(root / "hub"))
   mp.setenv("HF_HUB_OFFLINE", "1")
   yield root

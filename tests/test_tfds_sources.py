@@ -213,7 +213,7 @@ def test_multiple_choice_by_name(data_dir, monkeypatch):
 def test_wikipedia_as_a_pretraining_corpus(data_dir, tmp_path):
   """create_pretraining_data --input_file=tfds:wikipedia/20230601.en in a fresh process:
   read by name from the prepared directory, written as BERT text, then shards."""
-  env = dict(os.environ, XLA_FLAGS=xla_flags(1), BERT_JAX_CACHE=str(tmp_path / "cache"))
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1), BERT_JAX_CACHE_DIR=str(tmp_path / "cache"))
   proc = subprocess.run(
       [sys.executable, "-m", "bert_jax.tools.create_pretraining_data",
        "--input_file=tfds:wikipedia/20230601.en", f"--tfds_data_dir={data_dir}",
