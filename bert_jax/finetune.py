@@ -453,7 +453,13 @@ def _clear_run(workdir: str) -> None:
         paths.rmtree(p)
       elif paths.exists(p):
         paths.remove(p)
-  distributed.barrier("bert_jax_finetune_overwrite")
+  distributed.barrier(_barrier_id("finetune_overwrite", workdir))
+
+
+def _barrier_id(*parts: str) -> str:
+  """A barrier name unique to what it guards (a coordination-service barrier is used once)."""
+  import hashlib
+  return "bert_jax_" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def finished_results(workdir: str, record: dict) -> dict[str, Any] | None:
@@ -526,10 +532,13 @@ def predict_resumable(predict_fn: Callable, params, features: dict[str, Any],
   batches = eval_batch_indices(lengths, batch_size)
   per_chunk = max(1, PREDICT_CHUNK_ROWS // batch_size)
   key_file = paths.join(partial_dir, "key.json")
-  if paths.exists(key_file) and paths.read_json(key_file).get("key") != key:
-    paths.rmtree(partial_dir)  # outputs of other params or data: start again
-  if jax.process_index() == 0 and not paths.exists(key_file):
-    paths.write_json(key_file, {"key": key})
+  if jax.process_index() == 0:  # every host reads the chunks; process 0 writes them
+    if paths.exists(key_file) and paths.read_json(key_file).get("key") != key:
+      paths.rmtree(partial_dir)  # outputs of other params or data: start again
+    if not paths.exists(key_file):
+      paths.write_json(key_file, {"key": key})
+  from bert_jax import distributed
+  distributed.barrier(_barrier_id("predict_partial", partial_dir, key))
   chunks, order, kind, done = [], [], "array", 0
   for c, start in enumerate(range(0, len(batches), per_chunk)):
     chunk_file = paths.join(partial_dir, f"chunk_{c:06d}.npz")

@@ -128,6 +128,11 @@ def glue_args(**kw) -> list[str]:
   return args + [f"--config.{k}={v}" for k, v in kw.items()]
 
 
+def mrpc_args() -> list[str]:
+  return [a for a in glue_args() if not a.startswith("--config.glue.task=")] + [
+      "--config.glue.task=mrpc"]
+
+
 def sweep_args() -> list[str]:
   return ["--config=configs/glue.py", f"--config.vocab_file={_vocab()}", *TINY,
           f"--config.glue.data_dir={FIX / 'glue'}", "--config.glue.task=mrpc",
@@ -162,56 +167,75 @@ def swag_args() -> list[str]:
 
 class Chain:
   """Runs one command into one workdir again and again (each with its fault), in the
-  background: the chains of the module run side by side."""
+  background: the chains of the module run side by side. A stage given as a tuple of
+  faults runs that many processes together, joined by jax.distributed (gloo on
+  localhost), one device each; `devices` is each single process's device count."""
 
-  def __init__(self, root: pathlib.Path, name: str, args: list[str],
-               faults: list[str | None], env: dict | None = None):
+  def __init__(self, root: pathlib.Path, name: str, args: list[str], faults: list,
+               env: dict | None = None, devices: int = 1):
     self.root, self.name, self.args, self.faults = root, name, args, list(faults)
     self.workdir = root / name
     self.env = env or {}
-    self.procs: list[tuple[subprocess.Popen, pathlib.Path]] = []
-    self.returncodes: list[int] = []
+    self.devices = devices
+    self.procs: list[list[tuple[subprocess.Popen, pathlib.Path]]] = []
+    self.returncodes: list = []
     self._start_next()
 
   def _start_next(self) -> None:
     i = len(self.procs)
-    fault = self.faults[i]
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BERT_JAX_", "JAX_", "TPU_", ENV_FAULT, ENV_REFERENCES))}
-    env.update({"XLA_FLAGS": xla_flags(1), "JAX_PLATFORMS": "cpu",
-                "JAX_COMPILATION_CACHE_DIR": str(self.root / "jax_cache"),
-                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-                "JAX_DISABLE_MOST_OPTIMIZATIONS": "true", "PYTHONUNBUFFERED": "1",
-                "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                "BERT_JAX_HUGEPAGES": "0", **self.env})
-    if fault:
-      env[ENV_FAULT] = fault
-    log = self.root / f"{self.name}.{i}.log"
-    with open(log, "w") as f:
+    stage = self.faults[i]
+    hosts = stage if isinstance(stage, tuple) else (stage,)
+    port = _free_port() if len(hosts) > 1 else None
+    procs = []
+    for h, fault in enumerate(hosts):
+      env = {k: v for k, v in os.environ.items()
+             if not k.startswith(("BERT_JAX_", "JAX_", "TPU_", ENV_FAULT, ENV_REFERENCES))}
+      env.update({"XLA_FLAGS": xla_flags(1 if port else self.devices), "JAX_PLATFORMS": "cpu",
+                  "JAX_COMPILATION_CACHE_DIR": str(self.root / "jax_cache"),
+                  "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                  "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+                  "JAX_DISABLE_MOST_OPTIMIZATIONS": "true", "PYTHONUNBUFFERED": "1",
+                  "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                  "BERT_JAX_HUGEPAGES": "0", **self.env})
+      if fault:
+        env[ENV_FAULT] = fault
+      flags = ([f"--coordinator_address=localhost:{port}", f"--num_processes={len(hosts)}",
+                f"--process_id={h}"] if port else [])
+      log = self.root / f"{self.name}.{i}{f'.p{h}' if port else ''}.log"
       workdir = [f"--workdir={self.workdir}"] if self.args else []
-      p = subprocess.Popen([sys.executable, __file__, *self.args, *workdir], cwd=REPO, stdout=f,
-                           stderr=subprocess.STDOUT, env=env)
-    self.procs.append((p, log))
+      with open(log, "w") as f:
+        procs.append((subprocess.Popen([sys.executable, __file__, *self.args, *workdir, *flags],
+                                       cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env),
+                      log))
+    self.procs.append(procs)
 
   def poll(self) -> bool:
     """Advances the chain; True once every run has ended."""
-    p, log = self.procs[-1]
-    if p.poll() is None:
+    procs = self.procs[-1]
+    if any(p.poll() is None for p, _ in procs):
       return False
-    self.returncodes.append(p.returncode)
+    codes = [p.returncode for p, _ in procs]
+    self.returncodes.append(codes[0] if len(codes) == 1 else tuple(codes))
     if len(self.procs) < len(self.faults):
       self._start_next()
       return False
     return True
 
-  def log(self, i: int) -> str:
-    return self.procs[i][1].read_text()
+  def log(self, i: int, host: int = 0) -> str:
+    return self.procs[i][host][1].read_text()
 
   def describe(self) -> str:
-    return "\n".join(f"--- {self.name} run {i} (fault {self.faults[i]}, rc "
+    return "\n".join(f"--- {self.name} run {i} host {h} (fault {self.faults[i]}, rc "
                      f"{self.returncodes[i] if i < len(self.returncodes) else '?'}):\n"
-                     + self.log(i)[-3000:] for i in range(len(self.procs)))
+                     + self.log(i, h)[-3000:] for i in range(len(self.procs))
+                     for h in range(len(self.procs[i])))
+
+
+def _free_port() -> int:
+  import socket
+  with socket.socket() as sock:
+    sock.bind(("localhost", 0))
+    return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -234,8 +258,12 @@ def chains(tmp_path_factory):
       "swag_sigterm": (swag_args(), ["sigterm@4", None]),
       # SIGKILL in the second run (lr 1e-4) before its step 5: the first run is finished.
       "sweep_sigkill": (sweep_args(), ["sigkill@5#2", None]),
+      # Two hosts (one device each), SIGTERM to host 0 only before step 2; resumed by one
+      # process with two devices (the same global mesh).
+      "multihost_sigterm": (mrpc_args(), [("sigterm@2", None), None]),
   }
-  out = {name: Chain(root, name, args, faults) for name, (args, faults) in specs.items()}
+  out = {name: Chain(root, name, args, faults, devices=2 if "multihost" in name else 1)
+         for name, (args, faults) in specs.items()}
   references = Chain(root, "references", [], [None], env={ENV_REFERENCES: json.dumps(
       [[args, str(root / name)] for name, args in refs.items()])})
   out["references"] = references
@@ -388,6 +416,27 @@ def test_sweep_killed_in_its_second_run_ends_with_the_same_table(chains):
     assert_same_run(c.workdir / run, ref.workdir / run, ["predictions/MRPC-dev.tsv"])
   assert ((c.workdir / "submission" / "MRPC.tsv").read_bytes()
           == (ref.workdir / "submission" / "MRPC.tsv").read_bytes())
+
+
+def test_multihost_sigterm_stops_every_host_at_one_step(chains):
+  """SIGTERM to host 0 of 2: JAX's preemption sync manager tells host 1, orbax's
+  reached_preemption turns True on both at the same step, both checkpoint it (each its
+  data file) and exit 0; one process on the same 2-device mesh resumes it to the end."""
+  c = chains["multihost_sigterm"]
+  assert c.returncodes == [(0, 0), 0], c.describe()
+  host0 = c.log(0, 0)
+  assert "fault injection: SIGTERM before step 2" in host0
+  stopped = int(host0.split("preempted: stopping at step ")[1].split(";")[0])
+  data = c.workdir / "checkpoints" / str(stopped) / "data"
+  assert sorted(p.name for p in data.glob("process_*")) == [
+      "process_0-of-2.json", "process_1-of-2.json"]
+  states = [json.loads((data / f"process_{i}-of-2.json").read_text()) for i in range(2)]
+  timeless = [{k: v for k, v in st.items() if not k.endswith("_seconds")} for st in states]
+  assert timeless[0] == timeless[1] and states[0]["position"] == stopped
+  assert f"resumed from {c.workdir / 'checkpoints'}/{stopped}: epoch 0, batch {stopped}" \
+      in c.log(1)
+  results = json.loads((c.workdir / "results.json").read_text())
+  assert [h["step"] for h in results["history"]] == [4, 8] and results["resumed_from"] == stopped
 
 
 def _config(args: list[str]):
