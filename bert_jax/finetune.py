@@ -627,7 +627,8 @@ def _run(config, workdir: str, task: Task, cache: dict | None,
                   f"{RESULTS_FILE}")
       return done
   # orbax wants absolute local paths; gs:// stays as is.
-  ckpt_dir = paths.join(workdir if paths.is_remote(workdir) else os.path.abspath(workdir),  # io: local-only (absolute local path for orbax)
+  absolute = os.path.abspath(workdir)  # io: local-only (only used for a local workdir)
+  ckpt_dir = paths.join(workdir if paths.is_remote(workdir) else absolute,
                         checkpoints.RUN_CHECKPOINT_DIR)
   latest = paths.latest_checkpoint_step(workdir)
   if latest is not None:

@@ -11,6 +11,8 @@ import os
 from bert_jax import config as config_lib
 from bert_jax import main
 
+DEFAULT_CONFIG = os.path.join(config_lib.REPO_ROOT, "configs/glue.py")  # io: local-only (repo)
+
 if __name__ == "__main__":
   main.start("bert_jax.glue", task="glue",
-             default_config=os.path.join(config_lib.REPO_ROOT, "configs/glue.py"), summarize=True)  # io: local-only (a config file of this checkout)
+             default_config=DEFAULT_CONFIG, summarize=True)

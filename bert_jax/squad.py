@@ -10,6 +10,8 @@ import os
 from bert_jax import config as config_lib
 from bert_jax import main
 
+DEFAULT_CONFIG = os.path.join(config_lib.REPO_ROOT, "configs/squad.py")  # io: local-only (repo)
+
 if __name__ == "__main__":
   main.start("bert_jax.squad", task="squad",
-             default_config=os.path.join(config_lib.REPO_ROOT, "configs/squad.py"))  # io: local-only (a config file of this checkout)
+             default_config=DEFAULT_CONFIG)

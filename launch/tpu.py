@@ -12,8 +12,9 @@ streamed here. `resume` recreates a preempted slice and relaunches until the job
 finished: a pre-training workdir holds a checkpoint of the config's final step; a
 fine-tuning job (config.task glue/squad/swag) has written its results file
 (results.json; sweep.json for a sweep, glue_summary.json for several GLUE tasks), each
-relaunch resuming from the job's own checkpoints and finished runs. Every command takes `--dry_run`, which
-prints the exact commands (one per line, shell-quoted) instead of running them.
+relaunch resuming from the job's own checkpoints and finished runs. Every command takes
+`--dry_run`, which prints the exact commands (one per line, shell-quoted) instead of
+running them.
 """
 from __future__ import annotations
 
@@ -144,7 +145,8 @@ def install_commands(t: Target, source: str) -> list[list[str]]:
   """Copy this checkout (or clone a git URL) to every worker and pip-install it there."""
   install = shlex.join(["bash", WORKER_SH, "install"])
   if source == "local":
-    tarball = os.path.join(tempfile.gettempdir(), f"bert_jax-src-{t.name}.tar.gz")  # io: local-only (scratch tarball on this machine)
+    tmp = tempfile.gettempdir()
+    tarball = os.path.join(tmp, f"bert_jax-src-{t.name}.tar.gz")  # io: local-only (scratch)
     return [
         ["git", "-C", REPO_ROOT, "archive", "--format=tar.gz", f"--prefix={REMOTE_REPO}/",
          "-o", tarball, "HEAD"],
