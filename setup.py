@@ -43,6 +43,10 @@ EXTRAS = {
         # libtpu, the real TPU compiler: tests/test_aot.py compiles the train step for TPU
         # slices on this CPU-only machine (~210 MB wheel, ~700 MB installed).
         "jax[tpu]==0.10.2",
+        # tests/test_gcs_rehearsal.py: a real GCS-protocol server (pure Python) and the
+        # gcsfs client our gs:// paths use, so the pod journey runs against HTTP storage.
+        "gcsfs",
+        "gcp-storage-emulator",
     ],
     "tf": ["tensorflow-cpu", "tensorflow-datasets"],
     # gcsfs: gs:// workdirs through etils.epath without TensorFlow (bert_jax/paths.py).

@@ -165,7 +165,10 @@ def makedirs(path: PathLike) -> str:
 
 
 def listdir(path: PathLike) -> list[str]:
-  """The names (not paths) directly inside a directory, sorted."""
+  """The names (not paths) directly inside a directory, sorted. On gs://, where a
+  directory exists only while objects are under it, an absent one is empty."""
+  if is_remote(path) and not is_dir(path):
+    return []
   return sorted(p.name for p in as_path(path).iterdir())
 
 
