@@ -131,3 +131,48 @@ def test_command_line(tmp_path):
   again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path,
                          timeout=300)
   assert again.returncode != 0 and "--overwrite" in again.stderr
+
+
+def test_a_job_split_into_tasks_writes_the_shards_and_metadata_of_one_job(tmp_path):
+  kw = dict(max_seq_length=64, dupe_factor=1, documents_per_window=2, progress=False,
+            num_workers=1)
+  books = str(RESOURCES / "corpus" / "train-s*.txt")  # 11 documents -> 6 windows
+  one = prep.run(books, VOCAB, str(tmp_path / "one"), **kw)
+  split = tmp_path / "split"
+  for i in (2, 0):  # any order, any machine
+    part = prep.run(books, VOCAB, str(split), num_tasks=3, task_index=i, **kw)
+    assert [s["file"] for s in part["shards"]] == [
+        s["file"] for s in one["shards"] if int(s["file"][6:12]) % 3 == i]
+  with pytest.raises(prep.PreparationError, match=r"1 of 3 task\(s\) have not finished.*00001"):
+    prep.merge(str(split), 3)
+  # Task 1 run with other flags (elsewhere, its summary copied in): the merge refuses.
+  prep.run(books, VOCAB, str(tmp_path / "odd"), num_tasks=3, task_index=1,
+           **{**kw, "max_seq_length": 32})
+  (tmp_path / "odd" / prep.task_file(1, 3)).rename(split / prep.task_file(1, 3))
+  with pytest.raises(prep.PreparationError, match="other options.*max_seq_length"):
+    prep.merge(str(split), 3)
+  prep.run(books, VOCAB, str(split), num_tasks=3, task_index=1, overwrite=True, **kw)
+  merged = prep.merge(str(split), 3, overwrite=True)
+  assert _shards(split) == _shards(tmp_path / "one")
+  for s in _shards(split):
+    assert (split / s).read_bytes() == (tmp_path / "one" / s).read_bytes()
+  drop = ("seconds", "tokens_per_second")
+  assert {k: v for k, v in merged.items() if k not in drop} == \
+      {k: v for k, v in one.items() if k not in drop}
+  assert (split / prep.METADATA_FILE).exists()
+
+
+def test_split_task_cli_and_merge(tmp_path):
+  out = tmp_path / "out"
+  base = [sys.executable, "-m", "bert_jax.tools.create_pretraining_data",
+          f"--output_dir={out}", "--num_tasks=2"]
+  data = [f"--input_file={RESOURCES / 'corpus' / 'train-s*.txt'}", f"--vocab_file={VOCAB}",
+          "--max_seq_length=64", "--dupe_factor=1", "--documents_per_window=4",
+          "--num_workers=1"]
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  for i in range(2):
+    r = subprocess.run(base + data + [f"--task_index={i}"], capture_output=True, text=True,
+                       env=env, cwd=REPO)
+    assert r.returncode == 0 and "--merge" in r.stdout, r.stderr[-2000:]
+  r = subprocess.run(base + ["--merge"], capture_output=True, text=True, env=env, cwd=REPO)
+  assert r.returncode == 0 and "in 3 shards" in r.stdout, r.stderr[-2000:]

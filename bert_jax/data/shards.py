@@ -67,7 +67,8 @@ def existing_shards(output_dir: str) -> list[str]:
 
 def _check_args(input_files: Sequence[str], vocab_file: str, do_lower_case: bool,
                 output_dir: str, pairs: instances_lib.PairOptions,
-                max_predictions_per_seq: int, masked_lm_prob: float, overwrite: bool):
+                max_predictions_per_seq: int, masked_lm_prob: float, overwrite: bool,
+                own_task_file: str | None = None):
   """Every check that can fail, before any work starts; returns the tokenizer."""
   from bert_jax.tokenization import load_tokenizer
   if pairs.max_seq_length < 5:
@@ -86,6 +87,12 @@ def _check_args(input_files: Sequence[str], vocab_file: str, do_lower_case: bool
     if not paths.is_file(f):
       raise PreparationError(f"input file {f!r} is not readable.")
   tokenizer = load_tokenizer(vocab_file, do_lower_case)  # TokenizerError if missing
+  if own_task_file is not None:  # one task of a split job: only its own summary counts
+    done = paths.exists(paths.join(output_dir, own_task_file))
+    if done and not overwrite:
+      raise PreparationError(f"--output_dir={output_dir!r} already holds {own_task_file}: "
+                             "this task finished before; pass --overwrite to redo it.")
+    return tokenizer
   found = existing_shards(output_dir)
   if found and not overwrite:
     raise PreparationError(
@@ -97,7 +104,7 @@ def _check_args(input_files: Sequence[str], vocab_file: str, do_lower_case: bool
 
 def _clear_output(output_dir: str) -> None:
   for name in paths.listdir(output_dir):
-    if name == METADATA_FILE or name.startswith("pairs-"):  # ours only, incl. stale .tmp
+    if name == METADATA_FILE or name.startswith(("pairs-", "metadata-task-")):  # ours only
       paths.remove(paths.join(output_dir, name))
 
 
@@ -189,19 +196,33 @@ def run(input_file: str | Sequence[str], vocab_file: str, output_dir: str, *,
         max_predictions_per_seq: int = 20,
         masked_lm_prob: float = 0.15, do_whole_word_mask: bool = False,
         input_format: str = "text", documents_per_window: int = 1000,
-        num_workers: int = 0, overwrite: bool = False, progress: bool = True) -> dict:
-  """Prepares shards (the CLI's body, callable); returns the summary written to metadata."""
+        num_workers: int = 0, overwrite: bool = False, progress: bool = True,
+        num_tasks: int = 1, task_index: int = 0) -> dict:
+  """Prepares shards (the CLI's body, callable); returns the summary written to metadata.
+
+  With num_tasks=N > 1 this is task `task_index` of N independent jobs (any scheduler,
+  any machines) writing into one output_dir: each reads the whole corpus text but
+  tokenizes and pairs only windows w with w % N == task_index, and writes its summary to
+  metadata-task-<i>-of-<N>.json; `merge(output_dir, N)` then writes metadata.json. A
+  shard depends only on (random_seed, window index), so the N tasks together write
+  exactly the shards of one job.
+  """
   start = time.time()
+  if not (num_tasks >= 1 and 0 <= task_index < num_tasks):
+    raise PreparationError(f"--task_index={task_index} --num_tasks={num_tasks}: use "
+                           "num_tasks >= 1 and 0 <= task_index < num_tasks.")
   files = corpus.expand_input_patterns(input_file)
   pairs = instances_lib.PairOptions(max_seq_length=max_seq_length,
                                     short_seq_prob=short_seq_prob, dupe_factor=dupe_factor,
                                     random_seed=random_seed, pairing=pairing)
   tokenizer = _check_args(files, vocab_file, do_lower_case, output_dir, pairs,
-                          max_predictions_per_seq, masked_lm_prob, overwrite)
+                          max_predictions_per_seq, masked_lm_prob,
+                          overwrite, task_file(task_index, num_tasks) if num_tasks > 1 else None)
   if documents_per_window < 2:
     raise PreparationError(f"--documents_per_window={documents_per_window}: use >= 2.")
   paths.makedirs(output_dir)
-  _clear_output(output_dir)
+  if num_tasks == 1:  # tasks of a split job share the directory: never clear it
+    _clear_output(output_dir)
   options = Options(vocab_file=paths.abspath(vocab_file), do_lower_case=do_lower_case,
                     output_dir=output_dir, pairs=pairs)
   num_workers = num_workers or os.cpu_count() or 1
@@ -221,7 +242,9 @@ def run(input_file: str | Sequence[str], vocab_file: str, output_dir: str, *,
         totals[k] += v
     prog.update(stats, totals)
 
-  windows = corpus.iter_windows(files, stats, documents_per_window, input_format)
+  windows = ((w, first, docs) for w, first, docs
+             in corpus.iter_windows(files, stats, documents_per_window, input_format)
+             if w % num_tasks == task_index)
   if num_workers == 1:
     _init_worker(options)
     for w, first, docs in windows:
@@ -239,7 +262,6 @@ def run(input_file: str | Sequence[str], vocab_file: str, output_dir: str, *,
         collect(pending.popleft().get())
   prog.update(stats, totals, force=True)
 
-  seconds = time.time() - start
   summary = {
       "format": FORMAT,
       "record": "instances.encode_instance: header <BBHqiiqii (version, flags: 1=NotNext "
@@ -252,18 +274,71 @@ def run(input_file: str | Sequence[str], vocab_file: str, output_dir: str, *,
       "vocab_file": paths.abspath(vocab_file), "vocab_sha256": paths.sha256(vocab_file),
       "vocab_size": tokenizer.vocab_size,
       "input_files": [paths.abspath(f) for f in files],
-      "num_instances": sum(s["instances"] for s in shards),
-      "shards": sorted(shards, key=lambda s: s["file"]),
-      "stats": {**stats.as_dict(), **{k: v for k, v in totals.items()}},
-      "seconds": round(seconds, 2),
-      "tokens_per_second": round(totals["tokens"] / max(seconds, 1e-9), 1),
   }
-  # Skipped before tokenization (corpus) + after (sentences that tokenize to nothing).
-  summary["stats"]["one_sentence_documents"] = (
-      stats.one_sentence_documents + totals["one_sentence_documents"])
-  summary["stats"]["documents_read"] = stats.documents
+  _add_counts(summary, stats.as_dict(), dict(totals), shards, time.time() - start)
+  if num_tasks > 1:
+    summary["task"] = {"index": task_index, "count": num_tasks, "corpus": stats.as_dict(),
+                       "totals": dict(totals)}
+    paths.write_json(paths.join(output_dir, task_file(task_index, num_tasks)), summary,
+                     indent=1)
+    return summary
   paths.write_json(paths.join(output_dir, METADATA_FILE), summary, indent=1)
   return summary
+
+
+def _add_counts(summary: dict, corpus_stats: dict[str, int], totals: dict[str, int],
+                shards: list[dict], seconds: float) -> None:
+  summary["num_instances"] = sum(s["instances"] for s in shards)
+  summary["shards"] = sorted(shards, key=lambda s: s["file"])
+  summary["stats"] = {**corpus_stats, **totals}
+  # Skipped before tokenization (corpus) + after (sentences that tokenize to nothing).
+  summary["stats"]["one_sentence_documents"] = (
+      corpus_stats["one_sentence_documents"] + totals.get("one_sentence_documents", 0))
+  summary["stats"]["documents_read"] = corpus_stats["documents"]
+  summary["seconds"] = round(seconds, 2)
+  summary["tokens_per_second"] = round(totals.get("tokens", 0) / max(seconds, 1e-9), 1)
+
+
+def task_file(task_index: int, num_tasks: int) -> str:
+  return f"metadata-task-{task_index:05d}-of-{num_tasks:05d}.json"
+
+
+# What may differ between the tasks of one split job (everything else must be equal).
+_PER_TASK = ("task", "shards", "num_instances", "stats", "seconds", "tokens_per_second")
+
+
+def merge(output_dir: str, num_tasks: int, overwrite: bool = False) -> dict:
+  """metadata-task-*-of-N.json of a split job -> metadata.json (as one job writes it)."""
+  if paths.exists(paths.join(output_dir, METADATA_FILE)) and not overwrite:
+    raise PreparationError(f"{output_dir} already has {METADATA_FILE}: pass --overwrite to "
+                           "merge again.")
+  names = [task_file(i, num_tasks) for i in range(num_tasks)]
+  missing = [n for n in names if not paths.exists(paths.join(output_dir, n))]
+  if missing:
+    raise PreparationError(
+        f"{output_dir}: {len(missing)} of {num_tasks} task(s) have not finished "
+        f"({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}); run them "
+        "(--task_index=i --num_tasks=N), then merge.")
+  parts = [paths.read_json(paths.join(output_dir, n)) for n in names]
+  base = {k: v for k, v in parts[0].items() if k not in _PER_TASK}
+  for n, part in zip(names, parts):
+    diff = sorted(k for k in set(base) | set(part)
+                  if k not in _PER_TASK and part.get(k) != base.get(k))
+    if diff:
+      raise PreparationError(f"{n} was written with other options than {names[0]} "
+                             f"({', '.join(diff)}): re-run that task with the same flags.")
+    for s in part["shards"]:
+      if not paths.exists(paths.join(output_dir, s["file"])):
+        raise PreparationError(f"{output_dir}/{s['file']} (listed in {n}) is missing: "
+                               "re-run that task.")
+  totals: collections.Counter = collections.Counter()
+  for part in parts:
+    totals.update(part["task"]["totals"])
+  _add_counts(base, parts[0]["task"]["corpus"], dict(totals),
+              [s for part in parts for s in part["shards"]],
+              max(part["seconds"] for part in parts))
+  paths.write_json(paths.join(output_dir, METADATA_FILE), base, indent=1)
+  return base
 
 
 def format_summary(summary: dict) -> str:

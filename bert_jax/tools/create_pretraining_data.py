@@ -17,7 +17,12 @@ from bert_jax.data import corpus, shards, tfds_sources
 def main(argv: Sequence[str]) -> None:
   del argv
   f = FLAGS
+  if not f.merge and not (f.input_file and f.vocab_file):
+    sys.exit("error: --input_file and --vocab_file are required (only --merge runs without).")
   try:
+    if f.merge:
+      print(shards.format_summary(shards.merge(f.output_dir, f.num_tasks, f.overwrite)))
+      return
     # tfds:NAME items (e.g. tfds:wikipedia/20230601.en) become BERT-format text files.
     input_file = tfds_sources.expand_corpus(f.input_file, f.tfds_data_dir)
     summary = shards.run(
@@ -27,7 +32,10 @@ def main(argv: Sequence[str]) -> None:
         max_predictions_per_seq=f.max_predictions_per_seq, masked_lm_prob=f.masked_lm_prob,
         do_whole_word_mask=f.do_whole_word_mask, input_format=f.input_format,
         documents_per_window=f.documents_per_window, num_workers=f.num_workers,
-        overwrite=f.overwrite)
+        overwrite=f.overwrite, num_tasks=f.num_tasks, task_index=f.task_index)
+    if f.num_tasks > 1:
+      print(f"task {f.task_index} of {f.num_tasks} done; when all are, run the same command "
+            f"with --merge (writes {shards.METADATA_FILE}).")
   except (shards.PreparationError, corpus.CorpusError, tfds_sources.TfdsError, ValueError) as e:
     sys.exit(f"error: {e}")
   print(shards.format_summary(summary))
@@ -66,7 +74,13 @@ def define_flags():
                        "each); bounds memory.")
   flags.DEFINE_integer("num_workers", 0, "Worker processes; 0 = all CPU cores.")
   flags.DEFINE_bool("overwrite", False, "Replace shards already in --output_dir.")
-  flags.mark_flags_as_required(["input_file", "vocab_file", "output_dir"])
+  flags.DEFINE_integer("num_tasks", 1, "Split the job into this many independent tasks "
+                       "(machines, scheduler jobs) writing into one --output_dir.")
+  flags.DEFINE_integer("task_index", 0, "Which task of --num_tasks this is (0-based): it "
+                       "pairs windows w with w % num_tasks == task_index.")
+  flags.DEFINE_bool("merge", False, "After all --num_tasks tasks: write metadata.json from "
+                    "their metadata-task-*.json.")
+  flags.mark_flags_as_required(["output_dir"])
   return flags.FLAGS
 
 
