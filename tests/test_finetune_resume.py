@@ -259,8 +259,10 @@ def chains(tmp_path_factory):
       # SIGKILL in the second run (lr 1e-4) before its step 5: the first run is finished.
       "sweep_sigkill": (sweep_args(), ["sigkill@5#2", None]),
       # Two hosts (one device each), SIGTERM to host 0 only before step 2; resumed by one
-      # process with two devices (the same global mesh).
-      "multihost_sigterm": (mrpc_args(), [("sigterm@2", None), None]),
+      # process with two devices (the same global mesh). Every checkpoint kept: the test
+      # reads the one the hosts stopped at.
+      "multihost_sigterm": (mrpc_args() + ["--config.finetune.keep_checkpoints=10"],
+                            [("sigterm@2", None), None]),
   }
   out = {name: Chain(root, name, args, faults, devices=2 if "multihost" in name else 1)
          for name, (args, faults) in specs.items()}
