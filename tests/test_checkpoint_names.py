@@ -233,3 +233,23 @@ def test_casing_comes_from_the_checkpoint_and_a_mismatch_is_an_error(
   from bert_jax.tools import convert
   out = convert.convert(str(cased), str(tmp_path / "conv"), to="bert_jax")
   assert checkpoints.resolve(out).do_lower_case is False
+
+
+def test_pretraining_warm_starts_take_every_spelling(spellings, minilm_path):
+  """train.check_run_inputs (before anything is built) resolves init_checkpoint the same
+  way, casing included; checkpoints.warm_start loads through load_pretrained."""
+  from bert_jax import config as config_lib
+  from bert_jax import train
+  c = config_lib.load_config_file(str(REPO / "configs" / "tiny.py"))
+  c.vocab_file = os.path.join(minilm_path, "vocab.txt")
+  c.model.vocab_size = 30522
+  for name in ("tf_prefix", "tf_zip", "hub_legacy_id", "converted"):
+    c.init_checkpoint = spellings[name][0]
+    train.check_run_inputs(c)
+  c.do_lower_case = False
+  with pytest.raises(CheckpointError, match=r"config.do_lower_case=False but checkpoint "
+                     r"\S*converted is uncased .*--config.do_lower_case=True"):
+    train.check_run_inputs(c)
+  c.init_checkpoint = "no/such-run"
+  with pytest.raises(CheckpointError, match="config.init_checkpoint=no/such-run: .*tried"):
+    train.check_run_inputs(c)
