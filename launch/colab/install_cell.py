@@ -4,7 +4,7 @@
 # an sdist you uploaded ("/content/bert_jax-0.1.0.tar.gz"), or a checkout
 # ("/content/drive/MyDrive/bert_jax"). It is installed editable from a local copy, so
 # configs/ are beside the package as on a workstation.
-import importlib.util, json, os, subprocess, sys, tarfile
+import importlib.util, json, os, subprocess, sys, tarfile  # io: local-only module (runs before bert_jax exists)
 BERT_JAX_SOURCE = os.environ.get("BERT_JAX_SOURCE", "")
 JAX_VERSION = "0.10.2"  # the jax bert_jax is built and tested with (setup.py's pin)
 
