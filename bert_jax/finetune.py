@@ -531,6 +531,7 @@ def predict_resumable(predict_fn: Callable, params, features: dict[str, Any],
   lo = jax.process_index() * n_local
   batches = eval_batch_indices(lengths, batch_size)
   per_chunk = max(1, PREDICT_CHUNK_ROWS // batch_size)
+  key = f"{key}; {per_chunk} batch(es) of {batch_size} per chunk"
   key_file = paths.join(partial_dir, "key.json")
   if jax.process_index() == 0:  # every host reads the chunks; process 0 writes them
     if paths.exists(key_file) and paths.read_json(key_file).get("key") != key:

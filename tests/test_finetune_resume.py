@@ -9,7 +9,9 @@ library's seams (the library never imports it), chosen by $FT_FAULT:
   sigterm@S[#K]  SIGTERM to itself just before the K-th (default 1st) time this process
                  computes step S: the loop finishes that step, checkpoints it, exits 0;
   sigkill@S[#K]  waits until the checkpoints written so far are complete, then SIGKILLs
-                 itself just before step S: the steps after the last checkpoint are lost.
+                 itself just before step S: the steps after the last checkpoint are lost;
+  sigkill_predict@B  the same just before the B-th batch of the test-set prediction
+                 after training ($FT_PREDICT_CHUNK_ROWS: rows per partial file).
 The model is 1 layer, H=32 (dropout on, so the dropout RNG must resume too), on the
 tests/fixtures data and the MiniLM vocabulary; one device; XLA's optimisations off and a
 persistent compilation cache shared by every run of the module (XLA:CPU compiles the
@@ -36,6 +38,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 FIX = REPO / "tests" / "fixtures"
 ENV_FAULT = "FT_FAULT"
 ENV_REFERENCES = "FT_REFERENCES"  # [[args, workdir], ...]: run them all in this process
+ENV_CHUNK_ROWS = "FT_PREDICT_CHUNK_ROWS"  # finetune.PREDICT_CHUNK_ROWS for this process
 TIMEOUT_S = 900
 
 
@@ -58,6 +61,22 @@ def _install_fault(spec: str) -> None:
     live.append(self)
   checkpoints.FinetuneCheckpointer.__init__ = init_and_keep
   compile_steps = finetune.compile_checked_steps
+  if os.environ.get(ENV_CHUNK_ROWS):
+    finetune.PREDICT_CHUNK_ROWS = int(os.environ[ENV_CHUNK_ROWS])
+  if kind == "sigkill_predict":  # the step_at-th batch of the test-set prediction
+    predict_resumable = finetune.predict_resumable
+
+    def predict_and_die(predict_fn, *args, **kwargs):
+      def fn(params, batch):
+        seen[0] += 1
+        if seen[0] == step_at:
+          live[-1].wait()
+          print(f"fault injection: SIGKILL before test batch {step_at}", flush=True)
+          os.kill(os.getpid(), signal.SIGKILL)
+        return predict_fn(params, batch)
+      return predict_resumable(fn, *args, **kwargs)
+    finetune.predict_resumable = predict_and_die
+    return
 
   def compile_and_wrap(*args, **kwargs):
     train_step, predict_fn = compile_steps(*args, **kwargs)
@@ -94,8 +113,8 @@ if __name__ == "__main__":
   if os.environ.get(ENV_REFERENCES):
     _run_references(json.loads(os.environ[ENV_REFERENCES]))
     sys.exit(0)
-  if os.environ.get(ENV_FAULT):
-    _install_fault(os.environ[ENV_FAULT])
+  if os.environ.get(ENV_FAULT) or os.environ.get(ENV_CHUNK_ROWS):
+    _install_fault(os.environ.get(ENV_FAULT) or "none@0")
   from bert_jax import main
   main.start()
   sys.exit(0)
@@ -189,7 +208,7 @@ class Chain:
     procs = []
     for h, fault in enumerate(hosts):
       env = {k: v for k, v in os.environ.items()
-             if not k.startswith(("BERT_JAX_", "JAX_", "TPU_", ENV_FAULT, ENV_REFERENCES))}
+             if not k.startswith(("BERT_JAX_", "JAX_", "TPU_", "FT_"))}
       env.update({"XLA_FLAGS": xla_flags(1 if port else self.devices), "JAX_PLATFORMS": "cpu",
                   "JAX_COMPILATION_CACHE_DIR": str(self.root / "jax_cache"),
                   "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
@@ -254,7 +273,9 @@ def chains(tmp_path_factory):
       # STS-B: after that of step 3, its epoch-1 eval): steps 5 (and 4) are lost. The
       # rerun computes MRPC's step 6 again: STS-B's is the 2nd step 6 of that process.
       "glue_sigkill": (glue_args(), ["sigkill@6", "sigkill@6#2", None]),
-      "squad_sigterm": (squad_args(), ["sigterm@5", None]),
+      # SIGTERM before step 5 (after the eval of step 4); the rerun finishes training and
+      # is killed in the predict_file pass after 2 of its 5 batches (one per partial file).
+      "squad_sigterm": (squad_args(), ["sigterm@5", "sigkill_predict@3", None]),
       "swag_sigterm": (swag_args(), ["sigterm@4", None]),
       # SIGKILL in the second run (lr 1e-4) before its step 5: the first run is finished.
       "sweep_sigkill": (sweep_args(), ["sigkill@5#2", None]),
@@ -264,7 +285,8 @@ def chains(tmp_path_factory):
       "multihost_sigterm": (mrpc_args() + ["--config.finetune.keep_checkpoints=10"],
                             [("sigterm@2", None), None]),
   }
-  out = {name: Chain(root, name, args, faults, devices=2 if "multihost" in name else 1)
+  out = {name: Chain(root, name, args, faults, devices=2 if "multihost" in name else 1,
+                     env={ENV_CHUNK_ROWS: "32"} if name == "squad_sigterm" else None)
          for name, (args, faults) in specs.items()}
   references = Chain(root, "references", [], [None], env={ENV_REFERENCES: json.dumps(
       [[args, str(root / name)] for name, args in refs.items()])})
@@ -383,15 +405,22 @@ def test_glue_sigkill_after_a_checkpoint_then_rerun_equals_uninterrupted(chains,
   assert_same_run(c.workdir / task, ref.workdir / task, GLUE_FILES[task])
 
 
-def test_squad_v2_sigterm_then_rerun_equals_uninterrupted(chains):
+def test_squad_v2_sigterm_then_kill_in_prediction_then_rerun_equals_uninterrupted(chains):
   c, ref = chains["squad_sigterm"], chains["squad_ref"]
-  assert c.returncodes == [0, 0] and ref.returncodes == [0], c.describe()
+  assert c.returncodes == [0, -signal.SIGKILL, 0] and ref.returncodes == [0], c.describe()
   assert "preempted: stopping at step 5" in c.log(0)
   assert "1 evaluation(s) done, best so far at step 4" in c.log(1)  # eval_every=4
+  assert "fault injection: SIGKILL before test batch 3" in c.log(1)
+  # Training had finished: the last run only predicted the 3 batches left.
+  last = c.log(2)
+  assert f"resumed from {c.workdir / 'checkpoints'}/7" in last
+  assert not any(l.startswith(("step ", "eval step")) for l in last.splitlines())
+  assert "resumed prediction: 2 of 5 chunks were already in" in last
   assert_same_run(c.workdir, ref.workdir, [
       "predictions/predictions.json", "predictions/null_odds.json",
       "predictions/nbest_predictions.json", "eval_results.json",
-      "submission/predictions.json", "submission/null_odds.json"])
+      "submission/predictions.json", "submission/null_odds.json",
+      "submission/nbest_predictions.json"])
 
 
 def test_swag_sigterm_then_rerun_equals_uninterrupted(chains):
