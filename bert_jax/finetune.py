@@ -405,19 +405,10 @@ def run_record(config, task: Task) -> dict[str, Any]:
   return record
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  if isinstance(tree, dict):
-    out = {}
-    for k, v in tree.items():
-      out.update(_flatten(v, f"{prefix}{k}."))
-    return out
-  return {prefix[:-1]: tree}
-
-
 def config_differences(saved: dict, record: dict) -> tuple[list[str], list[str]]:
   """(keys whose change would change the run, harmless changed keys) between the config
   a workdir's run was written with and this one (both as run_record gives them)."""
-  a, b = _flatten(saved), _flatten(record)
+  a, b = checkpoints.dotted(saved), checkpoints.dotted(record)
   changed = sorted(k for k in set(a) | set(b) if a.get(k, "<unset>") != b.get(k, "<unset>"))
   safe = [k for k in changed if k in RESUME_SAFE_KEYS or k.startswith(RESUME_SAFE_PREFIXES)]
   return [k for k in changed if k not in safe], safe
@@ -429,7 +420,7 @@ def _check_same_run(saved: dict | None, record: dict, workdir: str, what: str) -
     return
   refused, harmless = config_differences(saved, record)
   if refused:
-    a, b = _flatten(saved), _flatten(record)
+    a, b = checkpoints.dotted(saved), checkpoints.dotted(record)
     shown = "; ".join(f"{k}: {a.get(k, '<unset>')!r} there, {b.get(k, '<unset>')!r} now"
                       for k in refused[:8]) + (" ..." if len(refused) > 8 else "")
     raise FinetuneError(
