@@ -41,6 +41,10 @@ MODEL = ("--config.model.num_layers=1", "--config.model.hidden_size=64",
          "--config.data.max_predictions_per_seq=5", "--config.train.batch_size=16",
          "--config.train.warmup_steps=1", "--config.train.log_every=1",
          "--config.train.eval_steps=0")
+GLUE = REPO / "tests" / "fixtures" / "glue"
+FINETUNE = ("--config.data.max_seq_length=32", "--config.train.batch_size=8",
+            "--config.finetune.max_steps=2", "--config.finetune.max_train_examples=16",
+            "--config.finetune.eval_batch_size=8", "--config.train.log_every=1")
 PRETRAIN = ("-m", "bert_jax.main", f"--config={REPO / 'configs' / 'tiny.py'}",
             f"--workdir={GS}/run", f"--config.data.train_files={GS}/shards",
             f"--config.vocab_file={GS}/vocab.txt", f"--config.train.num_steps={STEPS}",
@@ -159,4 +163,35 @@ def test_pod_journey_on_a_bucket(gcs):
   assert train_steps == list(range(1, STEPS + 1)), train_steps  # each step once
   assert any("events.out.tfevents" in f for f in fs.find(f"{BUCKET}/run/tensorboard"))
 
-  assert list(gcs.cwd.iterdir()) == []
+  # 4. GLUE fine-tuning from the bucket's run; data, workdir and submission in the bucket.
+  for f in (GLUE / "MRPC").iterdir():
+    fs.pipe(f"{BUCKET}/glue/MRPC/{f.name}", f.read_bytes())
+  p = _cmd(gcs, ("-m", "bert_jax.glue", f"--config.init_checkpoint={GS}/run",
+                 "--config.glue.task=mrpc", f"--config.glue.data_dir={GS}/glue",
+                 f"--workdir={GS}/mrpc", *FINETUNE), name="glue")
+  _wait(gcs, p)
+  fs.invalidate_cache()
+  got = {f.split(f"{BUCKET}/mrpc/", 1)[1] for f in fs.find(f"{BUCKET}/mrpc")}
+  results = json.loads(fs.cat(f"{BUCKET}/mrpc/results.json"))
+  assert results["num_steps"] == 2, results
+  for want in ("results.json", "config.json", "metrics.jsonl", "best/config.json",
+               "submission/MRPC.tsv"):
+    assert want in got, sorted(got)
+  assert any(f.startswith("predictions/") for f in got) and \
+      any(f.startswith("tensorboard/events.out.tfevents") for f in got), sorted(got)
+  submission = fs.cat(f"{BUCKET}/mrpc/submission/MRPC.tsv").decode().splitlines()
+  test_rows = (GLUE / "MRPC" / "test.tsv").read_text().strip().splitlines()
+  assert submission[0].split("\t") == ["index", "prediction"]
+  assert len(submission) == len(test_rows)  # a header + one line per test pair
+
+  # 5. export the fine-tuned model to the bucket.
+  p = _cmd(gcs, ("-m", "bert_jax.tools.export", f"--workdir={GS}/mrpc",
+                 f"--output_dir={GS}/export"), name="export")
+  _wait(gcs, p)
+  fs.invalidate_cache()
+  exported = {f.rsplit("/", 1)[1] for f in fs.find(f"{BUCKET}/export")}
+  assert {"serving.json", "vocab.txt"} <= exported, exported
+  spec = json.loads(fs.cat(f"{BUCKET}/export/serving.json"))
+  assert spec["vocab_file"] == "vocab.txt"
+
+  assert list(gcs.cwd.iterdir()) == []  # nothing went to the local working directory
