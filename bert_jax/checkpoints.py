@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import errno
 import json
-import os
 from typing import Any, Mapping
 
 import flax.linen as nn

@@ -26,7 +26,6 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from etils import epath
 
 from bert_jax import metrics
 from bert_jax import weights
