@@ -91,19 +91,30 @@ def spellings(env, minilm_path, tmp_path_factory):
   }
 
 
-def glue_config(init_checkpoint, **overrides):
+@pytest.fixture(scope="module")
+def glue_dir(tmp_path_factory):
+  """MRPC's fixture files cut to 16 train, 8 dev and 8 test rows (header kept)."""
+  d = tmp_path_factory.mktemp("glue")
+  (d / "MRPC").mkdir()
+  for split, n in (("train", 16), ("dev", 8), ("test", 8)):
+    lines = (GLUE_FIXTURES / "MRPC" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+    (d / "MRPC" / f"{split}.tsv").write_text("\n".join(lines[:n + 1]) + "\n", encoding="utf-8")
+  return str(d)
+
+
+def glue_config(init_checkpoint, data_dir=str(GLUE_FIXTURES), **overrides):
   from bert_jax import config as config_lib
   c = config_lib.load_config_file(str(REPO / "configs" / "glue.py"))
   c.init_checkpoint = init_checkpoint
   c.glue.task = "mrpc"
-  c.glue.data_dir = str(GLUE_FIXTURES)
+  c.glue.data_dir = data_dir
   c.data.max_seq_length = 32
   c.train.batch_size = 8  # one row per fake device
   c.train.learning_rate = 1e-3
   c.train.log_every = 1
   c.finetune.max_steps = 2
   c.finetune.max_train_examples = 16  # 2 steps
-  c.finetune.eval_batch_size = 32
+  c.finetune.eval_batch_size = 8
   c.finetune.bucket_multiple = 32  # one shape: one compilation
   c.finetune.save_best = False
   c.finetune.write_dev_predictions = False
@@ -117,13 +128,13 @@ def first_loss(workdir) -> float:
 
 
 @pytest.fixture(scope="module")
-def reference(spellings, tmp_path_factory, minilm_path):
+def reference(spellings, glue_dir, tmp_path_factory, minilm_path):
   """Fine-tuning from the Hugging Face directory with learning rate 0, keeping best/:
   its workdir holds MiniLM's encoder unchanged (the run-workdir spelling)."""
   from bert_jax.tasks import glue
   workdir = str(tmp_path_factory.mktemp("run") / "mrpc")
-  glue.run(glue_config(minilm_path, **{"train.learning_rate": 0.0,
-                                       "finetune.save_best": True}), workdir)
+  glue.run(glue_config(minilm_path, glue_dir, **{"train.learning_rate": 0.0,
+                                                 "finetune.save_best": True}), workdir)
   return first_loss(workdir), workdir
 
 
@@ -133,7 +144,7 @@ NAMES = ("hf_dir", "tf_dir", "tf_prefix", "tf_zip", "hub_legacy_id", "hub_org_na
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_spelling_fine_tunes_to_the_same_first_step_loss(name, spellings, reference,
-                                                               tmp_path):
+                                                               glue_dir, tmp_path):
   from bert_jax.tasks import glue
   loss0, run_dir = reference
   path, fmt = spellings.get(name, (None, None))
@@ -146,7 +157,7 @@ def test_every_spelling_fine_tunes_to_the_same_first_step_loss(name, spellings, 
   assert r.do_lower_case is True, r  # every spelling says uncased, each in its own way
   assert weights.check_vocab(r.vocab_file, checkpoints.load_pretrained(path)[0]) == 30522
   workdir = str(tmp_path / "w")
-  glue.run(glue_config(path), workdir)
+  glue.run(glue_config(path, glue_dir), workdir)
   # Same weights, same data, same seed: the same float32 computation, hence the same loss
   # to the float32 rounding of the loaded weights (0 for all but the transposes).
   np.testing.assert_allclose(first_loss(workdir), loss0, rtol=1e-6)
