@@ -17,6 +17,7 @@ from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegac
 
 from bert_jax import tokenization
 from bert_jax.tools import build_vocab
+from test_paths import fake_gcs  # noqa: F401 (fixture)
 
 FIX = pathlib.Path(__file__).parent / "fixtures" / "tokenization"
 CASED_VOCAB = str(FIX / "cased_vocab.txt")
@@ -175,6 +176,26 @@ def test_build_vocab_sentencepiece(corpus_dir, tmp_path):
   assert tok.mask_id in ids
   assert tok.decode(tok.encode("holmes said nothing")) == "holmes said nothing"
   assert tok.is_word_start(tok.tokenize("holmes")[0])
+  # A .model renamed to vocab.txt (what a text copy used to do) is one clear error.
+  renamed = tmp_path / "vocab.txt"
+  renamed.write_bytes(pathlib.Path(out).read_bytes())
+  with pytest.raises(tokenization.TokenizerError, match="not a UTF-8 vocab.txt.*keep its "
+                     r"\.model suffix"):
+    tokenization.load_tokenizer(str(renamed))
+
+
+def test_tokenizers_read_vocabularies_on_gcs(corpus_dir, tmp_path, fake_gcs):
+  """vocab.txt and a SentencePiece .model (fed to sentencepiece as bytes) from gs://."""
+  from bert_jax import paths
+  sp = str(tmp_path / "sp.model")
+  build_vocab.build_vocab(f"{corpus_dir}/*.txt", sp, type="sentencepiece", vocab_size=400)
+  paths.copy(sp, "gs://bkt/v/sp.model")
+  paths.copy(CASED_VOCAB, "gs://bkt/v/vocab.txt")
+  text = "Holmes said [MASK] to Watson."
+  for local, remote in ((sp, "gs://bkt/v/sp.model"), (CASED_VOCAB, "gs://bkt/v/vocab.txt")):
+    a = tokenization.load_tokenizer(str(local), do_lower_case=False)
+    b = tokenization.load_tokenizer(remote, do_lower_case=False)
+    assert a.encode(text) == b.encode(text) and a.vocab_size == b.vocab_size
 
 
 def test_build_vocab_errors(tmp_path):
