@@ -7,9 +7,12 @@ and linear decay, 1M steps: sequence length 128 with 20 predictions for the firs
 10% (phase 2, `configs/base.py:2`), started from the phase-1 run.
 
   python -m bert_jax.main --config=configs/base.py --workdir=gs://BUCKET/base \
-      --config.data.train_files='gs://BUCKET/shards128/*'
+      --config.data.train_files='gs://BUCKET/shards128/*' --config.vocab_file=gs://BUCKET/vocab.txt
   python -m bert_jax.main --config=configs/base.py:2 --workdir=gs://BUCKET/base_p2 \
-      --config.init_checkpoint=gs://BUCKET/base --config.data.train_files='gs://BUCKET/shards512/*'
+      --config.init_checkpoint=gs://BUCKET/base --config.data.train_files='gs://BUCKET/shards512/*' \
+      --config.vocab_file=gs://BUCKET/vocab.txt
+
+The vocabulary the shards were made with is required (config.vocab_file).
 """
 from bert_jax import config as config_lib
 

@@ -6,9 +6,10 @@ with 20 predictions for the first 90% (this config), then seq 512 with 80 predic
 the last 10% (configs/large_phase2.py), started from this run's last checkpoint.
 
   python -m bert_jax.main --config=configs/large.py --workdir=gs://BUCKET/large \
-      --config.data.train_files='gs://BUCKET/shards128/*'
+      --config.data.train_files='gs://BUCKET/shards128/*' --config.vocab_file=gs://BUCKET/vocab.txt
   python -m bert_jax.main --config=configs/large_phase2.py --workdir=gs://BUCKET/large_p2 \
-      --config.init_checkpoint=gs://BUCKET/large --config.data.train_files='gs://BUCKET/shards512/*'
+      --config.init_checkpoint=gs://BUCKET/large --config.data.train_files='gs://BUCKET/shards512/*' \
+      --config.vocab_file=gs://BUCKET/vocab.txt
 """
 from bert_jax import config as config_lib
 

@@ -5,7 +5,8 @@ Starts from the phase-1 run (configs/large.py) with every parameter, heads inclu
 did). config.init_checkpoint is required: the phase-1 workdir, or one of its step dirs.
 
   python -m bert_jax.main --config=configs/large_phase2.py --workdir=gs://BUCKET/large_p2 \
-      --config.init_checkpoint=gs://BUCKET/large --config.data.train_files='gs://BUCKET/shards512/*'
+      --config.init_checkpoint=gs://BUCKET/large --config.data.train_files='gs://BUCKET/shards512/*' \
+      --config.vocab_file=gs://BUCKET/vocab.txt
 """
 import os
 

@@ -8,7 +8,8 @@ TensorCore, 8 GiB HBM each), so data parallel gives 2 sequences per core.
 Compile it for the pod we do not have (bert_jax/tools/aot.py, README "Pods"):
   JAX_PLATFORMS=cpu python -m bert_jax.tools.aot --config=configs/pods/paper_large_v2.py --topology=v2:8x8
   JAX_PLATFORMS=cpu python -m bert_jax.tools.aot --config=configs/pods/paper_large_v2.py:2 --topology=v2:8x8
-Train with it: python -m bert_jax.main --config=configs/pods/paper_large_v2.py --workdir=gs://...
+Train with it: python -m bert_jax.main --config=configs/pods/paper_large_v2.py --workdir=gs://... \
+  --config.data.train_files=gs://... --config.vocab_file=gs://.../vocab.txt
 """
 from bert_jax import config as config_lib
 
