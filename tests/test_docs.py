@@ -124,3 +124,13 @@ def test_slug_is_github_style():
       "pods-compiler-estimates-not-measurements")
   assert _slug("Checkpoints and `convert`") == "checkpoints-and-convert"
   assert _slug("Real run: MRPC, MiniLM") == "real-run-mrpc-minilm"
+
+
+def test_benchmark_tables_are_generated_from_their_json():
+  """benchmarks/README.md's marked tables equal what benchmarks/tables.py renders."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("tables", REPO / "benchmarks" / "tables.py")
+  tables = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(tables)
+  text = tables.README.read_text()
+  assert tables.render(text) == text, "run: python benchmarks/tables.py"

@@ -1,0 +1,109 @@
+"""Regenerates benchmarks/README.md's result tables from the JSON under benchmarks/results.
+
+python benchmarks/tables.py            # rewrite the tables in place
+python benchmarks/tables.py --check    # exit 1 if a table differs from its JSON
+
+A table lives between `<!-- table:NAME -->` and `<!-- /table:NAME -->`; NAME picks the
+renderer below and the JSON it reads. Numbers in those tables are never typed by hand
+(tests/test_docs.py runs the check).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import re
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+README = HERE / "README.md"
+
+
+def _load(name: str) -> dict:
+  return json.loads((HERE / "results" / name).read_text())
+
+
+def data_prep() -> str:
+  r = _load("data_prep.json")
+  runs = r["runs"]
+  ours = {(x["dupe_factor"], x.get("scale", 1)): x for x in runs if x["tool"].startswith("bert_jax (prep +")}
+  lines = ["| corpus | dupe | tool | wall s | CPU s | tokens / CPU s | peak RSS MiB | instances | ours vs it (per core / memory) |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  tokens = r["corpus"]["tokens"]
+  for x in runs:
+    if x["tool"] == "bert_jax (prep only)":
+      continue
+    scale = x.get("scale", 1)
+    base = ours[(x["dupe_factor"], scale)]
+    vs = ("-" if x is base else f"{x['cpu_seconds'] / base['cpu_seconds']:.1f}x / "
+          f"{x['peak_rss_mib'] / base['peak_rss_mib']:.1f}x")
+    lines.append(f"| {tokens * scale / 1e6:.2f} M tokens | {x['dupe_factor']} | {x['tool']} | "
+                 f"{x['seconds']:.1f} | {x['cpu_seconds']:.1f} | "
+                 f"{x['tokens_per_s_per_core']:,.0f} | {x['peak_rss_mib']:,.0f} | "
+                 f"{x['instances']:,} | {vs} |")
+  lines += ["", "| ours alone, corpus repeated | tokens | wall s | CPU s | tokens / CPU s | peak RSS MiB |",
+            "| --- | --- | --- | --- | --- | --- |"]
+  for x in runs:
+    if x["tool"] == "bert_jax (prep only)":
+      lines.append(f"| x{x['scale']} | {x['tokens']:,} | {x['seconds']:.1f} | "
+                   f"{x['cpu_seconds']:.1f} | {x['tokens_per_s_per_core']:,.0f} | "
+                   f"{x['peak_rss_mib']:,.0f} |")
+  m = r["machine"]
+  lines += ["", f"Machine: {m['cores']} cores ({m['cpu']}), load average {m['load_average_at_start']:.1f} "
+            f"at the start; commit {r.get('commit', '?')[:10]}; command `{r['command']}`."]
+  return "\n".join(lines)
+
+
+SHAPES = {"tiny": "tiny L2 H128 B32 S128", "mini": "mini L4 H256 B32 S128",
+          "small": "small L4 H512 B32 S128", "base128": "base B8 S128", "base512": "base B2 S512"}
+
+
+def train_step() -> str:
+  r = _load("train_step_2026-12-02.json")
+  by = {}
+  for row in r["rows"]:
+    by.setdefault(row["shape"], {})[row["impl"]] = row
+  lines = ["| shape | bert_jax ms | HF Flax ms | HF PyTorch ms | vs Flax | vs PyTorch | MFU ours / Flax | peak MiB ours / Flax |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for shape, d in by.items():
+    o, f, t = d["bert_jax"], d.get("hf-flax"), d.get("hf-torch")
+    ms = lambda x: f"{1000 * x['step_s']:,.0f}" if x else "-"
+    ratio = lambda x: f"{x['step_s'] / o['step_s']:.2f}x" if x else "-"
+    mfu = lambda x: f"{100 * x['mfu']:.0f}%" if x and x.get("mfu") else "-"
+    mib = lambda x: f"{x['peak_bytes'] / 2**20:,.0f}" if x and x.get("peak_bytes") else "-"
+    lines.append(f"| {SHAPES.get(shape, shape)} | {ms(o)} | {ms(f)} | {ms(t)} | {ratio(f)} | {ratio(t)} | "
+                 f"{mfu(o)} / {mfu(f)} | {mib(o)} / {mib(f)} |")
+  return "\n".join(lines)
+
+
+TABLES = {"data_prep": data_prep, "train_step": train_step}
+
+
+def render(text: str) -> str:
+  for name, fn in TABLES.items():
+    pattern = re.compile(rf"(<!-- table:{name} -->\n)(?:.*?\n)?(<!-- /table:{name} -->)", re.S)
+    if not pattern.search(text):
+      raise SystemExit(f"{README}: no <!-- table:{name} --> ... <!-- /table:{name} --> block")
+    text = pattern.sub(lambda m: m[1] + fn() + "\n" + m[2], text)
+  return text
+
+
+def main() -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--check", action="store_true")
+  args = p.parse_args()
+  old = README.read_text()
+  new = render(old)
+  if args.check:
+    if new != old:
+      print(f"{README}: tables differ from benchmarks/results; run python benchmarks/tables.py",
+            file=sys.stderr)
+      return 1
+    return 0
+  README.write_text(new)
+  print(f"wrote {README}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
