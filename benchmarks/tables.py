@@ -50,7 +50,8 @@ def data_prep() -> str:
                    f"{x['peak_rss_mib']:,.0f} |")
   m = r["machine"]
   lines += ["", f"Machine: {m['cores']} cores ({m['cpu']}), load average {m['load_average_at_start']:.1f} "
-            f"at the start; commit {r.get('commit', '?')[:10]}; command `{r['command']}`."]
+            f"at the start; commit {r.get('commit', '?')[:10]}; command "
+            f"`python {re.sub(r' --workdir=[^ ]+', '', r['command'])}`."]
   return "\n".join(lines)
 
 
