@@ -201,11 +201,17 @@ def test_squad_by_name_equals_the_official_json(data_dir, version, official):
 
 
 def test_multiple_choice_by_name(data_dir, monkeypatch):
-  monkeypatch.setenv("TFDS_DATA_DIR", data_dir)
-  examples = mc.read_examples("tfds:hellaswag#validation", "swag_jsonl", 4)
+  from bert_jax.tasks import swag
   ref = mc.read_examples(str(FIX / "swag" / "sample.jsonl"), "swag_jsonl", 4)
-  assert sorted((e.endings, e.label) for e in examples) == sorted(
-      (e.endings, e.label) for e in ref)
+  key = lambda examples: sorted((e.endings, e.label) for e in examples)
+  c = config_lib.load_config_file(str(REPO / "configs" / "swag.py"))
+  c.swag.train_file = c.swag.dev_file = "tfds:hellaswag"
+  c.data.tfds_data_dir = data_dir
+  task = swag.MultipleChoiceTask.from_config(c)
+  assert key(task.load_examples("dev")) == key(ref)  # validation split
+  # $TFDS_DATA_DIR, as set when read, without a configured directory.
+  monkeypatch.setenv("TFDS_DATA_DIR", data_dir)
+  assert key(mc.read_examples("tfds:hellaswag#validation", "swag_jsonl", 4)) == key(ref)
   with pytest.raises(tfds_sources.TfdsError, match="no SWAG builder.*train.csv"):
     mc.read_examples("tfds:swag", "swag_jsonl", 4)
 

@@ -215,15 +215,15 @@ def infer_format(path: str, dataset: str) -> str:
   return "swag_csv" if path.lower().endswith(".csv") else "swag_jsonl"
 
 
-def read_examples(path: str, fmt: str, num_choices: int,
-                  require_labels: bool = True) -> list[MultipleChoiceExample]:
+def read_examples(path: str, fmt: str, num_choices: int, require_labels: bool = True,
+                  tfds_data_dir: str = "") -> list[MultipleChoiceExample]:
   """Reads `path` in format `fmt` (see FORMATS); every example has num_choices endings.
-  `tfds:hellaswag#SPLIT` reads TFDS (data/tfds_sources.py; $TFDS_DATA_DIR)."""
+  `tfds:hellaswag#SPLIT` reads TFDS from tfds_data_dir (data/tfds_sources.py)."""
   if tfds_sources.is_tfds(path):
     name, _, split = path.partition("#")
     examples = [MultipleChoiceExample(str(r["id"]), r["context"], "", tuple(r["endings"]),
                                       r["label"]) for r in tfds_sources.multiple_choice_rows(
-                                          name, split or "train")]
+                                          name, split or "train", tfds_data_dir)]
   elif fmt == "swag_csv":
     examples = read_swag_csv(path, require_labels)
     if examples and num_choices != 4:

@@ -75,6 +75,7 @@ class MultipleChoiceTask:
   train_split: str = "train"
   eval_splits: Sequence[str] = ("dev",)
   output_dir: str | None = None
+  tfds_data_dir: str = ""  # config.data.tfds_data_dir, for tfds:NAME files
 
   def __post_init__(self):
     if self.dataset not in DATASETS:
@@ -94,7 +95,8 @@ class MultipleChoiceTask:
     s = config.swag
     return cls(dataset=s.dataset, train_file=s.train_file, dev_file=s.dev_file,
                test_file=s.test_file, num_choices=int(s.num_choices), format=s.format,
-               train_slice=s.train_slice, dev_slice=s.dev_slice)
+               train_slice=s.train_slice, dev_slice=s.dev_slice,
+               tfds_data_dir=str(config.data.get("tfds_data_dir", "") or ""))
 
   @property
   def name(self) -> str:
@@ -107,7 +109,10 @@ class MultipleChoiceTask:
   def load_examples(self, split: str) -> list[mc.MultipleChoiceExample]:
     path = {"train": self.train_file, "dev": self.dev_file, "test": self.test_file}[split]
     fmt = self.format or mc.infer_format(path, self.dataset)
-    examples = mc.read_examples(path, fmt, self.num_choices, require_labels=split != "test")
+    if path.startswith("tfds:") and "#" not in path:  # the split from the file's role
+      path += "#" + {"train": "train", "dev": "validation"}.get(split, split)
+    examples = mc.read_examples(path, fmt, self.num_choices, require_labels=split != "test",
+                                tfds_data_dir=self.tfds_data_dir)
     cut = {"train": ("config.swag.train_slice", self.train_slice),
            "dev": ("config.swag.dev_slice", self.dev_slice)}.get(split)
     if cut and cut[1]:
