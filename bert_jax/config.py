@@ -104,8 +104,8 @@ def default_config() -> ml_collections.ConfigDict:
   # directory of shards written by `python -m bert_jax.tools.create_pretraining_data`.
   c.data.train_files = ""
   c.data.eval_files = ""  # held-out text or shards for eval (same formats as train_files).
-  # TensorFlow Datasets directory for `tfds:NAME` sources (GLUE, SQuAD; local or gs://);
-  # "" = TFDS's default ($TFDS_DATA_DIR, else ~/tensorflow_datasets).
+  # TensorFlow Datasets directory for `tfds:NAME` sources (GLUE, SQuAD, multiple choice;
+  # local or gs://); "" = TFDS's default ($TFDS_DATA_DIR, else ~/tensorflow_datasets).
   c.data.tfds_data_dir = ""
   c.data.max_seq_length = 128  # tokens per sequence, [CLS] and [SEP]s included.
   c.data.max_predictions_per_seq = 20  # cap on masked positions per sequence.
