@@ -8,6 +8,9 @@
   (orbax) + config.json (Google/Hugging Face spelling).
 - Reading runs: `find_run_checkpoint` (latest finished step), `load_run` (params, any
   mesh), `saved_config` and `param_shapes_from_checkpoint` (resume checks, preflight.py).
+- Any checkpoint by the name a user types: `resolve`, the one resolver behind every
+  checkpoint argument (our runs here, the rest through weights.resolve_foreign), then
+  `load_pretrained` / `vocab_file_of` / `check_init_checkpoint` (casing included).
 
 Foreign formats (Google TF, Hugging Face, our converted directories) are weights.py.
 """
