@@ -28,10 +28,7 @@ input_ids, token_type_ids, attention_mask ([N, S] or [N, C, S]), labels, example
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
-import json
 import math
 import os
 import time
@@ -52,12 +49,14 @@ from bert_jax.data.batching import (MODEL_INPUTS, batch_keys, bucket_length,  # 
                                     encode_sentence_pairs, eval_batch_indices, make_batch,
                                     num_examples, sequence_lengths, train_batch_indices,
                                     truncate_seq_pair)
+from bert_jax import reruns
+# Prediction and reruns live in prediction.py and reruns.py; re-exported for the tasks.
+from bert_jax.prediction import predict, predict_resumable  # noqa: F401
+from bert_jax.reruns import (CONFIG_FILE, PARTIAL_DIR, RESULTS_FILE, SWEEP_FILE,  # noqa: F401
+                             FinetuneError, config_differences, finished_results,
+                             run_record, stop_hook, stopped)
 from bert_jax.model import BertConfig
 from bert_jax.tokenization import load_tokenizer
-
-
-class FinetuneError(ValueError):
-  """Fine-tuning cannot start (bad checkpoint/vocab/data); the message names the fix."""
 
 
 class Task(Protocol):
@@ -211,43 +210,6 @@ def make_compute_loss(task: Task, model: nn.Module):
   return compute_loss, denominators_fn
 
 
-def _pad_to(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-  if x.shape[1:] == shape:
-    return x
-  widths = [(0, 0)] + [(0, t - s) for s, t in zip(x.shape[1:], shape)]
-  return np.pad(x, widths)
-
-
-def predict(predict_fn: Callable, params, features: dict[str, Any], batch_size: int,
-            mesh, bucket_multiple: int, sequence_keys: Sequence[str] = MODEL_INPUTS):
-  """Model outputs for every example, in the original order, as a numpy pytree [N, ...].
-
-  Batches are sorted by length and cut to buckets; outputs with a length axis (e.g.
-  SQuAD logits [N, S]) are right-padded with 0 to the longest bucket.
-  """
-  lengths = sequence_lengths(features)
-  keys = [k for k in MODEL_INPUTS if k in features]
-  n_local = batch_size // jax.process_count()
-  lo = jax.process_index() * n_local
-  chunks, order = [], []
-  for idx in eval_batch_indices(lengths, batch_size):
-    batch = make_batch(features, idx, batch_size, bucket_multiple, sequence_keys, keys,
-                       lengths)
-    local = {k: v[lo:lo + n_local] for k, v in batch.items()}
-    out = train_lib.gather_to_host(predict_fn(params, train_lib.global_batch(local, mesh)))
-    chunks.append(jax.tree_util.tree_map(lambda x, m=len(idx): x[:m], out))
-    order.append(idx)
-  order = np.concatenate(order)
-  inverse = np.empty_like(order)
-  inverse[order] = np.arange(len(order))
-
-  def stack(*xs):
-    shape = tuple(max(s) for s in zip(*(x.shape[1:] for x in xs)))
-    return np.concatenate([_pad_to(x, shape) for x in xs])[inverse]
-
-  return jax.tree_util.tree_map(stack, *chunks)
-
-
 # ---------------------------------------------------------------------------------------
 # Memory preflight: the biggest batches, compiled before the first step
 # ---------------------------------------------------------------------------------------
@@ -372,213 +334,6 @@ def _select(metrics: dict[str, float], key: str) -> float:
 
 
 # ---------------------------------------------------------------------------------------
-# Reruns: finished runs, resumable runs, runs with another config
-# ---------------------------------------------------------------------------------------
-
-RESULTS_FILE = "results.json"  # written last: its presence marks a finished run
-SWEEP_FILE = "sweep.json"
-CONFIG_FILE = "config.json"
-PARTIAL_DIR = "predict_partial"  # test-set outputs of finished batches, while predicting
-# What a rerun with finetune.overwrite=True deletes (prediction files are rewritten).
-RUN_FILES = (checkpoints.RUN_CHECKPOINT_DIR, RESULTS_FILE, metrics.METRICS_FILE,
-             "tensorboard", checkpoints.BEST_DIR, PARTIAL_DIR)
-# Config keys a rerun may change without changing what is computed: logging, checkpoint
-# cadence, where outputs go, the sweep grid around this run, the test files predicted
-# after training, and the mesh (orbax reshards; sums may then round differently).
-RESUME_SAFE_KEYS = (
-    "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.async_checkpointing", "train.profile", "train.peak_flops_per_device",
-    "finetune.checkpoint_every", "finetune.keep_checkpoints", "finetune.overwrite",
-    "finetune.save_best", "finetune.write_dev_predictions", "finetune.sweep",
-    "finetune.sweep_learning_rates", "finetune.sweep_seeds",
-    "glue.output_dir", "squad.output_dir", "squad.mode", "squad.predict_file",
-    "squad.params_dir", "swag.test_file")
-RESUME_SAFE_PREFIXES = ("mesh.",)
-
-
-def run_record(config, task: Task) -> dict[str, Any]:
-  """The run's config as plain JSON data, as checkpoints and results.json keep it; with
-  several GLUE tasks in one command, glue.task is this run's task."""
-  record = json.loads(json.dumps(config.to_dict(), default=str))
-  if isinstance(record.get("glue"), dict):
-    record["glue"]["task"] = task.name
-  return record
-
-
-def config_differences(saved: dict, record: dict) -> tuple[list[str], list[str]]:
-  """(keys whose change would change the run, harmless changed keys) between the config
-  a workdir's run was written with and this one (both as run_record gives them)."""
-  a, b = checkpoints.dotted(saved), checkpoints.dotted(record)
-  changed = sorted(k for k in set(a) | set(b) if a.get(k, "<unset>") != b.get(k, "<unset>"))
-  safe = [k for k in changed if k in RESUME_SAFE_KEYS or k.startswith(RESUME_SAFE_PREFIXES)]
-  return [k for k in changed if k not in safe], safe
-
-
-def _check_same_run(saved: dict | None, record: dict, workdir: str, what: str) -> None:
-  """Raises FinetuneError naming every key that differs (not the harmless ones)."""
-  if saved is None:
-    return
-  refused, harmless = config_differences(saved, record)
-  if refused:
-    a, b = checkpoints.dotted(saved), checkpoints.dotted(record)
-    shown = "; ".join(f"{k}: {a.get(k, '<unset>')!r} there, {b.get(k, '<unset>')!r} now"
-                      for k in refused[:8]) + (" ..." if len(refused) > 8 else "")
-    raise FinetuneError(
-        f"{workdir} holds {what} with another config ({shown}). Rerun with the same config "
-        "to resume it, pass a new --workdir, or add --config.finetune.overwrite=True to "
-        "delete that run and start over.")
-  if harmless:
-    metrics.log(f"note: resuming {what} in {workdir} with changed "
-                f"{', '.join(harmless)} (they do not change what is computed)")
-
-
-def _clear_run(workdir: str) -> None:
-  """finetune.overwrite: the run files of an earlier run in workdir go (process 0 deletes,
-  every host waits for it)."""
-  from bert_jax import distributed
-  if jax.process_index() == 0:
-    for name in RUN_FILES:
-      p = paths.join(workdir, name)
-      if paths.is_dir(p):
-        metrics.log(f"finetune.overwrite: deleting {p}")
-        paths.rmtree(p)
-      elif paths.exists(p):
-        paths.remove(p)
-  distributed.barrier(_barrier_id("finetune_overwrite", workdir))
-
-
-def _barrier_id(*parts: str) -> str:
-  """A barrier name unique to what it guards (a coordination-service barrier is used once)."""
-  import hashlib
-  return "bert_jax_" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-def finished_results(workdir: str, record: dict) -> dict[str, Any] | None:
-  """results.json of a finished run of this config in workdir (FinetuneError if it was
-  another config), or None when the run has not finished."""
-  path = paths.join(workdir, RESULTS_FILE)
-  if not paths.exists(path):
-    return None
-  results = paths.read_json(path)
-  _check_same_run(results.get("config"), record, workdir, "a finished run")
-  return results
-
-
-def stopped(results: dict | None) -> bool:
-  """True for what run/sweep return when SIGTERM (or a preemption notice) stopped them."""
-  return bool(results and results.get("stopped_early"))
-
-
-@contextlib.contextmanager
-def stop_hook(should_stop: Callable[[], bool] | None = None):
-  """Yields the loop's `should_stop`: the given one, or SIGTERM handling installed for
-  the duration (preemption.py: a Python handler, or JAX's preemption sync manager with
-  several hosts, which the loop asks through orbax's reached_preemption)."""
-  if should_stop is not None:
-    yield should_stop
-    return
-  from bert_jax import preemption
-  try:
-    hook = preemption.install()
-  except ValueError:  # signal handlers only in the main thread: none then
-    hook = lambda: False
-  try:
-    yield hook
-  finally:
-    if hasattr(hook, "uninstall"):
-      hook.uninstall()
-
-
-# ---------------------------------------------------------------------------------------
-# Test-set prediction that resumes
-# ---------------------------------------------------------------------------------------
-
-PREDICT_CHUNK_ROWS = 4096  # rows of outputs per partial file
-
-
-def _encode_outputs(out) -> tuple[str, list[np.ndarray]]:
-  if isinstance(out, (tuple, list)):
-    return type(out).__name__, [np.asarray(x) for x in out]
-  return "array", [np.asarray(out)]
-
-
-def _decode_outputs(kind: str, leaves: list[np.ndarray]):
-  if kind == "array":
-    return leaves[0]
-  return tuple(leaves) if kind == "tuple" else list(leaves)
-
-
-def predict_resumable(predict_fn: Callable, params, features: dict[str, Any],
-                      batch_size: int, mesh, bucket_multiple: int,
-                      sequence_keys: Sequence[str], partial_dir: str, key: str):
-  """`predict`, keeping the outputs of finished batches in partial_dir (one .npz per
-  ~PREDICT_CHUNK_ROWS rows, each written atomically), so a crash or preemption during a
-  long test-set prediction loses at most one chunk and a rerun with the same `key`
-  (params and data) predicts only the rest. Same batches, same programs: the outputs
-  equal `predict`'s. The caller removes partial_dir once the files are written."""
-  lengths = sequence_lengths(features)
-  keys = [k for k in MODEL_INPUTS if k in features]
-  n_local = batch_size // jax.process_count()
-  lo = jax.process_index() * n_local
-  batches = eval_batch_indices(lengths, batch_size)
-  per_chunk = max(1, PREDICT_CHUNK_ROWS // batch_size)
-  key = f"{key}; {per_chunk} batch(es) of {batch_size} per chunk"
-  key_file = paths.join(partial_dir, "key.json")
-  if jax.process_index() == 0:  # every host reads the chunks; process 0 writes them
-    if paths.exists(key_file) and paths.read_json(key_file).get("key") != key:
-      paths.rmtree(partial_dir)  # outputs of other params or data: start again
-    if not paths.exists(key_file):
-      paths.write_json(key_file, {"key": key})
-  from bert_jax import distributed
-  distributed.barrier(_barrier_id("predict_partial", partial_dir, key))
-  chunks, order, kind, done = [], [], "array", 0
-  for c, start in enumerate(range(0, len(batches), per_chunk)):
-    chunk_file = paths.join(partial_dir, f"chunk_{c:06d}.npz")
-    part = batches[start:start + per_chunk]
-    if paths.exists(chunk_file):
-      with np.load(io.BytesIO(paths.read_bytes(chunk_file))) as z:
-        kind = str(z["kind"])
-        for j, idx in enumerate(part):
-          n_leaves = int(z["n_leaves"])
-          chunks.append(_decode_outputs(kind, [z[f"b{j}_{l}"] for l in range(n_leaves)]))
-          order.append(idx)
-      done += 1
-      continue
-    saved: dict[str, np.ndarray] = {}
-    for j, idx in enumerate(part):
-      batch = make_batch(features, idx, batch_size, bucket_multiple, sequence_keys, keys,
-                         lengths)
-      local = {k: v[lo:lo + n_local] for k, v in batch.items()}
-      out = train_lib.gather_to_host(predict_fn(params, train_lib.global_batch(local, mesh)))
-      out = jax.tree_util.tree_map(lambda x, m=len(idx): np.asarray(x)[:m], out)
-      kind, leaves = _encode_outputs(out)
-      saved.update({f"b{j}_{l}": x for l, x in enumerate(leaves)})
-      saved["n_leaves"] = np.asarray(len(leaves))
-      chunks.append(out)
-      order.append(idx)
-    if jax.process_index() == 0:
-      buf = io.BytesIO()
-      np.savez(buf, kind=np.asarray(kind), **saved)
-      paths.write_bytes(chunk_file, buf.getvalue())
-  if done:
-    metrics.log(f"resumed prediction: {done} of {-(-len(batches) // per_chunk)} chunks "
-                f"were already in {partial_dir}")
-  return _stack_outputs(chunks, order)
-
-
-def _stack_outputs(chunks: list, order: list[np.ndarray]):
-  order = np.concatenate(order)
-  inverse = np.empty_like(order)
-  inverse[order] = np.arange(len(order))
-
-  def stack(*xs):
-    shape = tuple(max(s) for s in zip(*(x.shape[1:] for x in xs)))
-    return np.concatenate([_pad_to(x, shape) for x in xs])[inverse]
-
-  return jax.tree_util.tree_map(stack, *chunks)
-
-
-# ---------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------
 
@@ -610,7 +365,7 @@ def _run(config, workdir: str, task: Task, cache: dict | None,
   paths.makedirs(workdir)
   record = run_record(config, task)
   if ft.overwrite:
-    _clear_run(workdir)
+    reruns.clear_run(workdir)
   else:
     done = finished_results(workdir, record)
     if done is not None:
@@ -624,7 +379,7 @@ def _run(config, workdir: str, task: Task, cache: dict | None,
                         checkpoints.RUN_CHECKPOINT_DIR)
   latest = paths.latest_checkpoint_step(workdir)
   if latest is not None:
-    _check_same_run(checkpoints.saved_config(paths.join(ckpt_dir, str(latest))), record,
+    reruns.check_same_run(checkpoints.saved_config(paths.join(ckpt_dir, str(latest))), record,
                     workdir, f"a run checkpointed at step {latest}")
 
   model_cfg, pretrained, vocab_file = load_init(config)

@@ -38,7 +38,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 FIX = REPO / "tests" / "fixtures"
 ENV_FAULT = "FT_FAULT"
 ENV_REFERENCES = "FT_REFERENCES"  # [[args, workdir], ...]: run them all in this process
-ENV_CHUNK_ROWS = "FT_PREDICT_CHUNK_ROWS"  # finetune.PREDICT_CHUNK_ROWS for this process
+ENV_CHUNK_ROWS = "FT_PREDICT_CHUNK_ROWS"  # prediction.PREDICT_CHUNK_ROWS for this process
 TIMEOUT_S = 900
 
 
@@ -49,7 +49,7 @@ TIMEOUT_S = 900
 def _install_fault(spec: str) -> None:
   """Wraps finetune's compiled train step (and remembers the checkpointer) per `spec`."""
   import jax
-  from bert_jax import checkpoints, finetune
+  from bert_jax import checkpoints, finetune, prediction
   kind, at = spec.split("@")
   step_at, _, nth = at.partition("#")
   step_at, nth = int(step_at), int(nth or 1)
@@ -62,7 +62,7 @@ def _install_fault(spec: str) -> None:
   checkpoints.FinetuneCheckpointer.__init__ = init_and_keep
   compile_steps = finetune.compile_checked_steps
   if os.environ.get(ENV_CHUNK_ROWS):
-    finetune.PREDICT_CHUNK_ROWS = int(os.environ[ENV_CHUNK_ROWS])
+    prediction.PREDICT_CHUNK_ROWS = int(os.environ[ENV_CHUNK_ROWS])
   if kind == "sigkill_predict":  # the step_at-th batch of the test-set prediction
     predict_resumable = finetune.predict_resumable
 
@@ -506,7 +506,7 @@ def test_test_set_prediction_resumes_from_its_partial_files(tmp_path, monkeypatc
   predicts only the rest and returns what one uninterrupted pass returns."""
   import jax
   import ml_collections
-  from bert_jax import finetune, partitioning
+  from bert_jax import finetune, partitioning, prediction
   rng = np.random.default_rng(0)
   n, s = 37, 16
   lengths = rng.integers(3, s + 1, n)
@@ -522,7 +522,7 @@ def test_test_set_prediction_resumes_from_its_partial_files(tmp_path, monkeypatc
     x = np.asarray(batch["input_ids"], np.float32)
     return (x.sum(-1, keepdims=True) * params, x[:, :2])
 
-  monkeypatch.setattr(finetune, "PREDICT_CHUNK_ROWS", 8)  # 2 batches of 4 per chunk
+  monkeypatch.setattr(prediction, "PREDICT_CHUNK_ROWS", 8)  # 2 batches of 4 per chunk
   ref = finetune.predict(predict_fn, 0.5, feats, 4, mesh, 8)
   calls.clear()
   partial = str(tmp_path / "partial")
@@ -553,7 +553,7 @@ def test_test_set_prediction_resumes_from_its_partial_files(tmp_path, monkeypatc
 def test_config_differences_name_what_changes_the_run(tmp_path):
   """What counts as another run: everything but logging, checkpoint cadence, outputs, the
   sweep grid, post-training test files and the mesh."""
-  from bert_jax import finetune
+  from bert_jax import finetune, reruns
   from bert_jax.tasks import glue
   c = _config(glue_args())
   task = glue.make_task(c, "mrpc")
@@ -575,5 +575,5 @@ def test_config_differences_name_what_changes_the_run(tmp_path):
     (tmp_path / name).mkdir(parents=True)
   for name in ("results.json", "metrics.jsonl", "predictions/MRPC-dev.tsv"):
     (tmp_path / name).write_text("{}")
-  finetune._clear_run(str(tmp_path))  # pylint: disable=protected-access
+  reruns.clear_run(str(tmp_path))
   assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions"]

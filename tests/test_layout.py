@@ -28,7 +28,7 @@ MODULE_LAYER = {
                       "tokenization", "dropout", "hugepages", "distributed", "preemption",
                       "health", "tf_checkpoint", "flops", "resources")},
     **{m: 1 for m in ("model", "optim", "partitioning", "weights", "data")},
-    **{m: 2 for m in ("train_lib", "checkpoints", "preflight")},
+    **{m: 2 for m in ("train_lib", "checkpoints", "preflight", "prediction", "reruns")},
     **{m: 3 for m in ("tasks", "tasks.pretrain", "tasks.degenerate", "tasks.glue_metrics",
                       "tasks.squad_eval", "tasks.squad_postprocess")},
     **{m: 4 for m in ("train", "finetune")},
