@@ -77,7 +77,34 @@ def train_step() -> str:
   return "\n".join(lines)
 
 
-TABLES = {"data_prep": data_prep, "train_step": train_step}
+def finetune_step() -> str:
+  r = _load("finetune_step.json")
+  by = {}
+  for row in r["rows"]:
+    by.setdefault(row["task"], {})[row["impl"]] = row
+  lines = ["| task, shape | bert_jax ms | HF Flax ms | HF PyTorch ms | vs Flax | vs PyTorch | peak MiB ours / Flax / PyTorch RSS |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+  for d in by.values():
+    o, f, t = d["bert_jax"], d.get("hf-flax"), d.get("hf-torch")
+    ms = lambda x: f"{1000 * x['step_s']:,.0f}" if x else "-"
+    ratio = lambda x: f"{x['step_s'] / o['step_s']:.2f}x" if x else "-"
+    mib = lambda x: f"{x['peak_bytes'] / 2**20:,.0f}" if x and x.get("peak_bytes") else "-"
+    lines.append(f"| {o['size']}, {o['shape']} | {ms(o)} | {ms(f)} | {ms(t)} | {ratio(f)} | "
+                 f"{ratio(t)} | {mib(o)} / {mib(f)} / {mib(t)} |")
+  m = r["machine"]
+  load = lambda x: " / ".join(f"{v:.1f}" for v in x)
+  lines += ["", (f"{'Smoke run (tiny model, not a benchmark): ' if r.get('small') else ''}"
+                 f"{'m' if r.get('small') else 'M'}edian of {r['steps']} steps after one warm-up step. Machine: {m['cores']} "
+                 f"cores ({m['cpu']}), {m['device']}; load average (1 / 5 / 15 min) "
+                 f"{load(m['load_average_at_start'])} at the start, "
+                 f"{load(m['load_average_at_end'])} at the end; commit "
+                 f"{r.get('commit', '?')[:10]}; command `{r['command']}`"
+                 + ("" if r.get("complete", True) else " (cut short: the tasks above only)")
+                 + ".")]
+  return "\n".join(lines)
+
+
+TABLES = {"data_prep": data_prep, "train_step": train_step, "finetune_step": finetune_step}
 
 
 def render(text: str) -> str:
