@@ -98,7 +98,8 @@ def finetune_step() -> str:
                  f"cores ({m['cpu']}), {m['device']}; load average (1 / 5 / 15 min) "
                  f"{load(m['load_average_at_start'])} at the start, "
                  f"{load(m['load_average_at_end'])} at the end; commit "
-                 f"{r.get('commit', '?')[:10]}; command `{r['command']}`"
+                 f"{r.get('commit', '?')[:10]}; command "
+                 f"`{re.sub(r' --json=[^ ]+', '', r['command'])}`"
                  + ("" if r.get("complete", True) else " (cut short: the tasks above only)")
                  + ".")]
   return "\n".join(lines)
