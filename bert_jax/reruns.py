@@ -95,6 +95,10 @@ def barrier_id(*parts: str) -> str:
   return "bert_jax_" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+# What every results.json a finished run writes holds (finetune._run's summary).
+FINISHED_KEYS = ("config", "selection_metric", "score", "best_step")
+
+
 def finished_results(workdir: str, record: dict) -> dict[str, Any] | None:
   """results.json of a finished run of this config in workdir (FinetuneError if it was
   another config), or None when the run has not finished."""
@@ -102,7 +106,13 @@ def finished_results(workdir: str, record: dict) -> dict[str, Any] | None:
   if not paths.exists(path):
     return None
   results = paths.read_json(path)
-  check_same_run(results.get("config"), record, workdir, "a finished run")
+  missing = [k for k in FINISHED_KEYS if not isinstance(results, dict) or k not in results]
+  if missing:
+    raise FinetuneError(
+        f"{path} is not a finished fine-tuning run's results (no {', '.join(missing)}): "
+        "pass a new --workdir, or add --config.finetune.overwrite=True to delete it and "
+        "start over.")
+  check_same_run(results["config"], record, workdir, "a finished run")
   return results
 
 

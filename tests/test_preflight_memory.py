@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from bert_jax import config as config_lib
+from bert_jax import finetune
 from bert_jax import main as main_lib
 from bert_jax import preflight, train
 from bert_jax.config import ConfigError
@@ -223,10 +224,15 @@ def test_finetuning_too_big_stops_before_the_first_step(checkpoint, tmp_path, ke
   # A workdir that holds another run keeps exactly what it held.
   old = tmp_path / "old"
   old.mkdir()
-  (old / "results.json").write_text("{}")
+  (old / "notes.txt").write_text("kept")
   with pytest.raises(preflight.DoesNotFitError):
     main_lib.run(c, str(old))
-  assert [p.name for p in old.iterdir()] == ["results.json"]
+  assert [p.name for p in old.iterdir()] == ["notes.txt"]
+  # A results.json that no finished run wrote is refused by name, not read.
+  (old / "results.json").write_text("{}")
+  with pytest.raises(finetune.FinetuneError, match="results.json is not a finished"):
+    main_lib.run(c, str(old))
+  assert sorted(p.name for p in old.iterdir()) == ["notes.txt", "results.json"]
 
 
 def test_finetuning_command_too_big_exits_with_one_line(checkpoint, tmp_path):
