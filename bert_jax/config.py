@@ -82,7 +82,10 @@ def model_config(size: str = "base") -> ml_collections.ConfigDict:
   m.param_dtype = "float32"  # dtype the parameters (and optimizer state) are kept in.
   m.remat = "none"  # "none" | "full" (recompute each layer) | "dots" (save matmul outputs).
   m.scan_layers = False  # True: nn.scan over stacked layers (compile time independent of depth; slower step).
-  m.attention = "einsum"  # "einsum" | "dot_product_attention" (jax.nn; flash on GPU/TPU).
+  # "dot_product_attention": jax.nn.dot_product_attention (flash on GPU/TPU) wherever
+  # attention dropout is off (evaluation, prediction, export), einsum + softmax + dropout
+  # in training; "einsum": the einsum path everywhere.
+  m.attention = "dot_product_attention"
   return m
 
 

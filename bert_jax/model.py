@@ -47,7 +47,7 @@ class BertConfig:
   param_dtype: str = "float32"
   remat: str = "none"
   scan_layers: bool = False
-  attention: str = "einsum"
+  attention: str = "dot_product_attention"
 
   @classmethod
   def from_config(cls, model_config: Mapping[str, Any] | Any) -> "BertConfig":
