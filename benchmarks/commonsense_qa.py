@@ -27,7 +27,6 @@ from absl import app, flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 
 from configs import commonsense_qa  # noqa: E402
 

@@ -24,7 +24,6 @@ import os
 import pathlib
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402  (must put .peer on sys.path before transformers is imported)

@@ -57,7 +57,6 @@ def flax_step(model_cfg, batch: dict, lr: float = 1e-4):
 
   Returns (step_fn, state, jnp_batch, compiled) with step_fn(state, batch) -> (state, loss).
   """
-  import jax
   import jax.numpy as jnp
   import optax
   from transformers import FlaxBertForPreTraining

@@ -446,8 +446,6 @@ def save_converted(output_dir: str, model_config, params: dict[str, Any],
 
 def load_converted(directory: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
   """Reads a directory written by `save_converted` -> (config.model, numpy params)."""
-  import jax
-  import orbax.checkpoint as ocp
   directory = _abs(directory)
   m = config_lib.model_config("base")
   saved = paths.read_json(paths.join(directory, MODEL_CONFIG_FILE))

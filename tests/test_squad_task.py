@@ -4,8 +4,6 @@ TFDS conversion."""
 import importlib.util
 import json
 import pathlib
-import sys
-import types
 
 import numpy as np
 import pytest

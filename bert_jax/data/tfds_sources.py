@@ -24,7 +24,7 @@ import collections
 import hashlib
 import os
 import re
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
