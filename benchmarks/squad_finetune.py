@@ -43,6 +43,7 @@ flags.DEFINE_integer("seed", 0, "Seed (shuffling, heads, dropout).")
 flags.DEFINE_bool("skip_ours", False, "Only run Hugging Face.")
 flags.DEFINE_bool("skip_hf", False, "Only run bert_jax.")
 flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0 = torch default).")
+flags.DEFINE_string("json", "", "Also write the record (settings, rows, comparison) here.")
 
 
 def minilm_dir() -> str:
@@ -171,6 +172,9 @@ def run_hf(config, workdir: str) -> dict:
                          tok, **task.postprocess_kwargs())
   ev = pp.evaluate(task.dataset("dev"), preds, True, 0.0)
   os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "answers.json"), "w", encoding="utf-8") as f:
+    json.dump({q: {"best_non_null": p.best_non_null, "null_odds": p.null_odds}
+               for q, p in preds.items()}, f)
   with open(os.path.join(workdir, "hf_eval_results.json"), "w", encoding="utf-8") as f:
     json.dump(ev, f, indent=2)
   return {"exact": ev["exact"], "f1": ev["f1"], "best_exact": ev["best_exact"],
@@ -180,21 +184,98 @@ def run_hf(config, workdir: str) -> dict:
           "examples_per_sec": steady}
 
 
+def answers_of(run_dir: str) -> dict[str, dict]:
+  """qid -> {best_non_null, null_odds} of one finished run: Hugging Face's answers.json,
+  or bert_jax's nbest_predictions.json + null_odds.json (the first non-empty n-best text
+  is the best non-null answer, as postprocessing defines it)."""
+  hf = os.path.join(run_dir, "answers.json")
+  if os.path.exists(hf):
+    with open(hf, encoding="utf-8") as f:
+      return json.load(f)
+  found = sorted(pathlib.Path(run_dir).rglob("nbest_predictions.json"))
+  if not found:
+    raise SystemExit(f"{run_dir}: no answers.json or nbest_predictions.json (did the run finish?)")
+  with open(found[-1], encoding="utf-8") as f:
+    nbest = json.load(f)
+  with open(found[-1].parent / "null_odds.json", encoding="utf-8") as f:
+    odds = json.load(f)
+  return {q: {"best_non_null": next((n["text"] for n in c if n["text"]), ""),
+              "null_odds": odds[q]} for q, c in nbest.items()}
+
+
+def per_question(dataset: dict, answers: dict, tau: float) -> dict[str, np.ndarray]:
+  """Official per-question exact / F1 (x100) at null threshold τ, in dataset order."""
+  from bert_jax.tasks import squad_eval
+  texts = {q: ("" if a["null_odds"] > tau else a["best_non_null"]) for q, a in answers.items()}
+  exact, f1 = squad_eval.raw_scores(dataset, texts, "2.0")
+  qids = [qa["id"] for qa in squad_eval.iter_questions(dataset)]
+  return {"qids": qids, "exact": 100.0 * np.array([exact[q] for q in qids]),
+          "f1": 100.0 * np.array([f1[q] for q in qids])}
+
+
+def compare(dataset: dict, runs: dict[str, dict], results: dict[str, dict]) -> dict:
+  """Per model: EM / F1 at τ=0 and at its searched τ with standard errors over the dev
+  questions; between the two (same questions): the paired difference and its standard
+  error; and the all-null baseline."""
+  from bert_jax.tasks import squad_eval
+  qas = list(squad_eval.iter_questions(dataset))
+  n = len(qas)
+  out = {"dev_questions": n,
+         "all_null_f1": 100.0 * sum(not squad_eval.gold_answers(q, "2.0")[0] for q in qas) / n,
+         "models": {}}
+  scores = {}
+  for name, answers in runs.items():
+    tau = results[name]["best_f1_thresh"]
+    row = {}
+    for label, t in (("tau0", 0.0), ("best_tau", tau)):
+      s = per_question(dataset, answers, t)
+      scores[(name, label)] = s
+      row[label] = {"tau": t, **{f"{m}": float(s[m].mean()) for m in ("exact", "f1")},
+                    **{f"{m}_se": float(s[m].std(ddof=1) / np.sqrt(n)) for m in ("exact", "f1")}}
+    out["models"][name] = row
+  names = list(runs)
+  if len(names) == 2:
+    a, b = names
+    for label in ("tau0", "best_tau"):
+      d = scores[(a, label)]["f1"] - scores[(b, label)]["f1"]
+      out[f"f1_difference_{label}"] = {
+          "of": f"{a} - {b}", "mean": float(d.mean()),
+          "paired_se": float(d.std(ddof=1) / np.sqrt(n)),
+          "within_two_se": bool(abs(d.mean()) <= 2 * d.std(ddof=1) / np.sqrt(n))}
+  return out
+
+
+OURS, HF = "bert_jax (JAX/Flax)", "Hugging Face (PyTorch)"
+RUN_DIRS = {OURS: "ours", HF: "hf"}
+
+
 def main(argv):
   del argv
   os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
   ckpt = FLAGS.init_checkpoint or minilm_dir()
   config = make_config(ckpt, FLAGS.workdir)
+  # Each side's row is kept in the workdir, so the two can run as separate processes
+  # (e.g. one per core) and the last one to finish compares them.
+  for name, run in ((OURS, run_ours), (HF, run_hf)):
+    if (name == OURS and FLAGS.skip_ours) or (name == HF and FLAGS.skip_hf):
+      continue
+    row = run(config, os.path.join(FLAGS.workdir, RUN_DIRS[name]))
+    with open(os.path.join(FLAGS.workdir, f"{RUN_DIRS[name]}_row.json"), "w",
+              encoding="utf-8") as f:
+      json.dump(row, f, indent=2)
   rows = {}
-  if not FLAGS.skip_ours:
-    rows["bert_jax (JAX/Flax)"] = run_ours(config, os.path.join(FLAGS.workdir, "ours"))
-  if not FLAGS.skip_hf:
-    rows["Hugging Face (PyTorch)"] = run_hf(config, os.path.join(FLAGS.workdir, "hf"))
-  print(f"\nSQuAD v2.0: {ckpt}, first "
-        f"{FLAGS.train_examples or 'all'} train questions, dev "
-        f"{FLAGS.eval_examples or 'all'}; seq {FLAGS.max_seq_length}, stride "
-        f"{FLAGS.doc_stride}, batch {FLAGS.batch_size}, lr {FLAGS.lr:g}, "
-        f"{FLAGS.epochs:g} epoch(s)")
+  for name, d in RUN_DIRS.items():
+    path = os.path.join(FLAGS.workdir, f"{d}_row.json")
+    if os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        rows[name] = json.load(f)
+  settings = {"checkpoint": os.path.basename(os.path.dirname(ckpt)) or ckpt,
+              "train_questions": FLAGS.train_examples or "all",
+              "dev_questions": FLAGS.eval_examples or "all",
+              "max_seq_length": FLAGS.max_seq_length, "doc_stride": FLAGS.doc_stride,
+              "batch_size": FLAGS.batch_size, "lr": FLAGS.lr, "epochs": FLAGS.epochs,
+              "seed": FLAGS.seed}
+  print(f"\nSQuAD v2.0: {settings}")
   print(f"{'':24s} {'EM':>7s} {'F1':>7s} {'best EM':>8s} {'best F1':>8s} {'best τ':>7s} "
         f"{'steps':>6s} {'train s':>8s} {'ex/s':>6s}")
   for name, r in rows.items():
@@ -203,8 +284,28 @@ def main(argv):
           f"{r['train_seconds']:8.1f} {r['examples_per_sec']:6.2f}")
   print("(train s: whole loop, ours including XLA compilation; ex/s: steady state, "
         "training windows per second)")
-  with open(os.path.join(FLAGS.workdir, "benchmark.json"), "w", encoding="utf-8") as f:
-    json.dump(rows, f, indent=2)
+  record = {"command": "python benchmarks/squad_finetune.py " + " ".join(sys.argv[1:]),
+            "settings": settings, "rows": rows}
+  if rows:
+    from bert_jax.tasks import squad_eval
+    dataset = squad_eval.load_json(config.squad.dev_file, "dataset")["data"]
+    runs = {name: answers_of(os.path.join(FLAGS.workdir, RUN_DIRS[name])) for name in rows}
+    record["compare"] = compare(dataset, runs, rows)
+    c = record["compare"]
+    print(f"all-null baseline F1 {c['all_null_f1']:.2f} on {c['dev_questions']} questions")
+    for name, m in c["models"].items():
+      print(f"{name:24s} F1 τ=0 {m['tau0']['f1']:.2f} ± {m['tau0']['f1_se']:.2f}, "
+            f"best τ={m['best_tau']['tau']:.2f}: {m['best_tau']['f1']:.2f} ± "
+            f"{m['best_tau']['f1_se']:.2f} (standard errors over dev questions)")
+    for label in ("tau0", "best_tau"):
+      d = c.get(f"f1_difference_{label}")
+      if d:
+        print(f"F1 difference ({d['of']}) at {label}: {d['mean']:+.2f} ± {d['paired_se']:.2f} "
+              f"(paired SE); within two SE: {d['within_two_se']}")
+  for path in (os.path.join(FLAGS.workdir, "benchmark.json"), FLAGS.json):
+    if path:
+      with open(path, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2)
 
 
 if __name__ == "__main__":

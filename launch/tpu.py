@@ -2,7 +2,8 @@
 
   python -m launch.tpu up --name=bert --zone=us-central2-b --accelerator_type=v4-32 \\
       --spot --config=configs/large.py --workdir=gs://my-bucket/large \\
-      --config.data.train_files='gs://my-bucket/shards/*'
+      --config.data.train_files='gs://my-bucket/shards/*' \\
+      --config.vocab_file=gs://my-bucket/vocab.txt
 
 Every worker of the slice gets this checkout and runs the same
 `python -m bert_jax.main --config=... --workdir=...` (gcloud `--worker=all`); JAX's

@@ -363,7 +363,8 @@ def test_readme_dry_run_excerpt_is_current():
   excerpt = readme[readme.index("`--dry_run` prints what that runs:"):].split("```\n", 2)[1]
   text = dry_run(["up", "--name=bert-base", "--zone=us-central2-b", "--accelerator_type=v4-8",
                   "--config=configs/base.py", "--workdir=gs://my-bucket/bert_base",
-                  "--config.data.train_files=gs://my-bucket/shards/*"])
+                  "--config.data.train_files=gs://my-bucket/shards/*",
+                  "--config.vocab_file=gs://my-bucket/vocab.txt"])
   lines = [l.replace(str(REPO), "<repo>") for l in text.splitlines()
            if not l.startswith(("# dry run", "# streaming"))]
   assert excerpt.splitlines() == lines
