@@ -45,6 +45,15 @@ GLUE = REPO / "tests" / "fixtures" / "glue"
 FINETUNE = ("--config.data.max_seq_length=32", "--config.train.batch_size=8",
             "--config.finetune.max_steps=2", "--config.finetune.max_train_examples=16",
             "--config.finetune.eval_batch_size=8", "--config.train.log_every=1")
+# The journey's commands: docs/tpu.md's, bucket and sizes aside (test_docs_... checks).
+PREPARE = ("-m", "bert_jax.tools.create_pretraining_data",
+           f"--input_file={GS}/corpus/*.txt", f"--vocab_file={GS}/vocab.txt",
+           f"--output_dir={GS}/shards", "--max_seq_length=32", "--dupe_factor=1",
+           "--max_predictions_per_seq=5", "--num_workers=1")
+GLUE_RUN = ("-m", "bert_jax.glue", f"--config.init_checkpoint={GS}/run",
+            "--config.glue.task=mrpc", f"--config.glue.data_dir={GS}/glue",
+            f"--workdir={GS}/mrpc", *FINETUNE)
+EXPORT = ("-m", "bert_jax.tools.export", f"--workdir={GS}/mrpc", f"--output_dir={GS}/export")
 PRETRAIN = ("-m", "bert_jax.main", f"--config={REPO / 'configs' / 'tiny.py'}",
             f"--workdir={GS}/run", f"--config.data.train_files={GS}/shards",
             f"--config.vocab_file={GS}/vocab.txt", f"--config.train.num_steps={STEPS}",
@@ -127,10 +136,7 @@ def test_pod_journey_on_a_bucket(gcs):
   fs.pipe(f"{BUCKET}/vocab.txt", VOCAB.read_bytes())
 
   # 1. shards from the bucket's corpus into the bucket.
-  p = _cmd(gcs, ("-m", "bert_jax.tools.create_pretraining_data",
-                 f"--input_file={GS}/corpus/*.txt", f"--vocab_file={GS}/vocab.txt",
-                 f"--output_dir={GS}/shards", "--max_seq_length=32", "--dupe_factor=1",
-                 "--max_predictions_per_seq=5", "--num_workers=1"), name="prepare")
+  p = _cmd(gcs, PREPARE, name="prepare")
   _wait(gcs, p)
   meta = json.loads(fs.cat(f"{BUCKET}/shards/metadata.json"))
   assert meta["num_instances"] > 0 and meta["shards"]
@@ -166,9 +172,7 @@ def test_pod_journey_on_a_bucket(gcs):
   # 4. GLUE fine-tuning from the bucket's run; data, workdir and submission in the bucket.
   for f in (GLUE / "MRPC").iterdir():
     fs.pipe(f"{BUCKET}/glue/MRPC/{f.name}", f.read_bytes())
-  p = _cmd(gcs, ("-m", "bert_jax.glue", f"--config.init_checkpoint={GS}/run",
-                 "--config.glue.task=mrpc", f"--config.glue.data_dir={GS}/glue",
-                 f"--workdir={GS}/mrpc", *FINETUNE), name="glue")
+  p = _cmd(gcs, GLUE_RUN, name="glue")
   _wait(gcs, p)
   fs.invalidate_cache()
   got = {f.split(f"{BUCKET}/mrpc/", 1)[1] for f in fs.find(f"{BUCKET}/mrpc")}
@@ -185,8 +189,7 @@ def test_pod_journey_on_a_bucket(gcs):
   assert len(submission) == len(test_rows)  # a header + one line per test pair
 
   # 5. export the fine-tuned model to the bucket.
-  p = _cmd(gcs, ("-m", "bert_jax.tools.export", f"--workdir={GS}/mrpc",
-                 f"--output_dir={GS}/export"), name="export")
+  p = _cmd(gcs, EXPORT, name="export")
   _wait(gcs, p)
   fs.invalidate_cache()
   exported = {f.rsplit("/", 1)[1] for f in fs.find(f"{BUCKET}/export")}
@@ -195,3 +198,33 @@ def test_pod_journey_on_a_bucket(gcs):
   assert spec["vocab_file"] == "vocab.txt"
 
   assert list(gcs.cwd.iterdir()) == []  # nothing went to the local working directory
+
+
+# What the rehearsal may change in docs/tpu.md's commands: the config file (the tiny model)
+# and the sizes that make it run in seconds on a CPU.
+SIZE_FLAGS = {"--config", "--max_seq_length"}
+
+
+def _doc_commands() -> list[list[str]]:
+  """The `python -m ...` commands of docs/tpu.md's "A pod run end to end" block, $B as
+  the rehearsal's bucket, line continuations joined."""
+  import shlex
+  text = (REPO / "docs" / "tpu.md").read_text(encoding="utf-8")
+  block = text[text.index("## A pod run end to end"):].split("```bash\n", 1)[1]
+  block = block.split("```", 1)[0].replace("\\\n", " ")
+  return [shlex.split(line.replace("$B", GS))[1:] for line in block.splitlines()
+          if line.startswith("python -m ")]
+
+
+def test_docs_pod_commands_are_the_ones_the_rehearsal_runs():
+  docs = _doc_commands()
+  ours = {c[1]: c for c in (PREPARE, PRETRAIN, GLUE_RUN, EXPORT)}
+  assert [d[1] for d in docs] == list(ours), "docs/tpu.md's journey lists other steps"
+  for doc in docs:
+    run = ours[doc[1]]
+    for flag in doc[2:]:
+      key = flag.split("=", 1)[0]
+      if key in SIZE_FLAGS:
+        assert any(f.startswith(key + "=") for f in run), (doc[1], key)
+      else:
+        assert flag in run, f"{doc[1]}: docs/tpu.md says {flag}, the rehearsal runs {run}"
