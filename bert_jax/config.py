@@ -140,6 +140,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.eps = 1e-6  # Adam/LAMB epsilon (the original BERT value).
   c.train.weight_decay = 0.01  # never on LayerNorm scales or biases.
   c.train.max_grad_norm = 1.0  # clip the global gradient norm to this (0 = no clipping).
+  c.train.nsp_loss_weight = 1.0  # pre-training loss = MLM + this x NSP (0: MLM only, the paper's "No NSP" ablation).
   c.train.grad_accum_steps = 1  # micro-batches per step; batch_size is their total.
   c.train.nan_policy = "skip"  # skip (drop the update, count it) | stop
   c.train.log_every = 100  # steps between progress lines and logged train metrics.
@@ -297,6 +298,9 @@ def check_pretrain(config: ml_collections.ConfigDict) -> None:
               "keep_checkpoints", "batch_size"):
     if t[key] < 1:
       raise ConfigError(f"config.train.{key}={t[key]}: must be >= 1.")
+  if not t.nsp_loss_weight >= 0:
+    raise ConfigError(f"config.train.nsp_loss_weight={t.nsp_loss_weight}: must be >= 0 "
+                      "(1: the paper's MLM + NSP; 0: MLM only).")
   if t.eval_steps < 0:
     raise ConfigError(f"config.train.eval_steps={t.eval_steps}: must be >= 0 (0 = no eval).")
   if t.nan_policy not in ("skip", "stop"):

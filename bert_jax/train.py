@@ -175,7 +175,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if is_main and resume_note:
     print(resume_note, flush=True)
   step_fn = train_lib.make_train_step(
-      pretrain.make_compute_loss(model), pretrain.denominators, tx, mesh, shardings,
+      pretrain.make_compute_loss(model, t.nsp_loss_weight), pretrain.denominators, tx, mesh,
+      shardings,
       grad_accum_steps=t.grad_accum_steps)
   # Compile once, up front, from shapes alone, and stop here (nothing allocated, nothing
   # written) if the step cannot fit the devices: one line with the memory and the fixes.
@@ -265,7 +266,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if t.eval_steps and (step % t.eval_every == 0 or step == t.num_steps):
       t0 = time.time()
       ev = pretrain.evaluate(eval_step, state.params,
-                             make_iterator(config, tokenizer, "eval"), mesh, t.eval_steps)
+                             make_iterator(config, tokenizer, "eval"), mesh, t.eval_steps,
+                             t.nsp_loss_weight)
       writer.write(step, {f"eval/{k}": v for k, v in ev.items()})
       summary["eval"] = ev
       if is_main:

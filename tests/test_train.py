@@ -283,6 +283,41 @@ LEARN_BATCH = 16
 MIN_MLM_DROP = 2.0
 
 
+def test_nsp_loss_weight_zero_is_mlm_only(batches):
+  """train.nsp_loss_weight=0 (the paper's "No NSP" ablation): the loss is the MLM mean,
+  no gradient reaches the NSP head while the encoder's equals MLM's alone; 1: MLM + NSP."""
+  c = micro_config()
+  model = pretrain.make_model(c)
+  params = jax.jit(pretrain.make_init_fn(model, c))(jax.random.PRNGKey(0))
+  params = jax.tree_util.tree_map(lambda x: getattr(x, "value", x), params,
+                                  is_leaf=lambda x: hasattr(x, "value"))
+  batch = {k: jax.numpy.asarray(v) for k, v in batches[0].items()}
+  den = pretrain.denominators(batch)
+  rng = jax.random.PRNGKey(1)
+  grads, metrics = {}, {}
+  for w in (0.0, 1.0):
+    loss_fn = pretrain.make_compute_loss(model, w)
+    (loss, m), g = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng, den)
+    grads[w], metrics[w] = g, {**m, "loss": loss}
+  m0, m1 = metrics[0.0], metrics[1.0]
+  assert float(m0["loss"]) == float(m0["mlm_loss"])
+  np.testing.assert_allclose(float(m1["loss"]), float(m1["mlm_loss"] + m1["nsp_loss"]),
+                             rtol=1e-6)
+  assert float(m0["nsp_loss"]) == float(m1["nsp_loss"]) > 0  # still measured, not trained
+  flat0 = {jax.tree_util.keystr(k): v for k, v in
+           jax.tree_util.tree_flatten_with_path(grads[0.0])[0]}
+  flat1 = {jax.tree_util.keystr(k): v for k, v in
+           jax.tree_util.tree_flatten_with_path(grads[1.0])[0]}
+  nsp = [k for k in flat0 if "seq_relationship" in k or "nsp" in k.lower()]
+  assert nsp, sorted(flat0)
+  for k in nsp:
+    assert not np.any(np.asarray(flat0[k])), k
+    assert np.any(np.asarray(flat1[k])), k
+  mlm_only = [k for k in flat0 if "predictions" in k or "mlm" in k.lower()]
+  assert mlm_only and all(np.array_equal(flat0[k], flat1[k]) for k in mlm_only
+                          if "pooler" not in k)
+
+
 def test_tiny_config_learns_on_bundled_corpus(tmp_path, capsys):
   c = load_config("tiny")
   c.train.num_steps = LEARN_STEPS

@@ -71,13 +71,14 @@ def denominators_from_sums(sums: dict) -> dict[str, jax.Array]:
   return {"mlm": sums["mlm_weight"] + 1e-5, "nsp": sums["nsp_count"]}
 
 
-def means(sums: dict, den: dict) -> dict[str, jax.Array]:
-  """Sums -> mean losses and accuracies; loss = MLM mean + NSP mean."""
+def means(sums: dict, den: dict, nsp_weight: float = 1.0) -> dict[str, jax.Array]:
+  """Sums -> mean losses and accuracies; loss = MLM mean + nsp_weight x NSP mean
+  (config.train.nsp_loss_weight; 0 is the paper's "No NSP" ablation)."""
   m = {"mlm_loss": sums["mlm_loss"] / den["mlm"],
        "mlm_accuracy": sums["mlm_correct"] / den["mlm"],
        "nsp_loss": sums["nsp_loss"] / den["nsp"],
        "nsp_accuracy": sums["nsp_correct"] / den["nsp"]}
-  m["loss"] = m["mlm_loss"] + m["nsp_loss"]
+  m["loss"] = m["mlm_loss"] + nsp_weight * m["nsp_loss"] if nsp_weight else m["mlm_loss"]
   return m
 
 
@@ -123,12 +124,12 @@ def _apply(model, params, batch, deterministic, rng=None):
                      deterministic=deterministic, rngs=None if rng is None else {"dropout": rng})
 
 
-def make_compute_loss(model) -> train_lib.ComputeLoss:
-  """The train_lib loss: additive over micro-batches (sums / full-batch denominators)."""
+def make_compute_loss(model, nsp_weight: float = 1.0) -> train_lib.ComputeLoss:
+  """The train_lib loss: additive over micro-batches (sums / full-batch denominators);
+  nsp_weight scales the NSP term (0: MLM only, its gradient never reaches the NSP head)."""
   def compute_loss(params, batch, rng, den):
     mlm_logits, nsp_logits = _apply(model, params, batch, False, rng)
-    m = means(pretraining_sums(mlm_logits, nsp_logits, batch),
-                            den)
+    m = means(pretraining_sums(mlm_logits, nsp_logits, batch), den, nsp_weight)
     loss = m.pop("loss")
     return loss, m
   return compute_loss
@@ -142,7 +143,8 @@ def make_eval_step(model, mesh, params_shardings):
   return train_lib.make_predict_step(apply, mesh, params_shardings)
 
 
-def evaluate(eval_step, params, batches, mesh, num_batches: int) -> dict[str, float]:
+def evaluate(eval_step, params, batches, mesh, num_batches: int,
+             nsp_weight: float = 1.0) -> dict[str, float]:
   """Mean loss and accuracies over `num_batches` held-out batches (exact, not averaged)."""
   total = None
   n = 0
@@ -155,7 +157,7 @@ def evaluate(eval_step, params, batches, mesh, num_batches: int) -> dict[str, fl
   if total is None:
     return {}
   total = jax.device_get(total)
-  result = means(total, denominators_from_sums(total))
+  result = means(total, denominators_from_sums(total), nsp_weight)
   return {k: float(v) for k, v in result.items()}
 
 
@@ -178,7 +180,7 @@ def build_step(config, mesh):
   state, shardings = train_lib.abstract_train_state(
       make_init_fn(model, config), tx, mesh, config.seed)
   step = train_lib.make_train_step(
-      make_compute_loss(model), denominators, tx, mesh, shardings,
+      make_compute_loss(model, config.train.nsp_loss_weight), denominators, tx, mesh, shardings,
       grad_accum_steps=config.train.grad_accum_steps)
   return step, state
 
