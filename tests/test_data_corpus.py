@@ -110,3 +110,24 @@ def test_windows_partition_documents_and_merge_a_lone_last_one(tmp_path):
   one.write_text("Only one.\nDocument here.\n")
   with pytest.raises(corpus.CorpusError, match="at least 2 documents"):
     list(corpus.iter_windows([str(one)], corpus.CorpusStats(), 10))
+
+
+def test_wikitext_articles_are_documents(tmp_path):
+  """WikiText: ` = Title = ` starts an article (a document), ` = = Section = = ` headings
+  are dropped, paragraphs are cut into sentences; the format's CRLF/BOM handling is the
+  readers' own."""
+  path = tmp_path / "wiki.txt"
+  path.write_text(
+      "\ufeff \n = Robert Boulter = \n \n Robert Boulter is an English actor . He had a "
+      "guest role in 2000 . \n \n = = Career = = \n \n In 2004 he landed a role . "
+      "It ran for weeks . \n \n = Du Fu = \n \n Du Fu was a poet . He lived in China . \n",
+      encoding="utf-8")
+  stats = corpus.CorpusStats()
+  docs = list(corpus.read_documents(str(path), stats, input_format="wikitext"))
+  assert docs == [
+      ["Robert Boulter is an English actor .", "He had a guest role in 2000 .",
+       "In 2004 he landed a role .", "It ran for weeks ."],
+      ["Du Fu was a poet .", "He lived in China ."]]
+  assert stats.documents == 2 and stats.sentences == 6
+  with pytest.raises(corpus.CorpusError, match="'wikitext'"):
+    list(corpus.read_documents(str(path), stats, input_format="wiki"))

@@ -130,7 +130,8 @@ def _keep(doc: list[str], stats: CorpusStats, min_sentences: int) -> Iterator[li
 
 def read_documents(path: str, stats: CorpusStats, min_sentences: int = 2,
                    input_format: str = "text") -> Iterator[list[str]]:
-  """Documents (lists of sentence strings) of one file, in `input_format` text|gutenberg.
+  """Documents (lists of sentence strings) of one file, in `input_format`
+  text|gutenberg|wikitext.
 
   Documents with fewer than `min_sentences` sentences cannot give a sentence pair and are
   skipped (counted in `stats.one_sentence_documents`); a file without any sentence is
@@ -142,8 +143,11 @@ def read_documents(path: str, stats: CorpusStats, min_sentences: int = 2,
   elif input_format == "gutenberg":
     for doc in gutenberg_documents(iter_lines(path, stats)):
       yield from _keep(doc, stats, min_sentences)
+  elif input_format == "wikitext":
+    for doc in wikitext_documents(iter_lines(path, stats)):
+      yield from _keep(doc, stats, min_sentences)
   else:
-    raise CorpusError(f"input_format={input_format!r}: use 'text' or 'gutenberg'.")
+    raise CorpusError(f"input_format={input_format!r}: use 'text', 'gutenberg' or 'wikitext'.")
   if stats.documents + stats.one_sentence_documents == before:
     stats.empty_files += 1
 
@@ -285,6 +289,26 @@ _NUMBER_ABBREVIATIONS = frozenset("no nos vol ch fig op pp".split())
 # start a sentence (an opening quote/bracket/dash, a capital or a digit).
 _BOUNDARY = re.compile(r"[.!?]+[”’\"')\]]*\s+(?=[“‘\"'(\[—_]*[A-Z0-9—])")
 _LAST_WORD = re.compile(r"([\w.]+)[.!?]+[”’\"')\]]*\s*$")
+
+
+_WIKITEXT_ARTICLE = re.compile(r"^\s*= [^=].* =\s*$")
+
+
+def wikitext_documents(lines: Iterable[str]) -> Iterator[list[str]]:
+  """WikiText (Merity et al.): an article per ` = Title = ` heading; its paragraphs
+  (one per line, section headings ` = = ... = = ` dropped) cut into sentences."""
+  doc: list[str] = []
+  for line in lines:
+    if _WIKITEXT_ARTICLE.match(line.rstrip("\n")):
+      if doc:
+        yield doc
+      doc = []
+      continue
+    text = line.strip()
+    if text and not text.startswith("="):
+      doc.extend(split_sentences(text))
+  if doc:
+    yield doc
 
 
 def split_sentences(text: str) -> list[str]:

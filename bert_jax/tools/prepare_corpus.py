@@ -1,4 +1,4 @@
-"""Raw text (Project Gutenberg books or BERT-format text) -> one BERT pre-training text file
+"""Raw text (Project Gutenberg books, WikiText or BERT-format text) -> one BERT pre-training text file
 (one sentence per line, blank line between documents), via bert_jax/data/corpus.py.
 
 python -m bert_jax.tools.prepare_corpus --input_file='books/*.txt' --output_file=corpus.txt
@@ -25,8 +25,9 @@ if __name__ == "__main__":
   from absl import app, flags
   flags.DEFINE_string("input_file", None, "Comma-separated globs of input files.")
   flags.DEFINE_string("output_file", None, "Output text file in BERT pre-training format.")
-  flags.DEFINE_enum("input_format", "gutenberg", ["gutenberg", "text"],
-                    "gutenberg: strip licence, chapters as documents; text: BERT format.")
+  flags.DEFINE_enum("input_format", "gutenberg", ["gutenberg", "text", "wikitext"],
+                    "gutenberg: strip licence, chapters as documents; text: BERT format; "
+                    "wikitext: WikiText's ' = Title = ' articles as documents.")
   flags.mark_flags_as_required(["input_file", "output_file"])
   FLAGS = flags.FLAGS
   app.run(main)
