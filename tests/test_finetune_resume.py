@@ -17,7 +17,7 @@ tests/fixtures data and the MiniLM vocabulary; one device; XLA's optimisations o
 persistent compilation cache shared by every run of the module (XLA:CPU compiles the
 same programs to the same code, so cached runs are bit-identical to compiled ones).
 GLUE MRPC (classification) and STS-B (regression) run as one two-task command, so one
-process chain interrupts each of them in turn: SIGTERM and SIGKILL for both, SIGTERM for
+process chain interrupts each of them in turn: SIGTERM and SIGKILL for both, and for
 SQuAD v2.0 and SWAG. The chains run concurrently.
 """
 from __future__ import annotations
@@ -277,6 +277,11 @@ def chains(tmp_path_factory):
       # is killed in the predict_file pass after 2 of its 5 batches (one per partial file).
       "squad_sigterm": (squad_args(), ["sigterm@5", "sigkill_predict@3", None]),
       "swag_sigterm": (swag_args(), ["sigterm@4", None]),
+      # SIGKILL right after a checkpoint: SQuAD before step 6 (checkpoints of steps 3 and
+      # 4, the evaluation of step 4 in the latter), SWAG before step 5 (checkpoint and
+      # evaluation of epoch 1's end, step 3): the steps since are lost, nothing else.
+      "squad_sigkill": (squad_args(), ["sigkill@6", None]),
+      "swag_sigkill": (swag_args(), ["sigkill@5", None]),
       # SIGKILL in the second run (lr 1e-4) before its step 5: the first run is finished.
       "sweep_sigkill": (sweep_args(), ["sigkill@5#2", None]),
       # Two hosts (one device each), SIGTERM to host 0 only before step 2; resumed by one
@@ -430,6 +435,24 @@ def test_swag_sigterm_then_rerun_equals_uninterrupted(chains):
   assert "resumed from" in c.log(1) and "epoch 1, batch 1 of it" in c.log(1)
   assert_same_run(c.workdir, ref.workdir, ["predictions/dev_predictions.csv",
                                            "submission/test_predictions.csv"])
+
+
+@pytest.mark.parametrize("name,files", [
+    ("squad", ["predictions/predictions.json", "predictions/null_odds.json",
+               "predictions/nbest_predictions.json", "eval_results.json",
+               "submission/predictions.json", "submission/null_odds.json"]),
+    ("swag", ["predictions/dev_predictions.csv", "submission/test_predictions.csv"])])
+def test_squad_and_swag_sigkill_after_a_checkpoint_then_rerun_equals_uninterrupted(
+    chains, name, files):
+  c, ref = chains[f"{name}_sigkill"], chains[f"{name}_ref"]
+  assert c.returncodes == [-signal.SIGKILL, 0] and ref.returncodes == [0], c.describe()
+  killed_before = 6 if name == "squad" else 5
+  assert f"fault injection: SIGKILL before step {killed_before}" in c.log(0)
+  resumed = c.log(1)
+  last = 4 if name == "squad" else 3
+  assert f"resumed from {c.workdir / 'checkpoints'}/{last}" in resumed, resumed[-3000:]
+  assert "1 evaluation(s) done" in resumed  # the evaluation before the kill was kept
+  assert_same_run(c.workdir, ref.workdir, files)
 
 
 def test_sweep_killed_in_its_second_run_ends_with_the_same_table(chains):
