@@ -10,9 +10,11 @@ turns with the peers (peers.interleaved):
             BERT-Base seq 384 batch 8, against FlaxBertForQuestionAnswering + optax
             AdamW (jitted) and PyTorch BertForQuestionAnswering + torch AdamW;
   e2e       the predict paths end to end (data file -> dev metric) at BERT-Base: GLUE
-            MRPC dev (408 pairs, S128) and CommonsenseQA's 221 held-out questions (5
-            choices, S80); ours with 16-token buckets, PyTorch with per-batch padding,
-            Flax padded to max_length (their examples' practice); random weights;
+            MRPC dev (408 pairs, S128), CommonsenseQA's 221 held-out questions (5
+            choices, S80) and the first 200 SQuAD v2.0 dev questions (S384, stride 128,
+            featurisation and n-best postprocessing included); ours with 16-token
+            buckets, PyTorch with per-batch padding, Flax padded to max_length, SQuAD
+            windows padded to 384 for both (their examples' practice); random weights;
   levers    fused QKV (one [H, 3H] projection vs three [H, H]) in one encoder layer's
             forward + backward at base shapes, and length bucketing: prediction over the
             real MRPC dev set (408 pairs) cut to 16-token buckets vs padded to 128.
@@ -182,8 +184,9 @@ def torch_squad(m, b):
 # 16-token length buckets, Task.evaluate); the peers do what their examples recommend:
 # PyTorch pads each batch to its longest row (DataCollatorWithPadding), Flax pads to
 # max_length so that one compiled shape serves every batch (run_flax_glue.py).
-E2E_TASKS = {"mrpc": 128, "csqa": 80}  # task -> max_seq_length
+E2E_TASKS = {"mrpc": 128, "csqa": 80, "squad": 384}  # task -> max_seq_length
 E2E_BATCH = 32
+E2E_SQUAD_QUESTIONS = 200  # the first N v2.0 dev questions (all 1,407: ~10 min a pass)
 
 
 def e2e_task(name: str):
@@ -191,6 +194,12 @@ def e2e_task(name: str):
   from bert_jax.tasks import swag
   if name == "mrpc":
     return glue_task.GlueTask("mrpc", str(REPO.parent / "shared" / "data" / "glue"))
+  if name == "squad":  # a new task object per pass: it caches the parsed JSON
+    s = config_lib.squad_config()
+    data = REPO.parent / "shared" / "data" / "squad" / "v2.0"
+    s.update(version="2.0", train_file=str(data / "train.json"),
+             dev_file=str(data / "dev.json"), max_eval_examples=E2E_SQUAD_QUESTIONS)
+    return squad.SquadTask(s)
   from configs import commonsense_qa
   return swag.MultipleChoiceTask.from_config(commonsense_qa.get_config())
 
@@ -224,6 +233,7 @@ def e2e_score(name: str, task, labels, logits) -> float:
 def ours_e2e(m, name: str):
   from bert_jax import tokenization
   task, seq = e2e_task(name), E2E_TASKS[name]
+  fresh = name == "squad"
   tok = tokenization.load_tokenizer(e2e_vocab(), True)
   model = task.make_model(BertConfig.from_config(m))
   x = task.featurize(task.load_examples("dev")[:1], tok, seq)
@@ -232,11 +242,60 @@ def ours_e2e(m, name: str):
   mesh = partitioning.make_mesh(model_config("base").mesh, jax.devices()[:1])
 
   def run():
-    examples = task.load_examples("dev")
-    feats = task.featurize(examples, tok, seq)
+    t = e2e_task(name) if fresh else task
+    examples = t.load_examples("dev")
+    feats = t.featurize(examples, tok, seq)
     out = finetune.predict(fwd, params, feats, E2E_BATCH, mesh, 16)
-    return task.evaluate(out, examples, feats, "dev")
+    return t.evaluate(out, examples, feats, "dev")
   return run
+
+
+def hf_squad_e2e(tok, forward, pad_to_batch: bool):
+  """SQuAD v2.0 the way transformers' run_qa example does it: overlapping windows from
+  the fast tokenizer (offsets, stride 128, padded to 384), start/end logits, then its
+  postprocessing: the 20 best starts and ends per window, spans inside the context of
+  at most 30 tokens, the best over the question's windows against the smallest null
+  score; answers cut from the context by character offsets."""
+  from bert_jax.tasks import squad_eval
+  task = e2e_task("squad")
+  dataset = task.dataset("dev")
+  qas = [(qa, p["context"]) for a in dataset["data"] for p in a["paragraphs"]
+         for qa in p["qas"]]
+  enc = tok([q["question"].lstrip() for q, _ in qas], [c for _, c in qas],
+            truncation="only_second", max_length=384, stride=128,
+            return_overflowing_tokens=True, return_offsets_mapping=True,
+            padding="max_length", return_tensors="np")
+  starts, ends = [], []
+  n = len(enc["input_ids"])
+  for i in range(0, n, E2E_BATCH):
+    b = {k: enc[k][i:i + E2E_BATCH] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    rows = len(b["input_ids"])
+    if pad_to_batch and rows < E2E_BATCH:
+      b = {k: np.concatenate([v, np.zeros((E2E_BATCH - rows, v.shape[1]), v.dtype)])
+           for k, v in b.items()}
+    s, e = forward(b)
+    starts.append(s[:rows])
+    ends.append(e[:rows])
+  starts, ends = np.concatenate(starts), np.concatenate(ends)
+  by_q: dict[int, list[int]] = {}
+  for f, q in enumerate(enc["overflow_to_sample_mapping"]):
+    by_q.setdefault(int(q), []).append(f)
+  answers = {}
+  for qi, (qa, context) in enumerate(qas):
+    best, best_score, null = "", -np.inf, np.inf
+    for f in by_q.get(qi, []):
+      seq_ids = enc.sequence_ids(f)
+      offsets = enc["offset_mapping"][f]
+      null = min(null, starts[f, 0] + ends[f, 0])
+      for si in np.argsort(starts[f])[-20:][::-1]:
+        for ei in np.argsort(ends[f])[-20:][::-1]:
+          if (seq_ids[si] != 1 or seq_ids[ei] != 1 or ei < si or ei - si + 1 > 30):
+            continue
+          score = starts[f, si] + ends[f, ei]
+          if score > best_score:
+            best_score, best = score, context[offsets[si][0]:offsets[ei][1]]
+    answers[qa["id"]] = "" if null > best_score else best
+  return squad_eval.evaluate(dataset, answers, version="2.0")["f1"]
 
 
 def _hf_batches(tok, firsts, seconds, k, padding, seq):
@@ -252,9 +311,16 @@ def torch_e2e(m, name: str):
   task, seq = e2e_task(name), E2E_TASKS[name]
   tok = transformers.BertTokenizerFast(vocab_file=e2e_vocab(), do_lower_case=True)
   torch.manual_seed(0)
-  cls = (transformers.BertForSequenceClassification if name == "mrpc"
-         else transformers.BertForMultipleChoice)
+  cls = {"mrpc": transformers.BertForSequenceClassification,
+         "csqa": transformers.BertForMultipleChoice,
+         "squad": transformers.BertForQuestionAnswering}[name]
   model = cls(peers.hf_config(m)).eval()
+  if name == "squad":
+    def forward(b):
+      with torch.inference_mode():
+        o = model(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in b.items()})
+      return o.start_logits.numpy(), o.end_logits.numpy()
+    return lambda: hf_squad_e2e(tok, forward, pad_to_batch=False)
 
   def run():
     examples = task.load_examples("dev")
@@ -271,9 +337,15 @@ def flax_e2e(m, name: str):
   import transformers
   task, seq = e2e_task(name), E2E_TASKS[name]
   tok = transformers.BertTokenizerFast(vocab_file=e2e_vocab(), do_lower_case=True)
-  cls = (transformers.FlaxBertForSequenceClassification if name == "mrpc"
-         else transformers.FlaxBertForMultipleChoice)
+  cls = {"mrpc": transformers.FlaxBertForSequenceClassification,
+         "csqa": transformers.FlaxBertForMultipleChoice,
+         "squad": transformers.FlaxBertForQuestionAnswering}[name]
   model = cls(peers.hf_config(m), seed=0, dtype=jnp.float32)
+  if name == "squad":
+    g = jax.jit(lambda p, b: (lambda o: (o.start_logits, o.end_logits))(
+        model(b["input_ids"], b["attention_mask"], b["token_type_ids"], params=p, train=False)))
+    forward = lambda b: tuple(np.asarray(x) for x in g(model.params, b))
+    return lambda: hf_squad_e2e(tok, forward, pad_to_batch=True)
   f = jax.jit(lambda p, b: model(b["input_ids"], b["attention_mask"], b["token_type_ids"],
                                  params=p, train=False).logits)
 
