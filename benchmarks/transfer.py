@@ -51,7 +51,8 @@ flags.DEFINE_integer("vocab_size", 16000, "WordPiece vocabulary size.")
 flags.DEFINE_integer("dupe_factor", 5, "Masking passes over the corpus.")
 flags.DEFINE_integer("layers", 4, "Pre-trained model: layers.")
 flags.DEFINE_integer("hidden", 256, "Pre-trained model: hidden size (heads = hidden / 64).")
-flags.DEFINE_integer("pretrain_steps", 3000, "Pre-training steps (each run).")
+flags.DEFINE_integer("pretrain_steps", 1500, "Pre-training steps (each run): 96k sequences "
+                     "of 128, about 80 min on one core (20.8 seq/s measured).")
 flags.DEFINE_integer("pretrain_batch", 64, "Pre-training batch.")
 flags.DEFINE_float("pretrain_lr", 5e-4, "Pre-training peak learning rate (small models "
                    "take larger steps than BERT-Base's 1e-4).")
