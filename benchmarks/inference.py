@@ -510,8 +510,17 @@ def main(argv=None):
           f"{bk['padded128']:.2f} s ({bk['padded128'] / bk['bucket16']:.2f}x)")
   if a.json:
     with open(a.json, "w") as f:
-      json.dump({"device": jax.devices()[0].device_kind, "rows": rows, "levers": levers}, f,
-                indent=1)
+      import platform
+      import subprocess
+      commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True).stdout.strip()
+      json.dump({"command": "python benchmarks/inference.py " + " ".join(
+                     x for x in (argv if argv is not None else sys.argv[1:])
+                     if not x.startswith("--json")),
+                 "commit": commit, "device": jax.devices()[0].device_kind,
+                 "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or
+                             platform.machine(), "load_average_at_end": os.getloadavg()},
+                 "rows": rows, "levers": levers}, f, indent=1)
 
 
 if __name__ == "__main__":
