@@ -57,6 +57,8 @@ BAD_OVERRIDES = [
     ("--config.task=pretrian", ["config.task='pretrian'", "pretrain", "glue"]),
     ("--config.data.max_seq_length=512", ["config.data.max_seq_length=512",
                                           "max_position_embeddings=128"]),
+    ("--config.train.nsp_loss_weight=-1", ["config.train.nsp_loss_weight=-1", ">= 0",
+                                           "0: MLM only"]),
 ]
 
 
