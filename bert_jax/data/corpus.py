@@ -299,7 +299,7 @@ def wikitext_documents(lines: Iterable[str]) -> Iterator[list[str]]:
   (one per line, section headings ` = = ... = = ` dropped) cut into sentences."""
   doc: list[str] = []
   for line in lines:
-    if _WIKITEXT_ARTICLE.match(line.rstrip("\n")):
+    if _WIKITEXT_ARTICLE.match(line):  # the pattern allows the line end
       if doc:
         yield doc
       doc = []
