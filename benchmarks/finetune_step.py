@@ -30,6 +30,10 @@ and noisier; read them with the load).
       [--steps=10] [--small] [--json=out.json]
 
 --small runs a tiny L2 H128 model at the same shapes (a smoke run, not a benchmark).
+On a GPU: --dtype=bfloat16 (mixed precision for all three: our model.dtype, HF Flax's
+dtype=, PyTorch's autocast; parameters and AdamW stay float32) and --paper_batches (the
+paper's fine-tuning batches: 32 for GLUE and SQuAD, 16 for SWAG); PyTorch's memory is
+then its allocator's peak (benchmarks/gpu.sh runs both).
 """
 from __future__ import annotations
 
@@ -63,6 +67,7 @@ TASKS = {
     "qa": (4, 0, 384, "QA B4 S384"),
     "multiple_choice": (4, 4, 128, "multiple choice B4 x 4 choices x S128"),
 }
+PAPER_BATCHES = {"classification": 32, "qa": 32, "multiple_choice": 16}
 TORCH_CLASSES = {"classification": "BertForSequenceClassification",
                  "qa": "BertForQuestionAnswering", "multiple_choice": "BertForMultipleChoice"}
 LEARNING_RATE = 2e-5
@@ -71,7 +76,16 @@ WEIGHT_DECAY = 0.01
 MAX_GRAD_NORM = 1.0
 
 
-def make_config(small: bool, seq: int):
+def task_shape(task: str, paper_batches: bool) -> tuple[int, int, int, str]:
+  """(batch, choices, seq, description) of `task`, at the paper's batch if asked."""
+  b, choices, s, desc = TASKS[task]
+  if not paper_batches:
+    return b, choices, s, desc
+  pb = PAPER_BATCHES[task]
+  return pb, choices, s, desc.replace(f"B{b} ", f"B{pb} ")
+
+
+def make_config(small: bool, seq: int, dtype: str = "float32"):
   """The fine-tuning config finetune.run would train with (add_finetune_config's recipe)."""
   c = config_lib.default_config()
   config_lib.add_finetune_config(c)
@@ -82,15 +96,17 @@ def make_config(small: bool, seq: int):
   c.train.num_steps = NUM_STEPS
   c.train.warmup_steps = WARMUP_STEPS
   c.mesh.shape = (1, 1, 1)
+  c.model.dtype = dtype
   assert c.train.optimizer == "adamw" and c.train.max_grad_norm == MAX_GRAD_NORM
   assert c.train.weight_decay == WEIGHT_DECAY and c.model.dropout_rate == 0.1
   assert c.model.attention_dropout_rate == 0.1
   return c
 
 
-def synthetic_batch(task: str, vocab: int = 30522, seed: int = 0) -> dict[str, np.ndarray]:
+def synthetic_batch(task: str, paper_batches: bool = False, vocab: int = 30522, seed: int = 0
+                    ) -> dict[str, np.ndarray]:
   """One full-length random batch of `task` in the fine-tuning loop's feature format."""
-  b, choices, s, _ = TASKS[task]
+  b, choices, s, _ = task_shape(task, paper_batches)
   rs = np.random.RandomState(seed)
   shape = (b, choices, s) if choices else (b, s)
   x = {"input_ids": rs.randint(5, vocab, shape).astype(np.int32),
@@ -173,7 +189,7 @@ def flax_peer(task: str, c, batch: dict):
          "multiple_choice": transformers.FlaxBertForMultipleChoice}[task]
   if task == "classification":
     cfg.num_labels = 2
-  model = cls(cfg, seed=0, dtype=jnp.float32)
+  model = cls(cfg, seed=0, dtype=jnp.dtype(c.model.dtype))
   schedule = optax.join_schedules(
       [optax.linear_schedule(0.0, LEARNING_RATE, WARMUP_STEPS),
        optax.linear_schedule(LEARNING_RATE, 0.0, NUM_STEPS - WARMUP_STEPS)], [WARMUP_STEPS])
@@ -191,10 +207,11 @@ def flax_peer(task: str, c, batch: dict):
   def loss_fn(params, x, rng):
     out = model(x["input_ids"], x["attention_mask"], x["token_type_ids"], params=params,
                 dropout_rng=rng, train=True)
+X
     if task == "qa":
-      return 0.5 * (ce(out.start_logits, x["start_positions"]).mean()
-                    + ce(out.end_logits, x["end_positions"]).mean())
-    return ce(out.logits, x["labels"]).mean()
+      return 0.5 * (ce(f32(out.start_logits), x["start_positions"]).mean()
+                    + ce(f32(out.end_logits), x["end_positions"]).mean())
+    return ce(f32(out.logits), x["labels"]).mean()
 
   compiled, state, jb, _ = peers.flax_adamw_step(loss_fn, model.params, jb, tx)
   return peers.stepper(compiled, state, jb, _block), peak_bytes(compiled)
@@ -211,7 +228,7 @@ def torch_peer(task: str, c, batch: dict):
   cls = getattr(transformers, TORCH_CLASSES[task])
   if task == "classification":
     cfg.num_labels = 2
-  model = cls(cfg).train()
+  model = cls(cfg).train().to(peers.torch_device())
   named = list(model.named_parameters())
   groups = [{"params": [p for n, p in named if _decays(tuple(n.split(".")))],
              "weight_decay": WEIGHT_DECAY},
@@ -219,18 +236,19 @@ def torch_peer(task: str, c, batch: dict):
              "weight_decay": 0.0}]
   opt = torch.optim.AdamW(groups, lr=LEARNING_RATE, betas=(0.9, 0.999), eps=1e-6)
   sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_multiplier)
-  tb = {k: torch.from_numpy(np.asarray(v, np.int64)) for k, v in batch.items()
-        if k != "example_weight"}
+  tb = {k: torch.from_numpy(np.asarray(v, np.int64)).to(peers.torch_device())
+        for k, v in batch.items() if k != "example_weight"}
 
   def step(state, b):
     opt.zero_grad(set_to_none=True)
-    loss = model(**b).loss
+    with peers.torch_autocast(c.model.dtype):
+      loss = model(**b).loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
     opt.step()
     sched.step()
     return state, loss.detach()
-  return peers.stepper(step, None, tb, lambda x: None), None
+  return peers.stepper(step, None, tb, peers.torch_sync), None
 
 
 def _rss_bytes() -> int:
@@ -241,18 +259,22 @@ def _rss_bytes() -> int:
   return 0
 
 
-def worker(task: str, steps: int, small: bool) -> None:
+def worker(task: str, steps: int, small: bool, dtype: str, paper_batches: bool) -> None:
   """--worker=TASK: the PyTorch peer alone in this process (see peers.run_isolated);
   prints its JSON (median step seconds, every step's seconds, peak RSS delta)."""
   import torch  # noqa: F401  (imported before the baseline RSS is read)
   import transformers
   getattr(transformers, TORCH_CLASSES[task])  # transformers imports its models lazily
   before = _rss_bytes()
-  run, _ = torch_peer(task, make_config(small, TASKS[task][2]), synthetic_batch(task))
+  run, _ = torch_peer(task, make_config(small, TASKS[task][2], dtype),
+                      synthetic_batch(task, paper_batches))
   times = peers.interleaved({"hf-torch": run}, steps)["hf-torch"]
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+  peak, kind = peers.torch_peak_bytes(), "allocator peak (GPU)"
+  if peak is None:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before  # KiB on Linux
+    kind = "max RSS delta"
   print(json.dumps({"step_s": statistics.median(times), "times_s": times,
-                    "peak_bytes": peak - before, "peak_kind": "max RSS delta"}))
+                    "peak_bytes": peak, "peak_kind": kind}))
 
 
 def machine() -> dict:
@@ -283,16 +305,20 @@ def main(argv=None):
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--peers", default="flax,torch")
   p.add_argument("--small", action="store_true", help="tiny L2 H128 model: a smoke run")
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                 help="computation dtype of all three (parameters stay float32)")
+  p.add_argument("--paper_batches", action="store_true",
+                 help="the paper's batches (32 GLUE/SQuAD, 16 SWAG) instead of the CPU's")
   p.add_argument("--json", default="")
   p.add_argument("--worker", default="", help=argparse.SUPPRESS)
   a = p.parse_args(argv)
   if a.worker:
-    return worker(a.worker, a.steps, a.small)
+    return worker(a.worker, a.steps, a.small, a.dtype, a.paper_batches)
 
   load_start = os.getloadavg()
   t_start = time.time()
   m = machine()
-  print(f"device: {m['device']} ({m['cpu']}, {m['cores']} cores); float32; host buffers: "
+  print(f"device: {m['device']} ({m['cpu']}, {m['cores']} cores); {a.dtype}; host buffers: "
         + ("transparent huge pages (bert_jax/hugepages.py)" if m["hugepages"]
            else "4 KiB pages")
         + f"; load average {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
@@ -310,6 +336,7 @@ def main(argv=None):
     load_now = os.getloadavg()
     out = {"command": "python benchmarks/finetune_step.py " + " ".join(sys.argv[1:]),
            "commit": commit(), "small": a.small, "steps": a.steps, "complete": done,
+           "dtype": a.dtype, "paper_batches": a.paper_batches,
            "machine": dict(m, load_average_at_start=list(load_start),
                            load_average_at_end=list(load_now)),
            "seconds": time.time() - t_start, "rows": rows}
@@ -317,9 +344,9 @@ def main(argv=None):
       json.dump(out, f, indent=1)
 
   for task in a.tasks.split(","):
-    b, choices, s, desc = TASKS[task]
-    c = make_config(a.small, s)
-    batch = synthetic_batch(task)
+    b, choices, s, desc = task_shape(task, a.paper_batches)
+    c = make_config(a.small, s, a.dtype)
+    batch = synthetic_batch(task, a.paper_batches)
     builders = {"bert_jax": lambda: ours(task, c, batch)}
     if "flax" in peers_on:
       builders["hf-flax"] = lambda: flax_peer(task, c, batch)
@@ -331,7 +358,8 @@ def main(argv=None):
     del built  # frees both models before the next task (and the PyTorch child)
     if "torch" in peers_on:
       results["hf-torch"] = peers.run_isolated(
-          __file__, [f"--worker={task}", f"--steps={a.steps}"] + (["--small"] if a.small else []))
+          __file__, [f"--worker={task}", f"--steps={a.steps}", f"--dtype={a.dtype}"]
+          + (["--small"] if a.small else []) + (["--paper_batches"] if a.paper_batches else []))
     sequences = b * max(choices, 1)
     for who, r in results.items():
       row = dict(r, task=task, shape=desc, impl=who, batch=b, choices=choices, seq=s,

@@ -59,16 +59,17 @@ def hf_labels(batch: dict) -> np.ndarray:
   return labels
 
 
-def flax_step(model_cfg, batch: dict, lr: float = 1e-4):
+def flax_step(model_cfg, batch: dict, lr: float = 1e-4, dtype: str = "float32"):
   """HF FlaxBertForPreTraining + optax AdamW in one jitted step (loss over masked labels).
 
+  dtype: the computation dtype (HF Flax's `dtype=`; parameters stay float32, as ours).
   Returns (step_fn, state, jnp_batch, compiled) with step_fn(state, batch) -> (state, loss).
   """
   import jax.numpy as jnp
   import optax
   from transformers import FlaxBertForPreTraining
 
-  model = FlaxBertForPreTraining(hf_config(model_cfg), seed=0, dtype=jnp.float32)
+  model = FlaxBertForPreTraining(hf_config(model_cfg), seed=0, dtype=jnp.dtype(dtype))
   tx = optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01)
   labels = hf_labels(batch)
   jb = {"input_ids": jnp.asarray(batch["input_ids"]),
@@ -82,10 +83,10 @@ def flax_step(model_cfg, batch: dict, lr: float = 1e-4):
                 dropout_rng=rng, train=True)
     mask = b["labels"] >= 0
     mlm = optax.softmax_cross_entropy_with_integer_labels(
-        out.prediction_logits, jnp.where(mask, b["labels"], 0))
+        out.prediction_logits.astype(jnp.float32), jnp.where(mask, b["labels"], 0))
     mlm = jnp.sum(mlm * mask) / jnp.maximum(jnp.sum(mask), 1)
     nsp = optax.softmax_cross_entropy_with_integer_labels(
-        out.seq_relationship_logits, b["next_sentence_label"]).mean()
+        out.seq_relationship_logits.astype(jnp.float32), b["next_sentence_label"]).mean()
     return mlm + nsp
 
   return flax_adamw_step(loss_fn, model.params, jb, tx)
@@ -109,13 +110,44 @@ def flax_adamw_step(loss_fn, params, batch, tx):
   return compiled, state, batch, compiled
 
 
-def torch_step(model_cfg, batch: dict, lr: float = 1e-4):
+def torch_device() -> str:
+  """Where the PyTorch peer runs: the GPU when PyTorch sees one, else the CPU."""
+  import torch
+  return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def torch_autocast(dtype: str):
+  """HF's own mixed precision (`Trainer(bf16=True)` is autocast): bfloat16 matmuls with
+  float32 parameters and optimizer, on the peer's device; nothing for float32."""
+  import contextlib
+
+  import torch
+  if dtype == "float32":
+    return contextlib.nullcontext()
+  return torch.autocast(torch_device(), dtype=getattr(torch, dtype))
+
+
+def torch_sync(_=None) -> None:
+  """Waits for the GPU's queued work (CUDA runs asynchronously; the CPU does not)."""
+  import torch
+  if torch.cuda.is_available():
+    torch.cuda.synchronize()
+
+
+def torch_peak_bytes() -> int | None:
+  """Peak GPU memory PyTorch's allocator handed out (None on the CPU)."""
+  import torch
+  return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+
+
+def torch_step(model_cfg, batch: dict, lr: float = 1e-4, dtype: str = "float32"):
   """HF PyTorch BertForPreTraining + torch.optim.AdamW; returns (step_fn, state, batch)."""
   import torch
   from transformers import BertForPreTraining
 
   torch.manual_seed(0)
-  model = BertForPreTraining(hf_config(model_cfg)).train()
+  dev = torch_device()
+  model = BertForPreTraining(hf_config(model_cfg)).train().to(dev)
   opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-6,
                           weight_decay=0.01)
   tb = {"input_ids": torch.tensor(batch["input_ids"]).long(),
@@ -123,10 +155,12 @@ def torch_step(model_cfg, batch: dict, lr: float = 1e-4):
         "token_type_ids": torch.tensor(batch["token_type_ids"]).long(),
         "labels": torch.tensor(hf_labels(batch)).long(),
         "next_sentence_label": torch.tensor(batch["next_sentence_labels"]).long()}
+  tb = {k: v.to(dev) for k, v in tb.items()}
 
   def step(state, b):
     opt.zero_grad(set_to_none=True)
-    loss = model(**b).loss
+    with torch_autocast(dtype):
+      loss = model(**b).loss
     loss.backward()
     opt.step()
     return state, loss.detach()

@@ -56,7 +56,9 @@ def data_prep() -> str:
 
 
 SHAPES = {"tiny": "tiny L2 H128 B32 S128", "mini": "mini L4 H256 B32 S128",
-          "small": "small L4 H512 B32 S128", "base128": "base B8 S128", "base512": "base B2 S512"}
+          "small": "small L4 H512 B32 S128", "base128": "base B8 S128", "base512": "base B2 S512",
+          "base128x64": "base B64 S128", "base512x16": "base B16 S512",
+          "large128x32": "large B32 S128"}
 
 
 def train_step() -> str:
@@ -105,7 +107,34 @@ def finetune_step() -> str:
   return "\n".join(lines)
 
 
-TABLES = {"data_prep": data_prep, "train_step": train_step, "finetune_step": finetune_step}
+def gpu() -> str:
+  """One GPU, bfloat16: the train step's and the fine-tuning steps' rows in one table."""
+  r = _load("gpu_h200_bf16.json")
+  rows = [("pre-training " + SHAPES.get(x["shape"], x["shape"]).replace("base", "base L12 H768"),
+           x) for x in r["train_step"]["rows"]]
+  rows += [(f"fine-tuning {x['shape']}", x) for x in r["finetune_step"]["rows"]]
+  by: dict = {}
+  for label, x in rows:
+    by.setdefault(label, {})[x["impl"]] = x
+  lines = ["| step, shape | bert_jax ms | HF Flax ms | HF PyTorch ms | vs Flax | vs PyTorch | peak MiB ours / Flax / PyTorch |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+  for label, d in by.items():
+    o, f, t = d["bert_jax"], d.get("hf-flax"), d.get("hf-torch")
+    ms = lambda x: f"{1000 * x['step_s']:.1f}" if x else "-"
+    ratio = lambda x: f"{x['step_s'] / o['step_s']:.2f}x" if x else "-"
+    mib = lambda x: f"{x['peak_bytes'] / 2**20:,.0f}" if x and x.get("peak_bytes") else "-"
+    lines.append(f"| {label} | {ms(o)} | {ms(f)} | {ms(t)} | {ratio(f)} | {ratio(t)} | "
+                 f"{mib(o)} / {mib(f)} / {mib(t)} |")
+  versions = r["versions"].splitlines()[0]
+  lines += ["", f"{r['date']}, {r['machine']}; {versions}; measured bfloat16 matmul peak "
+                f"{r['train_step']['peak_flops'] / 1e12:.0f} TFLOP/s; median of "
+                f"{r['finetune_step']['steps']} steps; command `{r['command']}`. "
+                f"Not measured: {r['not_measured']}."]
+  return "\n".join(lines)
+
+
+TABLES = {"data_prep": data_prep, "train_step": train_step, "finetune_step": finetune_step,
+          "gpu": gpu}
 
 
 def render(text: str) -> str:

@@ -13,6 +13,11 @@ lever "no-hugepages" is ours in a child process without them.
 
   bash benchmarks/setup_peers.sh        # once: transformers<5 (Flax models) into .peer/
   python benchmarks/train_step.py [--shapes=tiny,base128] [--levers] [--json=out.json]
+
+On a GPU, --dtype=bfloat16 runs all three in mixed precision (float32 parameters and
+optimizer, bfloat16 matmuls: our model.dtype, HF Flax's dtype=, PyTorch's autocast) at
+the GPU shapes (base128x64, base512x16, large128x32); MFU is then against the measured
+bfloat16 matmul peak and PyTorch's memory is its allocator's peak (benchmarks/gpu.sh).
 """
 from __future__ import annotations
 
@@ -45,16 +50,20 @@ SHAPES = {
     "small": ("small", 32, 128, 20),
     "base128": ("base", 8, 128, 20),
     "base512": ("base", 2, 512, 80),
+    # Accelerator shapes (the paper's phase-1/phase-2 sequence lengths, one chip's batch).
+    "base128x64": ("base", 64, 128, 20),
+    "base512x16": ("base", 16, 512, 80),
+    "large128x32": ("large", 32, 128, 20),
 }
 
 
-def measure_peak_matmul(n: int = 2048, reps: int = 30) -> float:
-  """Peak float32 matmul FLOP/s of device 0: the fastest of `reps` n x n x n products.
+def measure_peak_matmul(n: int = 2048, reps: int = 30, dtype: str = "float32") -> float:
+  """Peak `dtype` matmul FLOP/s of device 0: the fastest of `reps` n x n x n products.
 
   The best, not the median: a peak is what the machine can do, and MFU against it is
   the conservative figure (the median swung 350-445 GFLOP/s between runs here).
   """
-  a = jnp.asarray(np.random.RandomState(0).randn(n, n), jnp.float32)
+  a = jnp.asarray(np.random.RandomState(0).randn(n, n), jnp.dtype(dtype))
   f = jax.jit(lambda x, y: x @ y)
   f(a, a).block_until_ready()
   times = []
@@ -128,7 +137,7 @@ def ours(c, batch, donate: bool = True, host_sync: bool = False):
 
 
 def flax_peer(c, batch):
-  compiled, state, jb, _ = peers.flax_step(c.model, batch)
+  compiled, state, jb, _ = peers.flax_step(c.model, batch, dtype=c.model.dtype)
   return (peers.stepper(compiled, state, jb, lambda x: x.block_until_ready()),
           peak_bytes(compiled))
 
@@ -136,17 +145,19 @@ def flax_peer(c, batch):
 def torch_peer(c, batch):
   import torch
   torch.set_num_threads(os.cpu_count() or 1)
-  step, state, tb = peers.torch_step(c.model, batch)
-  return peers.stepper(step, state, tb, lambda x: None), None
+  step, state, tb = peers.torch_step(c.model, batch, dtype=c.model.dtype)
+  run = peers.stepper(step, state, tb, peers.torch_sync)
+  run()  # the peak counts the optimizer's state, made at the first step
+  return run, peers.torch_peak_bytes()
 
 
-def worker(who: str, name: str, steps: int) -> None:
+def worker(who: str, name: str, steps: int, dtype: str) -> None:
   """--worker=WHO: one implementation alone in this process (see peers.run_isolated):
   the PyTorch peer, or ours for the huge-pages lever; prints its JSON."""
   size, b, s, pr = SHAPES[name]
   build = {"hf-torch": torch_peer, "bert_jax": ours}[who]
-  r = measure({who: lambda: build(make_config(size, b, s, pr), synthetic_batch(b, s, pr))},
-              steps)
+  r = measure({who: lambda: build(make_config(size, b, s, pr, dtype=dtype),
+                                  synthetic_batch(b, s, pr))}, steps)
   print(json.dumps(r[who]))
 
 
@@ -174,16 +185,19 @@ def main(argv=None):
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--peers", default="flax,torch")
   p.add_argument("--levers", action="store_true", help="also measure each lever on/off")
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                 help="computation dtype of all three (parameters stay float32)")
   p.add_argument("--json", default="")
   p.add_argument("--worker", default="", help=argparse.SUPPRESS)
   a = p.parse_args(argv)
   if a.worker:
-    return worker(a.worker, a.shapes, a.steps)
+    return worker(a.worker, a.shapes, a.steps, a.dtype)
 
-  peak = measure_peak_matmul()
+  on_accelerator = jax.devices()[0].platform != "cpu"
+  peak = measure_peak_matmul(n=8192 if on_accelerator else 2048, dtype=a.dtype)
   dev = jax.devices()[0]
   print(f"device: {dev.device_kind} ({jax.device_count()} devices, {os.cpu_count()} cores); "
-        f"measured peak float32 matmul: {peak / 1e9:.1f} GFLOP/s; host buffers: "
+        f"measured peak {a.dtype} matmul: {peak / 1e9:.1f} GFLOP/s; host buffers: "
         + ("transparent huge pages (bert_jax/hugepages.py)" if hugepages.enabled()
            else "4 KiB pages"))
   print("FLOPs/step = 3*B*[S*L*(8H^2 + 4*H*I + 4*S*H) + P*(2H^2 + 2*H*V) + 2H^2 + 4H] "
@@ -194,7 +208,7 @@ def main(argv=None):
   peers_on = set(x for x in a.peers.split(",") if x)
   for name in a.shapes.split(","):
     size, b, s, pr = SHAPES[name]
-    c = make_config(size, b, s, pr)
+    c = make_config(size, b, s, pr, dtype=a.dtype)
     batch = synthetic_batch(b, s, pr)
     fl = flops_lib.pretrain_flops_per_step(c.model, b, s, pr)
     builders = {"bert_jax": lambda: ours(c, batch)}
@@ -203,13 +217,15 @@ def main(argv=None):
     results = measure(builders, a.steps)
     if "torch" in peers_on:
       results["hf-torch"] = peers.run_isolated(
-          __file__, ["--worker=hf-torch", f"--shapes={name}", f"--steps={a.steps}"])
+          __file__, ["--worker=hf-torch", f"--shapes={name}", f"--steps={a.steps}",
+                     f"--dtype={a.dtype}"])
     for who, r in results.items():
       rows.append(_row(name, who, r, fl, peak, b))
     for who, r in results.items():
       if who != "bert_jax":
         print(f"{'':8s} ratio bert_jax / {who}: "
               f"{r['step_s'] / results['bert_jax']['step_s']:.2f}x", flush=True)
+    write_json(a.json, dev, peak, a.dtype, rows)  # after every shape: a cut run keeps them
     if a.levers:
       levers = {
           "mlm-all-pos": lambda: ours(make_config(size, b, s, s), synthetic_batch(b, s, s - 2)),
@@ -239,9 +255,15 @@ def main(argv=None):
               f"{off['step_s'] / on['step_s']:.2f}x", flush=True)
   if not HAVE_FLAX_PEER and "flax" in peers_on:
     print("hf-flax: not run (no .peer/; run `bash benchmarks/setup_peers.sh`)")
-  if a.json:
-    with open(a.json, "w") as f:
-      json.dump({"device": dev.device_kind, "peak_flops": peak, "rows": rows}, f, indent=1)
+  write_json(a.json, dev, peak, a.dtype, rows)
+
+
+def write_json(path: str, dev, peak: float, dtype: str, rows: list) -> None:
+  if path:
+    with open(path, "w") as f:
+      json.dump({"command": "python benchmarks/train_step.py " + " ".join(sys.argv[1:]),
+                 "device": dev.device_kind, "dtype": dtype, "peak_flops": peak,
+                 "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":  # every implementation in this run gets huge pages
