@@ -75,6 +75,8 @@ flags.DEFINE_float("minilm_lr", 5e-5, "Fine-tuning learning rate for MiniLM (c).
 flags.DEFINE_integer("sst2_train", 8000, "SST-2 train examples (its 67k cost more than the "
                      "other four tasks together).")
 flags.DEFINE_bool("small", False, "Toy sizes end to end (a smoke run of the script).")
+flags.DEFINE_list("extra_curves", [], "More pre-training runs to put in the curves (JSON and "
+                  "PNG) as NAME=RUN_DIR, e.g. an abandoned run with another optimizer.")
 flags.DEFINE_string("json", "", "Write the table's record here (default: workdir/transfer.json).")
 
 GLUE_DIRS = {"sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "stsb": "STS-B", "rte": "RTE"}
@@ -292,18 +294,26 @@ def stage_table(w: pathlib.Path) -> dict:
       row["ours_minus_random"] = {"mean": d, "se": se, "beyond_two_se": bool(d > 2 * se)}
     table[task] = row
   curves = {}
-  for name in PRETRAIN_RUNS:
-    f = w / "pretrain" / name / "metrics.jsonl"
+  run_dirs = {name: w / "pretrain" / name for name in PRETRAIN_RUNS}
+  for item in FLAGS.extra_curves:
+    name, _, path = item.partition("=")
+    if not path:
+      raise SystemExit(f"--extra_curves: {item!r} is not NAME=RUN_DIR")
+    run_dirs[name] = pathlib.Path(path)
+  for name, run_dir in run_dirs.items():
+    f = run_dir / "metrics.jsonl"
     if f.exists():
       rows = [json.loads(l) for l in f.read_text().splitlines()]
       curves[name] = {k: [(r["step"], r[k]) for r in rows if k in r]
-                      for k in ("train/mlm_loss", "train/nsp_loss", "eval/mlm_loss",
-                                "eval/mlm_accuracy", "eval/nsp_accuracy")}
+                      for k in ("train/mlm_loss", "train/nsp_loss", "train/mlm_accuracy",
+                                "train/nsp_accuracy", "eval/mlm_loss", "eval/mlm_accuracy",
+                                "eval/nsp_accuracy")}
   record = {"command": "python benchmarks/transfer.py " + " ".join(sys.argv[1:]),
             "settings": {k: FLAGS[k].value for k in (
                 "tasks", "inits", "seeds", "vocab_size", "dupe_factor", "layers", "hidden",
-                "pretrain_steps", "pretrain_batch", "pretrain_lr", "finetune_lr", "minilm_lr",
-                "sst2_train", "small")},
+                "pretrain_steps", "pretrain_batch", "pretrain_lr", "pretrain_optimizer",
+                "pretrain_warmup", "pretrain_runs", "finetune_lr", "minilm_lr", "sst2_train",
+                "small")},
             "table": table, "pretraining_curves": curves}
   print_table(table)
   out = FLAGS.json or str(w / "transfer.json")
@@ -327,20 +337,28 @@ def print_table(table: dict) -> None:
 
 
 def plot_curves(curves: dict, png: pathlib.Path) -> None:
+  """MLM loss, MLM accuracy (train line, held-out eval points) and NSP accuracy per run."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
   for name, c in curves.items():
-    for key, ax in (("train/mlm_loss", axes[0]), ("eval/mlm_accuracy", axes[1])):
+    line = None
+    for key, ax in (("train/mlm_loss", axes[0]), ("train/mlm_accuracy", axes[1]),
+                    ("train/nsp_accuracy", axes[2])):
       if c.get(key):
         xs, ys = zip(*c[key])
-        ax.plot(xs, ys, label=f"{name} {key}")
+        (line,) = ax.plot(xs, ys, label=name)
+    if c.get("eval/mlm_accuracy"):
+      xs, ys = zip(*c["eval/mlm_accuracy"])
+      axes[1].plot(xs, ys, "o", color=line.get_color() if line else None,
+                   label=f"{name} (held-out)")
   axes[0].set_title("MLM loss (train)")
-  axes[1].set_title("MLM accuracy (held-out WikiText-2 test)")
+  axes[1].set_title("MLM accuracy (train; points: held-out WikiText-2 test)")
+  axes[2].set_title("NSP accuracy (train)")
   for ax in axes:
     ax.set_xlabel("step")
-    ax.legend()
+    ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(png, dpi=100)
   print(f"wrote {png}", flush=True)
