@@ -133,8 +133,27 @@ def gpu() -> str:
   return "\n".join(lines)
 
 
+def transfer() -> str:
+  """GLUE dev scores from each initialisation, mean +- SE over seeds, and (b) - (a)."""
+  r = _load("transfer.json")
+  names = {"random": "(a) random", "ours": "(b) ours, MLM + NSP",
+           "ours_mlm_only": "(b') ours, MLM only", "minilm": "(c) MiniLM"}
+  inits = [i for i in r["settings"]["inits"] if any(i in row for row in r["table"].values())]
+  lines = ["| task (dev score x100) | " + " | ".join(names[i] for i in inits)
+           + " | (b) - (a) | beyond 2 SE |",
+           "| --- " * (len(inits) + 3) + "|"]
+  for task, row in r["table"].items():
+    cells = [f"{row[i]['mean']:.1f} ± {row[i]['se']:.1f} (n={len(row[i]['runs'])})"
+             if i in row else "-" for i in inits]
+    d = row.get("ours_minus_random")
+    diff = f"{d['mean']:+.1f} ± {d['se']:.1f}" if d else "-"
+    beyond = ("yes" if d["beyond_two_se"] else "no") if d else "-"
+    lines.append(f"| {task} | " + " | ".join(cells) + f" | {diff} | {beyond} |")
+  return "\n".join(lines)
+
+
 TABLES = {"data_prep": data_prep, "train_step": train_step, "finetune_step": finetune_step,
-          "gpu": gpu}
+          "gpu": gpu, "transfer": transfer}
 
 
 def render(text: str) -> str:
