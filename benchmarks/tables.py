@@ -61,6 +61,22 @@ SHAPES = {"tiny": "tiny L2 H128 B32 S128", "mini": "mini L4 H256 B32 S128",
           "large128x32": "large B32 S128"}
 
 
+def _peer_cells(d: dict, ms_format: str = ",.0f"):
+  """One row's implementations (ours, HF Flax, HF PyTorch; a peer may be absent) and the
+  cell formatters the step tables share: step ms, peer time / ours, peak MiB."""
+  o, f, t = d["bert_jax"], d.get("hf-flax"), d.get("hf-torch")
+
+  def ms(x):
+    return f"{1000 * x['step_s']:{ms_format}}" if x else "-"
+
+  def ratio(x):
+    return f"{x['step_s'] / o['step_s']:.2f}x" if x else "-"
+
+  def mib(x):
+    return f"{x['peak_bytes'] / 2**20:,.0f}" if x and x.get("peak_bytes") else "-"
+  return o, f, t, ms, ratio, mib
+
+
 def train_step() -> str:
   r = _load("train_step_2026-12-02.json")
   by = {}
@@ -69,11 +85,8 @@ def train_step() -> str:
   lines = ["| shape | bert_jax ms | HF Flax ms | HF PyTorch ms | vs Flax | vs PyTorch | MFU ours / Flax | peak MiB ours / Flax |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
   for shape, d in by.items():
-    o, f, t = d["bert_jax"], d.get("hf-flax"), d.get("hf-torch")
-    ms = lambda x: f"{1000 * x['step_s']:,.0f}" if x else "-"
-    ratio = lambda x: f"{x['step_s'] / o['step_s']:.2f}x" if x else "-"
+    o, f, t, ms, ratio, mib = _peer_cells(d)
     mfu = lambda x: f"{100 * x['mfu']:.0f}%" if x and x.get("mfu") else "-"
-    mib = lambda x: f"{x['peak_bytes'] / 2**20:,.0f}" if x and x.get("peak_bytes") else "-"
     lines.append(f"| {SHAPES.get(shape, shape)} | {ms(o)} | {ms(f)} | {ms(t)} | {ratio(f)} | {ratio(t)} | "
                  f"{mfu(o)} / {mfu(f)} | {mib(o)} / {mib(f)} |")
   return "\n".join(lines)
@@ -87,10 +100,7 @@ def finetune_step() -> str:
   lines = ["| task, shape | bert_jax ms | HF Flax ms | HF PyTorch ms | vs Flax | vs PyTorch | peak MiB ours / Flax / PyTorch RSS |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
   for d in by.values():
-    o, f, t = d["bert_jax"], d.get("hf-flax"), d.get("hf-torch")
-    ms = lambda x: f"{1000 * x['step_s']:,.0f}" if x else "-"
-    ratio = lambda x: f"{x['step_s'] / o['step_s']:.2f}x" if x else "-"
-    mib = lambda x: f"{x['peak_bytes'] / 2**20:,.0f}" if x and x.get("peak_bytes") else "-"
+    o, f, t, ms, ratio, mib = _peer_cells(d)
     lines.append(f"| {o['size']}, {o['shape']} | {ms(o)} | {ms(f)} | {ms(t)} | {ratio(f)} | "
                  f"{ratio(t)} | {mib(o)} / {mib(f)} / {mib(t)} |")
   m = r["machine"]
@@ -119,10 +129,7 @@ def gpu() -> str:
   lines = ["| step, shape | bert_jax ms | HF Flax ms | HF PyTorch ms | vs Flax | vs PyTorch | peak MiB ours / Flax / PyTorch |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
   for label, d in by.items():
-    o, f, t = d["bert_jax"], d.get("hf-flax"), d.get("hf-torch")
-    ms = lambda x: f"{1000 * x['step_s']:.1f}" if x else "-"
-    ratio = lambda x: f"{x['step_s'] / o['step_s']:.2f}x" if x else "-"
-    mib = lambda x: f"{x['peak_bytes'] / 2**20:,.0f}" if x and x.get("peak_bytes") else "-"
+    o, f, t, ms, ratio, mib = _peer_cells(d, ms_format=".1f")
     lines.append(f"| {label} | {ms(o)} | {ms(f)} | {ms(t)} | {ratio(f)} | {ratio(t)} | "
                  f"{mib(o)} / {mib(f)} / {mib(t)} |")
   versions = r["versions"].splitlines()[0]
