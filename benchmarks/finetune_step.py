@@ -207,7 +207,9 @@ def flax_peer(task: str, c, batch: dict):
   def loss_fn(params, x, rng):
     out = model(x["input_ids"], x["attention_mask"], x["token_type_ids"], params=params,
                 dropout_rng=rng, train=True)
-X
+    def f32(t):  # a bfloat16 run's logits, for a float32 loss
+      return t.astype(jnp.float32)
+
     if task == "qa":
       return 0.5 * (ce(f32(out.start_logits), x["start_positions"]).mean()
                     + ce(f32(out.end_logits), x["end_positions"]).mean())
