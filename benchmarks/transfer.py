@@ -8,9 +8,9 @@ python benchmarks/transfer.py --small          # minutes: the whole pipeline at 
    WordPiece vocabulary learned on it (`bert_jax.tools.build_vocab`), and ArrayRecord
    shards (`bert_jax.tools.create_pretraining_data`: seq 128, 20 predictions, dupe 5);
 2. pretrain: a small BERT (default L4 H256 A4 I1024, "BERT-Mini") from scratch with
-   `python -m bert_jax.main --config=configs/base.py` and the paper's optimizer, twice on
+   `python -m bert_jax.main --config=configs/base.py` (--pretrain_optimizer: adamw), twice on
    the same budget: MLM + NSP, and MLM only (`train.nsp_loss_weight=0`, the paper's
-   "No NSP" ablation); the two may run at once, one core each (--parallel);
+   "No NSP" ablation); one run per core at a time (--cores, --pretrain_runs);
 3. finetune: `python -m bert_jax.glue` on SST-2, MRPC, CoLA, STS-B and RTE (the GLUE
    recipe: batch 32, 3 epochs, 10% warmup, the best epoch on dev) from (a) random
    initialisation of the same architecture, (b) the MLM + NSP checkpoint, (b') the
@@ -370,6 +370,8 @@ def main(argv):
   w.mkdir(parents=True, exist_ok=True)
   stages = {"corpus": stage_corpus, "pretrain": stage_pretrain, "finetune": stage_finetune,
             "table": stage_table}
+  if not all(c.isdigit() for c in FLAGS.cores):
+    raise SystemExit(f"--cores={','.join(FLAGS.cores)}: give CPU core numbers, e.g. --cores=0,1")
   unknown = sorted(set(FLAGS.stage) - set(stages))
   if unknown:
     raise SystemExit(f"--stage: unknown {unknown}; use {', '.join(stages)}")
