@@ -195,5 +195,7 @@ def main(argv):
     json.dump(out, f, indent=2)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # both implementations get huge pages, as the fronts (bert_jax.main.start) give ours
+  from bert_jax import hugepages
+  hugepages.reexec_with_hugepages([os.path.abspath(__file__), *sys.argv[1:]])
   app.run(main)

@@ -10,7 +10,7 @@ python benchmarks/transfer.py --small          # minutes: the whole pipeline at 
 2. pretrain: a small BERT (default L4 H256 A4 I1024, "BERT-Mini") from scratch with
    `python -m bert_jax.main --config=configs/base.py` (--pretrain_optimizer: adamw), twice on
    the same budget: MLM + NSP, and MLM only (`train.nsp_loss_weight=0`, the paper's
-   "No NSP" ablation); one run per core at a time (--cores, --pretrain_runs);
+   "No NSP" ablation); the runs share --cores (one run alone gets all of them);
 3. finetune: `python -m bert_jax.glue` on SST-2, MRPC, CoLA, STS-B and RTE (the GLUE
    recipe: batch 32, 3 epochs, 10% warmup, the best epoch on dev) from (a) random
    initialisation of the same architecture, (b) the MLM + NSP checkpoint, (b') the
@@ -83,9 +83,10 @@ GLUE_DIRS = {"sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "stsb": "STS-B", "
 PRETRAIN_RUNS = {"ours": 1.0, "ours_mlm_only": 0.0}  # init name -> train.nsp_loss_weight
 
 
-def sh(cmd: list[str], log: pathlib.Path, env: dict | None = None, core: int | None = None
+def sh(cmd: list[str], log: pathlib.Path, env: dict | None = None, core: int | str | None = None
        ) -> subprocess.Popen:
-  """Starts one of the project's commands, its output in `log`, optionally on one core."""
+  """Starts one of the project's commands, its output in `log`, optionally pinned to `core`
+  (one core number, or a taskset list such as "0,1")."""
   log.parent.mkdir(parents=True, exist_ok=True)
   if core is not None:
     cmd = ["taskset", "-c", str(core), *cmd]
@@ -191,12 +192,16 @@ def stage_pretrain(w: pathlib.Path) -> None:
   if unknown:
     raise SystemExit(f"--pretrain_runs: unknown {unknown}; use {', '.join(PRETRAIN_RUNS)}")
   procs = []
+  # Fewer runs than cores: each run gets an equal share of them (one run on two cores is
+  # ~1.8x one core); more runs than cores: one core each, the rest wait their turn.
+  slots = [",".join(FLAGS.cores[i::len(FLAGS.pretrain_runs)])
+           for i in range(min(len(FLAGS.cores), len(FLAGS.pretrain_runs)))]
   for i, name in enumerate(FLAGS.pretrain_runs):
     log = w / "logs" / f"pretrain_{name}.log"
-    if len(procs) == len(FLAGS.cores):  # more runs than cores: wait for the oldest
+    if len(procs) == len(slots):  # more runs than cores: wait for the oldest
       wait(*procs.pop(0))
     p = sh(pretrain_cmd(w, PRETRAIN_RUNS[name], w / "pretrain" / name), log,
-           core=int(FLAGS.cores[i % len(FLAGS.cores)]))
+           core=slots[i % len(slots)])
     procs.append((p, log))
   for p, log in procs:
     wait(p, log)
