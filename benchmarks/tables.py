@@ -117,6 +117,30 @@ def finetune_step() -> str:
   return "\n".join(lines)
 
 
+def profile_step() -> str:
+  """CPU seconds per fine-tuning step by category (perf), ours and HF PyTorch per shape."""
+  r = _load("profile_step.json")
+  cats = ("matmul", "generated code", "other kernels", "thread pool", "kernel")
+  lines = ["| shape | impl | step ms | CPU s / step | " + " | ".join(cats)
+           + " | python + other | matmul GFLOP/s per core |",
+           "| --- " * (len(cats) + 6) + "|"]
+  for x in r["rows"]:
+    cpu = x["cpu_s"]
+    cells = [f"{cpu[c]:.2f} ({100 * x['shares'][c]:.0f}%)" for c in cats]
+    rest = cpu["python"] + cpu["other"]
+    rest_share = x["shares"]["python"] + x["shares"]["other"]
+    lines.append(f"| {x['shape']} | {x['impl']} | {x['step_s'] * 1e3:,.0f} | "
+                 f"{x['cpu_s_per_step']:.2f} | " + " | ".join(cells)
+                 + f" | {rest:.2f} ({100 * rest_share:.0f}%) | {x['matmul_gflops_per_core']:.0f} |")
+  m = r["machine"]
+  lines += ["", f"Median of {r['steps']} profiled steps after two warm-up steps, perf at "
+            f"499 Hz. Machine: {m['cores']} cores ({m['cpu']}), load average "
+            f"{m['load_average'][0]:.1f} at the end; a standalone 2048^3 XLA matmul: "
+            f"{r['peak_matmul_flops_per_core'] / 1e9:.0f} GFLOP/s per core; commit "
+            f"{r.get('commit', '?')[:10]}; command `{re.sub(r' --json=[^ ]+', '', r['command'])}`."]
+  return "\n".join(lines)
+
+
 def gpu() -> str:
   """One GPU, bfloat16: the train step's and the fine-tuning steps' rows in one table."""
   r = _load("gpu_h200_bf16.json")
@@ -160,7 +184,8 @@ def transfer() -> str:
 
 
 TABLES = {"data_prep": data_prep, "train_step": train_step, "finetune_step": finetune_step,
-          "gpu": gpu, "transfer": transfer}
+          "gpu": gpu, "transfer": transfer,
+          "profile_step": profile_step}
 
 
 def render(text: str) -> str:
