@@ -164,28 +164,43 @@ def gpu() -> str:
   return "\n".join(lines)
 
 
+TRANSFER_BUDGETS = ("transfer_1000steps.json", "transfer_2400steps.json")
+
+
 def transfer() -> str:
-  """GLUE dev scores from each initialisation, mean +- SE over seeds, and (b) - (a)."""
-  r = _load("transfer.json")
-  names = {"random": "(a) random", "ours": "(b) ours, MLM + NSP",
-           "ours_mlm_only": "(b') ours, MLM only", "minilm": "(c) MiniLM"}
-  inits = [i for i in r["settings"]["inits"] if any(i in row for row in r["table"].values())]
-  lines = ["| task (dev score x100) | " + " | ".join(names[i] for i in inits)
-           + " | (b) - (a) | beyond 2 SE |",
-           "| --- " * (len(inits) + 3) + "|"]
-  for task, row in r["table"].items():
-    cells = [f"{row[i]['mean']:.1f} ± {row[i]['se']:.1f} (n={len(row[i]['runs'])})"
-             if i in row else "-" for i in inits]
-    d = row.get("ours_minus_random")
-    diff = f"{d['mean']:+.1f} ± {d['se']:.1f}" if d else "-"
-    beyond = ("yes" if d["beyond_two_se"] else "no") if d else "-"
-    lines.append(f"| {task} | " + " | ".join(cells) + f" | {diff} | {beyond} |")
+  """GLUE dev scores: (a) random initialisation, then per pre-training budget (one study
+  JSON each) every other initialisation and its difference from (a); mean +- SE."""
+  names = {"ours": "(b) ours, MLM + NSP", "ours_mlm_only": "(b') ours, MLM only",
+           "minilm": "(c) MiniLM"}
+  studies = [_load(f) for f in TRANSFER_BUDGETS if (HERE / "results" / f).exists()]
+  cols = []  # (header, study, init)
+  for r in studies:
+    steps = r["settings"]["pretrain_steps"]
+    tokens = steps * r["settings"]["pretrain_batch"] * 128 / 1e6
+    for i in r["settings"]["inits"]:
+      if i != "random" and any(i in row for row in r["table"].values()):
+        cols.append((f"{names[i]}, {steps:,} steps ({tokens:.1f}M tokens)", r, i))
+  cell = lambda x: f"{x['mean']:.1f} ± {x['se']:.1f} (n={len(x['runs'])})"
+  lines = ["| task (dev score x100) | (a) random | "
+           + " | ".join(f"{h} | - (a)" for h, _, _ in cols) + " |",
+           "| --- " * (2 + 2 * len(cols)) + "|"]
+  for task, row in studies[-1]["table"].items():
+    cells = [cell(row["random"])]
+    for _, r, i in cols:
+      x, a = r["table"].get(task, {}).get(i), r["table"].get(task, {}).get("random")
+      if x is None or a is None:
+        cells += ["-", "-"]
+        continue
+      d = x["mean"] - a["mean"]
+      se = (x["se"] ** 2 + a["se"] ** 2) ** 0.5
+      cells += [cell(x), f"{d:+.1f} ± {se:.1f}{' *' if d > 2 * se else ''}"]
+    lines.append(f"| {task} | " + " | ".join(cells) + " |")
+  lines += ["", "\\* : above (a) by more than two standard errors."]
   return "\n".join(lines)
 
 
 TABLES = {"data_prep": data_prep, "train_step": train_step, "finetune_step": finetune_step,
-          "gpu": gpu, "transfer": transfer,
-          "profile_step": profile_step}
+          "gpu": gpu, "transfer": transfer, "profile_step": profile_step}
 
 
 def render(text: str) -> str:
