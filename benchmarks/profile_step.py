@@ -179,13 +179,19 @@ def main(argv=None) -> None:
   if shutil.which("perf") is None:
     raise SystemExit("profile_step.py needs Linux perf: apt-get install linux-perf")
   import finetune_step as fs
+  tasks, impls = a.tasks.split(","), a.impls.split(",")
+  for flag, given, known in (("--tasks", tasks, list(fs.TASKS)),
+                             ("--impls", impls, ["bert_jax", "hf-torch"])):
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+      raise SystemExit(f"{flag}: unknown {unknown}; use {','.join(known)}")
   peak = peak_matmul_per_core()
   print(f"peak float32 matmul: {peak / 1e9:.0f} GFLOP/s per core", flush=True)
   rows = []
-  for task in a.tasks.split(","):
+  for task in tasks:
     b, choices, s, desc = fs.TASKS[task]
     fl = matmul_flops(task, a.size, b, choices, s)
-    for impl in a.impls.split(","):
+    for impl in impls:
       r = profile(task, impl, a.size, a.steps)
       r.update(shape=desc, matmul_flops=fl,
                matmul_gflops_per_core=fl / max(r["cpu_s"]["matmul"], 1e-9) / 1e9)
