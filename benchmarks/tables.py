@@ -176,7 +176,8 @@ def transfer() -> str:
   cols = []  # (header, study, init)
   for r in studies:
     steps = r["settings"]["pretrain_steps"]
-    tokens = steps * r["settings"]["pretrain_batch"] * 128 / 1e6
+    # Studies recorded before seq_len was ran at 128.
+    tokens = steps * r["settings"]["pretrain_batch"] * r["settings"].get("seq_len", 128) / 1e6
     for i in r["settings"]["inits"]:
       if i != "random" and any(i in row for row in r["table"].values()):
         cols.append((f"{names[i]}, {steps:,} steps ({tokens:.1f}M tokens)", r, i))

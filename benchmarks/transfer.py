@@ -63,6 +63,8 @@ flags.DEFINE_string("pretrain_optimizer", "adamw", "Pre-training optimizer. Not 
                     "1,000-step run with bert_adam and 50 warmup steps sat on the unigram "
                     "plateau (MLM accuracy 0.06, NSP 0.50) through step 300.")
 flags.DEFINE_float("pretrain_warmup", 0.1, "Warmup as a fraction of the pre-training steps.")
+flags.DEFINE_float("pretrain_dropout", 0.1, "Pre-training dropout, hidden and attention (the "
+                   "paper's 0.1; fine-tuning keeps its own 0.1 whatever this is).")
 flags.DEFINE_list("pretrain_runs", ["ours", "ours_mlm_only"], "Which pre-training runs: "
                   "ours (MLM + NSP) and/or ours_mlm_only (train.nsp_loss_weight=0).")
 flags.DEFINE_list("cores", ["0", "1"], "CPU cores to pin runs to, one run per core at a time "
@@ -77,6 +79,10 @@ flags.DEFINE_integer("sst2_train", 8000, "SST-2 train examples (its 67k cost mor
 flags.DEFINE_bool("small", False, "Toy sizes end to end (a smoke run of the script).")
 flags.DEFINE_list("extra_curves", [], "More pre-training runs to put in the curves (JSON and "
                   "PNG) as NAME=RUN_DIR, e.g. an abandoned run with another optimizer.")
+flags.DEFINE_string("previous_json", "", "An earlier study's JSON with the same fine-tuning "
+                    "recipe: its per-seed scores and its pre-training curves stand in for the "
+                    "runs and curves this workdir does not hold (e.g. (a) and (b) when only "
+                    "(b') is run here); the new record lists what it took.")
 flags.DEFINE_string("json", "", "Write the table's record here (default: workdir/transfer.json).")
 
 GLUE_DIRS = {"sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "stsb": "STS-B", "rte": "RTE"}
@@ -179,6 +185,8 @@ def pretrain_cmd(w: pathlib.Path, nsp_weight: float, run_dir: pathlib.Path) -> l
           f"--config.train.num_steps={steps}", f"--config.train.learning_rate={FLAGS.pretrain_lr}",
           f"--config.train.warmup_steps={max(1, int(steps * FLAGS.pretrain_warmup))}",
           f"--config.train.optimizer={FLAGS.pretrain_optimizer}",
+          f"--config.model.dropout_rate={FLAGS.pretrain_dropout}",
+          f"--config.model.attention_dropout_rate={FLAGS.pretrain_dropout}",
           f"--config.train.nsp_loss_weight={nsp_weight}",
           f"--config.train.log_every={5 if FLAGS.small else 50}",
           f"--config.train.eval_every={10 if FLAGS.small else 500}",
@@ -279,24 +287,50 @@ def mean_se(xs: list[float]) -> tuple[float, float]:
   return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
 
 
+def previous_study() -> dict | None:
+  """--previous_json, refused unless its scores came from the same fine-tuning recipe."""
+  if not FLAGS.previous_json:
+    return None
+  path = pathlib.Path(FLAGS.previous_json)
+  if not path.is_file():
+    raise SystemExit(f"--previous_json={path}: no such file (a study JSON such as "
+                     "benchmarks/results/transfer_2400steps.json)")
+  prev = json.loads(path.read_text())
+  same = ("tasks", "seeds", "vocab_size", "dupe_factor", "layers", "hidden", "finetune_lr",
+          "minilm_lr", "sst2_train", "small")
+  differ = {k: (prev["settings"].get(k), FLAGS[k].value) for k in same
+            if prev["settings"].get(k) != FLAGS[k].value}
+  if differ:
+    raise SystemExit(f"--previous_json={FLAGS.previous_json}: its fine-tuning recipe differs "
+                     f"from this one ({differ}, previous vs now); its scores would not compare")
+  return prev
+
+
 def stage_table(w: pathlib.Path) -> dict:
+  prev = previous_study()
   scores: dict = {}
+  reused: dict = {}
   for task, init, seed, run_dir in runs(w):
     path = run_dir / "results.json"
     if path.exists():
       r = json.loads(path.read_text())
       scores.setdefault(task, {}).setdefault(init, []).append(100.0 * r["score"])
       scores[task]["metric"] = r["selection_metric"]
+    elif prev and seed < len(prev["table"].get(task, {}).get(init, {}).get("runs", [])):
+      old = prev["table"][task]
+      scores.setdefault(task, {}).setdefault(init, []).append(old[init]["runs"][seed])
+      scores[task]["metric"] = old["metric"]
+      reused.setdefault(init, []).append(f"{task}/seed{seed}")
   table = {}
   for task, by_init in scores.items():
     row = {"metric": by_init.pop("metric")}
     for init, xs in by_init.items():
       m, se = mean_se(xs)
       row[init] = {"mean": m, "se": se, "runs": xs}
-    if "ours" in row and "random" in row:
-      d = row["ours"]["mean"] - row["random"]["mean"]
-      se = math.sqrt(row["ours"]["se"] ** 2 + row["random"]["se"] ** 2)
-      row["ours_minus_random"] = {"mean": d, "se": se, "beyond_two_se": bool(d > 2 * se)}
+    for init in [i for i in by_init if i != "random" and "random" in row]:
+      d = row[init]["mean"] - row["random"]["mean"]
+      se = math.sqrt(row[init]["se"] ** 2 + row["random"]["se"] ** 2)
+      row[f"{init}_minus_random"] = {"mean": d, "se": se, "beyond_two_se": bool(d > 2 * se)}
     table[task] = row
   curves = {}
   run_dirs = {name: w / "pretrain" / name for name in PRETRAIN_RUNS}
@@ -313,13 +347,19 @@ def stage_table(w: pathlib.Path) -> dict:
                       for k in ("train/mlm_loss", "train/nsp_loss", "train/mlm_accuracy",
                                 "train/nsp_accuracy", "eval/mlm_loss", "eval/mlm_accuracy",
                                 "eval/nsp_accuracy")}
+  for name, c in (prev or {}).get("pretraining_curves", {}).items():
+    if name not in curves:
+      curves[name] = c
+      reused.setdefault("pretraining_curves", []).append(name)
   record = {"command": "python benchmarks/transfer.py " + " ".join(sys.argv[1:]),
             "settings": {k: FLAGS[k].value for k in (
                 "tasks", "inits", "seeds", "vocab_size", "dupe_factor", "layers", "hidden",
                 "pretrain_steps", "pretrain_batch", "pretrain_lr", "pretrain_optimizer",
-                "pretrain_warmup", "pretrain_runs", "finetune_lr", "minilm_lr", "sst2_train",
-                "small")},
+                "pretrain_warmup", "pretrain_dropout", "pretrain_runs", "finetune_lr",
+                "minilm_lr", "sst2_train", "small")} | {"seq_len": seq_len()},
             "table": table, "pretraining_curves": curves}
+  if reused:
+    record["reused_from_previous_json"] = {"file": FLAGS.previous_json, **reused}
   print_table(table)
   out = FLAGS.json or str(w / "transfer.json")
   pathlib.Path(out).write_text(json.dumps(record, indent=2) + "\n")
@@ -331,13 +371,17 @@ def stage_table(w: pathlib.Path) -> dict:
 
 def print_table(table: dict) -> None:
   inits = [i for i in FLAGS.inits]
-  print("| task (dev metric x100) | " + " | ".join(inits) + " | (b) - (a) |")
-  print("| --- " * (len(inits) + 2) + "|")
+  diffs = [i for i in inits if i != "random"]
+  print("| task (dev metric x100) | " + " | ".join(inits) + " | "
+        + " | ".join(f"{i} - random" for i in diffs) + " |")
+  print("| --- " * (len(inits) + len(diffs) + 1) + "|")
   for task, row in table.items():
     cells = [f"{row[i]['mean']:.1f} ± {row[i]['se']:.1f}" if i in row else "-" for i in inits]
-    d = row.get("ours_minus_random")
-    dcell = f"{d['mean']:+.1f} ± {d['se']:.1f}{' *' if d['beyond_two_se'] else ''}" if d else "-"
-    print(f"| {task} ({row['metric']}) | " + " | ".join(cells) + f" | {dcell} |")
+    for i in diffs:
+      d = row.get(f"{i}_minus_random")
+      cells.append(f"{d['mean']:+.1f} ± {d['se']:.1f}{' *' if d['beyond_two_se'] else ''}"
+                   if d else "-")
+    print(f"| {task} ({row['metric']}) | " + " | ".join(cells) + " |")
   print("(mean ± standard error over seeds; * : beyond two standard errors)")
 
 
