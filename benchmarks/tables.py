@@ -188,13 +188,11 @@ def transfer() -> str:
   for task, row in studies[-1]["table"].items():
     cells = [cell(row["random"])]
     for _, r, i in cols:
-      x, a = r["table"].get(task, {}).get(i), r["table"].get(task, {}).get("random")
-      if x is None or a is None:
+      x, d = r["table"].get(task, {}).get(i), r["table"].get(task, {}).get(f"{i}_minus_random")
+      if x is None or d is None:  # the difference and its SE as transfer.py recorded them
         cells += ["-", "-"]
         continue
-      d = x["mean"] - a["mean"]
-      se = (x["se"] ** 2 + a["se"] ** 2) ** 0.5
-      cells += [cell(x), f"{d:+.1f} ± {se:.1f}{' *' if d > 2 * se else ''}"]
+      cells += [cell(x), f"{d['mean']:+.1f} ± {d['se']:.1f}{' *' if d['beyond_two_se'] else ''}"]
     lines.append(f"| {task} | " + " | ".join(cells) + " |")
   lines += ["", "\\* : above (a) by more than two standard errors."]
   return "\n".join(lines)

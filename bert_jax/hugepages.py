@@ -106,7 +106,7 @@ def reexec_with_hugepages(argv: list[str]) -> None:
   if ("glibc.malloc.hugetlb" in have or "glibc.malloc.mmap_max" in have  # by user or us
       or os.environ.get(_OPT_OUT, "1") == "0" or not _tunables_to_add()):
     return
-  env = environ_with_hugepages()  # enabled() is then true: the new process returns
+  env = environ_with_hugepages()  # names hugetlb or mmap_max: the new process returns
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, [sys.executable, *argv], env)
