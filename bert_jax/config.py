@@ -153,6 +153,9 @@ def default_config() -> ml_collections.ConfigDict:
   # Peak FLOP/s of one device for the MFU in the progress line; 0 = look up the device
   # kind in bert_jax/flops.py (TPU v2-v6e, A100, H100); a CPU has none (MFU "n/a").
   c.train.peak_flops_per_device = 0.0
+  # JAX's persistent compilation cache (compile_cache.py): "auto" = $BERT_JAX_CACHE_DIR/xla
+  # or ~/.cache/bert_jax/xla, a path, or "" (off). Reruns, sweeps and resumes skip compiling.
+  c.train.compilation_cache_dir = "auto"
 
   # Device mesh: axis names and sizes (-1 = all remaining devices). Data parallel is
   # (-1,1,1); FSDP (ZeRO-3) is (1,-1,1); Megatron tensor parallel puts devices on "tensor".

@@ -41,7 +41,7 @@ import ml_collections
 import numpy as np
 
 from bert_jax import metrics
-from bert_jax import checkpoints, weights, optim, partitioning, paths, train_lib
+from bert_jax import checkpoints, compile_cache, weights, optim, partitioning, paths, train_lib
 from bert_jax import config as config_lib
 from bert_jax.config import ConfigError
 # Features and batching live in data/batching.py; re-exported here, the tasks' one import.
@@ -362,6 +362,7 @@ def _run(config, workdir: str, task: Task, cache: dict | None,
          should_stop: Callable[[], bool]) -> dict[str, Any]:
   ft = config.finetune
   t_start = time.time()
+  compile_cache.enable(config.train.get("compilation_cache_dir", ""))
   paths.makedirs(workdir)
   record = run_record(config, task)
   if ft.overwrite:
@@ -477,6 +478,7 @@ def _run(config, workdir: str, task: Task, cache: dict | None,
     n_local = batch_size // jax.process_count()
     lo = jax.process_index() * n_local
     step = int(loop["position"])
+    first_step = step  # where this process started (the ETA's base; save() moves position)
     pending = list(loop["pending"])  # step metrics since the last log line
     t_train, t_log, seen_since = time.time(), time.time(), 0
     eval_seconds = 0.0
@@ -485,6 +487,9 @@ def _run(config, workdir: str, task: Task, cache: dict | None,
 
     def evaluate(at_step: int, at_epoch: float):
       nonlocal best_params, best_outputs, eval_seconds
+      # The train steps dispatched since the last log line finish first and count as
+      # training time (timing from dispatch would book them to evaluation).
+      jax.block_until_ready(state.params)
       t0 = time.time()
       record_, outputs, notes = {}, {}, []
       for split, data in evals.items():
@@ -548,7 +553,7 @@ def _run(config, workdir: str, task: Task, cache: dict | None,
           now = time.time()
           rate = seen_since / max(now - t_log, 1e-9)
           elapsed = now - t_train - eval_seconds
-          eta = elapsed / max(step - int(loop["position"]), 1) * (total - step)
+          eta = elapsed / max(step - first_step, 1) * (total - step)
           mean.update(learning_rate=float(schedule(step - 1)), examples_per_sec=rate,
                       skipped_steps=int(fetched[-1]["skipped_steps"]))
           writer.write(step, {f"train/{k}": v for k, v in mean.items()})

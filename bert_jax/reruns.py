@@ -25,11 +25,13 @@ PARTIAL_DIR = "predict_partial"  # test-set outputs of finished batches, while p
 RUN_FILES = (checkpoints.RUN_CHECKPOINT_DIR, RESULTS_FILE, metrics.METRICS_FILE,
              "tensorboard", checkpoints.BEST_DIR, PARTIAL_DIR)
 # Config keys a rerun may change without changing what is computed: logging, checkpoint
-# cadence, where outputs go, the sweep grid around this run, the test files predicted
-# after training, and the mesh (orbax reshards; sums may then round differently).
+# cadence, where outputs and compiled programs go, the sweep grid around this run, the
+# test files predicted after training, and the mesh (orbax reshards; sums may then round
+# differently).
 RESUME_SAFE_KEYS = (
     "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.async_checkpointing", "train.profile", "train.peak_flops_per_device",
+    "train.compilation_cache_dir",
     "finetune.checkpoint_every", "finetune.keep_checkpoints", "finetune.overwrite",
     "finetune.save_best", "finetune.write_dev_predictions", "finetune.sweep",
     "finetune.sweep_learning_rates", "finetune.sweep_seeds",

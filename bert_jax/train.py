@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from bert_jax import compile_cache
 from bert_jax import metrics
 from bert_jax import weights
 from bert_jax import distributed
@@ -160,6 +161,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   t_start = time.time()
   mesh = check_config(config)
   check_run_inputs(config)
+  compile_cache.enable(config.train.get("compilation_cache_dir", ""))
   t = config.train
   # orbax wants absolute local paths (runs/tiny -> /abs/runs/tiny); gs:// stays as is.
   workdir = paths.as_path(paths.abspath(workdir))
@@ -264,6 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       pending, t_last, steps_timed, paused = [], time.time(), 0, 0.0
 
     if t.eval_steps and (step % t.eval_every == 0 or step == t.num_steps):
+      jax.block_until_ready(state.params)  # queued train steps are not evaluation time
       t0 = time.time()
       ev = pretrain.evaluate(eval_step, state.params,
                              make_iterator(config, tokenizer, "eval"), mesh, t.eval_steps,

@@ -12,6 +12,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The library's caches (compiled programs, extracted archives, staged shards) go to a
+# directory of the checkout, not the user's ~/.cache; tests that need their own set it.
+os.environ.setdefault("BERT_JAX_CACHE_DIR", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "bert_jax"))
 
 import pathlib
 
