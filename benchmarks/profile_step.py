@@ -1,7 +1,8 @@
 """Where a fine-tuning step's CPU time goes: a `perf` profile of bert_jax and HF PyTorch.
 
   python benchmarks/profile_step.py [--tasks=classification,qa,multiple_choice] \
-      [--impls=bert_jax,hf-torch] [--size=base|minilm|tiny] [--steps=4] [--json=out.json]
+      [--impls=bert_jax,hf-torch] [--size=base|minilm|tiny] [--steps=4] [--json=out.json] \
+      [--batch=B --seq=S]  # another shape, e.g. GLUE's: --size=minilm --batch=32 --seq=80
 
 Each (task, implementation) runs alone in a child process: it builds the step exactly as
 `benchmarks/finetune_step.py` does (same shapes, recipe and random batch), runs two
@@ -87,10 +88,24 @@ def matmul_flops(task: str, size: str, batch: int, choices: int, seq: int) -> fl
   return 3.0 * tokens * per_token
 
 
-def child(task: str, impl: str, size: str, steps: int) -> None:
+def set_shape(task: str, batch: int, seq: int) -> tuple[int, int, int, str]:
+  """finetune_step's shape of `task` with --batch / --seq in place of its own (0 = keep),
+  e.g. the GLUE fine-tuning batch of benchmarks/glue_finetune.py: --batch=32 --seq=80."""
+  import finetune_step as fs
+  b, choices, s, desc = fs.TASKS[task]
+  if batch or seq:
+    b, s = batch or b, seq or s
+    desc = desc.split(" B")[0] + (f" B{b} x {choices} choices x S{s}" if choices
+                                  else f" B{b} S{s}")
+    fs.TASKS[task] = (b, choices, s, desc)
+  return fs.TASKS[task]
+
+
+def child(task: str, impl: str, size: str, steps: int, batch: int = 0, seq: int = 0) -> None:
   """Builds the step, warms up, says READY, waits for a line on stdin, runs `steps` timed
   steps and prints their JSON (wall seconds each, CPU seconds per step)."""
   import finetune_step as fs
+  set_shape(task, batch, seq)
   layers, hidden, heads, inter = SIZES[size]
   c = fs.make_config(size == "tiny", fs.TASKS[task][2])
   c.model.num_layers, c.model.hidden_size = layers, hidden
@@ -111,13 +126,14 @@ def child(task: str, impl: str, size: str, steps: int) -> None:
   print(json.dumps({"times_s": times, "cpu_s_per_step": cpu}), flush=True)
 
 
-def profile(task: str, impl: str, size: str, steps: int) -> dict:
+def profile(task: str, impl: str, size: str, steps: int, batch: int = 0, seq: int = 0) -> dict:
   """Runs one child under `perf record`; returns its times and categorized samples."""
   tmp = tempfile.mkdtemp(prefix="bert_jax_perf_")
   data = os.path.join(tmp, "perf.data")
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   p = subprocess.Popen([sys.executable, os.path.abspath(__file__), f"--child={task}:{impl}",
-                        f"--size={size}", f"--steps={steps}"], stdin=subprocess.PIPE,
+                        f"--size={size}", f"--steps={steps}", f"--batch={batch}",
+                        f"--seq={seq}"], stdin=subprocess.PIPE,
                        stdout=subprocess.PIPE, text=True, env=env)
   try:
     for line in p.stdout:
@@ -170,12 +186,14 @@ def main(argv=None) -> None:
   ap.add_argument("--impls", default="bert_jax,hf-torch")
   ap.add_argument("--size", default="base", choices=sorted(SIZES))
   ap.add_argument("--steps", type=int, default=4)
+  ap.add_argument("--batch", type=int, default=0, help="batch instead of the task's own")
+  ap.add_argument("--seq", type=int, default=0, help="sequence length instead of the task's")
   ap.add_argument("--json", default="")
   ap.add_argument("--child", default="", help=argparse.SUPPRESS)
   a = ap.parse_args(argv)
   if a.child:
     task, impl = a.child.split(":")
-    return child(task, impl, a.size, a.steps)
+    return child(task, impl, a.size, a.steps, a.batch, a.seq)
   if shutil.which("perf") is None:
     raise SystemExit("profile_step.py needs Linux perf: apt-get install linux-perf")
   import finetune_step as fs
@@ -189,10 +207,10 @@ def main(argv=None) -> None:
   print(f"peak float32 matmul: {peak / 1e9:.0f} GFLOP/s per core", flush=True)
   rows = []
   for task in tasks:
-    b, choices, s, desc = fs.TASKS[task]
+    b, choices, s, desc = set_shape(task, a.batch, a.seq)
     fl = matmul_flops(task, a.size, b, choices, s)
     for impl in impls:
-      r = profile(task, impl, a.size, a.steps)
+      r = profile(task, impl, a.size, a.steps, a.batch, a.seq)
       r.update(shape=desc, matmul_flops=fl,
                matmul_gflops_per_core=fl / max(r["cpu_s"]["matmul"], 1e-9) / 1e9)
       rows.append(r)

@@ -77,8 +77,8 @@ def _peer_cells(d: dict, ms_format: str = ",.0f"):
   return o, f, t, ms, ratio, mib
 
 
-def train_step() -> str:
-  r = _load("train_step_2026-12-02.json")
+def train_step(name: str = "train_step_2026-12-02.json") -> str:
+  r = _load(name)
   by = {}
   for row in r["rows"]:
     by.setdefault(row["shape"], {})[row["impl"]] = row
@@ -92,8 +92,8 @@ def train_step() -> str:
   return "\n".join(lines)
 
 
-def finetune_step() -> str:
-  r = _load("finetune_step.json")
+def finetune_step(name: str = "finetune_step.json") -> str:
+  r = _load(name)
   by = {}
   for row in r["rows"]:
     by.setdefault(row["task"], {})[row["impl"]] = row
@@ -117,9 +117,9 @@ def finetune_step() -> str:
   return "\n".join(lines)
 
 
-def profile_step() -> str:
+def profile_step(name: str = "profile_step.json") -> str:
   """CPU seconds per fine-tuning step by category (perf), ours and HF PyTorch per shape."""
-  r = _load("profile_step.json")
+  r = _load(name)
   cats = ("matmul", "generated code", "other kernels", "thread pool", "kernel")
   lines = ["| shape | impl | step ms | CPU s / step | " + " | ".join(cats)
            + " | python + other | matmul GFLOP/s per core |",
@@ -198,7 +198,46 @@ def transfer() -> str:
   return "\n".join(lines)
 
 
-TABLES = {"data_prep": data_prep, "train_step": train_step, "finetune_step": finetune_step,
+GLUE_FINETUNE = ("glue_finetune_rte.json", "glue_finetune_mrpc.json",
+                 "glue_finetune_rte_warm.json")
+
+
+def glue_finetune() -> str:
+  """benchmarks/glue_finetune.py: dev scores per epoch and train time, ours vs HF PyTorch."""
+  lines = ["| task | implementation | compilation cache | dev per epoch | train s | "
+           "HF PyTorch s / ours s |", "| --- | --- | --- | --- | --- | --- |"]
+  notes = []
+  for name in GLUE_FINETUNE:
+    r = _load(name)
+    metrics = [k for k in r["runs"][0]["best"] if k.startswith("dev/") and k not in
+               ("dev/loss", "dev/score")]
+    hf = next((x for x in r["runs"] if not x["impl"].startswith("bert_jax")), None)
+    rte_hf = hf or next((x for x in _load(GLUE_FINETUNE[0])["runs"]
+                         if not x["impl"].startswith("bert_jax")), None)
+    for x in r["runs"]:
+      ours = x["impl"].startswith("bert_jax")
+      per = " · ".join("/".join(f"{100 * e[m]:.1f}" for m in metrics) for e in x["per_epoch"])
+      ratio = (f"{rte_hf['train_seconds'] / x['train_seconds']:.2f}x"
+               + ("" if hf else " (HF from the cold run)")) if ours and rte_hf else ""
+      cache = r.get("compilation_cache", "cold") if ours else "-"
+      lines.append(f"| {r['task'].upper()} ({'/'.join(m[4:] for m in metrics)}) | "
+                   f"{'bert_jax' if ours else 'HF PyTorch'} | {cache} | {per} | "
+                   f"{x['train_seconds']:,.0f} | {ratio} |")
+    notes.append(f"{r['task'].upper()}{' warm' if r.get('compilation_cache') == 'warm' else ''}"
+                 f": load {r['load_average_start']:.1f} -> {r['load_average_end']:.1f}, "
+                 f"commit {r['commit'][:10]}")
+  m = _load(GLUE_FINETUNE[0])
+  lines += ["", f"Machine: {m['machine']}; jax {m['versions']['jax']}, torch "
+                f"{m['versions']['torch']}; MiniLM-L6-H384, batch 32, lr 5e-5, 3 epochs, "
+                f"the same batches for both. " + "; ".join(notes) + "."]
+  return "\n".join(lines)
+
+
+TABLES = {"glue_finetune": glue_finetune, "data_prep": data_prep, "train_step": train_step,
+          "finetune_step": finetune_step,
+          "train_step_intel": lambda: train_step("train_step_intel.json"),
+          "finetune_step_intel": lambda: finetune_step("finetune_step_intel.json"),
+          "profile_step_intel": lambda: profile_step("profile_step_intel.json"),
           "gpu": gpu, "transfer": transfer, "profile_step": profile_step}
 
 

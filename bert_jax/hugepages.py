@@ -14,11 +14,16 @@ re-executes itself with the tunable set (`reexec_with_hugepages`, called only fr
 everything in the process, so benchmarks that compare implementations in one process
 give every one of them the same allocator. `BERT_JAX_HUGEPAGES=0` turns it off.
 
-Where huge pages are not to be had (transparent huge pages "never", or glibc 2.26-2.34
-without the hugetlb tunable), the fallback keeps freed memory instead (KEEP_HEAP: one
-arena, no mmap'd blocks, no trimming), so a step reuses the pages of the step before:
-BERT-Base B8 S128, 4.0M -> 0.83M page faults per process and 3.26 -> 3.07-3.11 s per step,
-against 3.03-3.08 s with huge pages (benchmarks/README.md, "Levers").
+Huge pages still fault in (and the kernel zeroes) every block malloc maps afresh, so
+malloc is also told to keep freed memory (KEEP_HEAP: one arena, no mmap'd blocks, no
+trimming): a step reuses the pages of the step before. That matters most where shapes
+change from step to step, as fine-tuning's length buckets do: MiniLM on RTE, median step
+of the 96- and 128-token buckets 2.16 -> 1.43 s and 2.77 -> 1.92 s with KEEP_HEAP added to
+huge pages (2-core Intel Xeon, benchmarks/README.md "The fine-tuning loop"). Where huge
+pages are not to be had (transparent huge pages "never", or glibc 2.26-2.34 without the
+hugetlb tunable), KEEP_HEAP alone: BERT-Base B8 S128, 4.0M -> 0.83M page faults per
+process and 3.26 -> 3.07-3.11 s per step (benchmarks/README.md, "Levers"). The price:
+the process never hands freed memory back, so its RSS stays at its peak.
 """
 from __future__ import annotations
 
@@ -27,8 +32,8 @@ import platform
 import sys
 
 TUNABLE = "glibc.malloc.hugetlb=1"
-# The fallback: every thread in malloc's main arena (per-thread arenas make and unmap
-# heaps step after step), no block mmap'd on its own, freed memory never handed back.
+# Every thread in malloc's main arena (per-thread arenas make and unmap heaps step after
+# step), no block mmap'd on its own, freed memory never handed back.
 KEEP_HEAP = ("glibc.malloc.arena_max=1", "glibc.malloc.mmap_max=0",
              "glibc.malloc.trim_threshold=68719476736")
 _ENV = "GLIBC_TUNABLES"
@@ -73,19 +78,20 @@ def _supported() -> bool:
 
 
 def _tunables_to_add(thp: bool | None = None) -> tuple[str, ...]:
-  """Huge pages where glibc and the kernel give them, else the KEEP_HEAP fallback (glibc
-  >= 2.26), else nothing."""
+  """Huge pages where glibc and the kernel give them, with KEEP_HEAP (glibc >= 2.26);
+  KEEP_HEAP alone where huge pages are not to be had; else nothing."""
   version = _glibc() or (0, 0)
+  keep = KEEP_HEAP if version >= (2, 26) else ()
   if version >= (2, 35) and (thp_available() if thp is None else thp):
-    return (TUNABLE,)
-  return KEEP_HEAP if version >= (2, 26) else ()
+    return (TUNABLE, *keep)
+  return keep
 
 
 def environ_with_hugepages(env: dict[str, str] | None = None, thp: bool | None = None
                            ) -> dict[str, str]:
   """A copy of `env` (default os.environ) with the allocator tunables appended to
-  GLIBC_TUNABLES: huge pages, or where `thp` (default: this kernel's setting) is False,
-  the KEEP_HEAP fallback. A tunable already named in `env` is left as it is."""
+  GLIBC_TUNABLES: huge pages and KEEP_HEAP, or where `thp` (default: this kernel's
+  setting) is False, KEEP_HEAP alone. A tunable already named in `env` is left as it is."""
   env = dict(os.environ if env is None else env)
   have = _tunables(env)
   add = [t for t in _tunables_to_add(thp) if t.partition("=")[0] not in have]

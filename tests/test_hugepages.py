@@ -67,6 +67,10 @@ def test_reexec_sets_tunable_keeps_pid_and_args_and_cuts_page_faults(tmp_path):
     # 3 x 256 MiB in 4 KiB pages is ~196k faults; in 2 MiB pages a few hundred.
     assert done_off["faults"] > 150_000
     assert done_on["faults"] < done_off["faults"] / 20
+    # Huge pages alone fault every fresh block in again; with the freed heap kept, the
+    # second and third blocks reuse the first one's pages.
+    alone = _run(tmp_path, {"GLIBC_TUNABLES": hugepages.TUNABLE})[-1]
+    assert done_on["faults"] < alone["faults"] / 2
 
 
 def test_user_setting_wins_and_never_loops(tmp_path):
@@ -80,8 +84,11 @@ def test_user_setting_wins_and_never_loops(tmp_path):
 def test_environ_keeps_other_tunables():
   env = hugepages.environ_with_hugepages({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"},
                                          thp=True)
-  assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
-  assert hugepages.environ_with_hugepages({}, thp=True)["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+  assert env["GLIBC_TUNABLES"] == ("glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1:"
+                                   "glibc.malloc.mmap_max=0:"
+                                   "glibc.malloc.trim_threshold=68719476736")
+  assert (hugepages.environ_with_hugepages({}, thp=True)["GLIBC_TUNABLES"]
+          == ":".join((hugepages.TUNABLE, *hugepages.KEEP_HEAP)))
 
 
 @pytest.mark.skipif((hugepages._glibc() or (0, 0)) < (2, 26),
