@@ -43,7 +43,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -280,25 +279,9 @@ def worker(task: str, steps: int, small: bool, dtype: str, paper_batches: bool) 
 
 
 def machine() -> dict:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
-    if names:
-      cpu = f"{names[0]} ({platform.machine()})"
-  except OSError:
-    pass
-  return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(),
+  return {"cpu": peers.cpu_name(), "cores": os.cpu_count(), "os": platform.platform(),
           "device": jax.devices()[0].device_kind, "python": platform.python_version(),
           "hugepages": hugepages.enabled()}
-
-
-def commit() -> str:
-  try:
-    return subprocess.run(["git", "-C", peers.REPO, "rev-parse", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return ""
 
 
 def main(argv=None):
@@ -337,7 +320,7 @@ def main(argv=None):
       return
     load_now = os.getloadavg()
     out = {"command": "python benchmarks/finetune_step.py " + " ".join(sys.argv[1:]),
-           "commit": commit(), "small": a.small, "steps": a.steps, "complete": done,
+           "commit": peers.commit(), "small": a.small, "steps": a.steps, "complete": done,
            "dtype": a.dtype, "paper_batches": a.paper_batches,
            "machine": dict(m, load_average_at_start=list(load_start),
                            load_average_at_end=list(load_now)),

@@ -23,9 +23,7 @@ import json
 import math
 import os
 import pathlib
-import platform
 import shutil
-import subprocess
 import sys
 import time
 
@@ -34,7 +32,8 @@ from absl import app, flags
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from peers import minilm_dir  # noqa: E402  (benchmarks/, the script's directory)
+import peers  # noqa: E402  (benchmarks/, the script's directory)
+from peers import minilm_dir  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -181,24 +180,6 @@ def run_hf(config) -> dict:
           "num_steps": total}
 
 
-def _machine() -> str:
-  """The CPU model and core count (MKL and YNNPACK pick their kernels by CPU)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
-  except OSError:
-    model = ""
-  return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-
-
-def _commit() -> str:
-  try:
-    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return ""
-
-
 def main(argv):
   del argv
   import jax
@@ -211,8 +192,8 @@ def main(argv):
         f"{os.getloadavg()[0]:.1f}; jax {jax.__version__} on {jax.devices()[0].platform}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads)", flush=True)
   out = {"task": FLAGS.task, "command": " ".join(["python", *sys.argv]),
-         "commit": _commit(), "machine": _machine(), "versions": {
-             "jax": jax.__version__, "torch": torch.__version__},
+         "commit": peers.commit(), "machine": f"{peers.cpu_name()}, {os.cpu_count()} cores",
+         "versions": {"jax": jax.__version__, "torch": torch.__version__},
          "compilation_cache": FLAGS.compilation_cache,
          "config": json.loads(config.to_json_best_effort()),
          "load_average_start": os.getloadavg()[0], "runs": []}

@@ -508,9 +508,7 @@ def main(argv=None):
   if a.json:
     with open(a.json, "w") as f:
       import platform
-      import subprocess
-      commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True).stdout.strip()
+      commit = peers.commit()
       json.dump({"command": "python benchmarks/inference.py " + " ".join(
                      x for x in (argv if argv is not None else sys.argv[1:])
                      if not x.startswith("--json")),

