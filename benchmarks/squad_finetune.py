@@ -46,6 +46,11 @@ flags.DEFINE_bool("skip_ours", False, "Only run Hugging Face.")
 flags.DEFINE_bool("skip_hf", False, "Only run bert_jax.")
 flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0 = torch default).")
 flags.DEFINE_string("json", "", "Also write the record (settings, rows, comparison) here.")
+flags.DEFINE_float("unanswerable_share", 0.0,
+                   "0 = the train slice as it is. > 0: add unanswerable questions (answerable "
+                   "ones asked of another paragraph of the same article that holds none of "
+                   "their answers) until this share of the train questions has no answer "
+                   "(official train-v2.0: 0.334); both sides train on that same file.")
 
 
 def make_config(init_checkpoint: str, workdir: str):
@@ -60,6 +65,22 @@ def make_config(init_checkpoint: str, workdir: str):
                  dev_file=str(data / "dev.json"), doc_stride=FLAGS.doc_stride,
                  max_train_examples=FLAGS.train_examples,
                  max_eval_examples=FLAGS.eval_examples)
+  if FLAGS.unanswerable_share:
+    # The same rebalanced file for both sides (and for a rerun): written once per workdir.
+    path = pathlib.Path(workdir) / f"train_unanswerable{FLAGS.unanswerable_share:g}.json"
+    if not path.exists():
+      with open(data / "train.json", encoding="utf-8") as f:
+        train = json.load(f)
+      if FLAGS.train_examples:
+        raise SystemExit("--unanswerable_share needs --train_examples=0 (the whole slice)")
+      from bert_jax.data.squad import add_unanswerable
+      train, added = add_unanswerable(train, FLAGS.unanswerable_share, FLAGS.seed)
+      path.parent.mkdir(parents=True, exist_ok=True)
+      tmp = path.with_suffix(".tmp")
+      tmp.write_text(json.dumps(train), encoding="utf-8")
+      os.replace(tmp, path)
+      print(f"wrote {path}: {added} unanswerable questions added", flush=True)
+    c.squad.train_file = str(path)
   c.data.max_seq_length = FLAGS.max_seq_length
   c.train.update(batch_size=FLAGS.batch_size, learning_rate=FLAGS.lr, log_every=5)
   c.seed = FLAGS.seed
@@ -210,13 +231,25 @@ def per_question(dataset: dict, answers: dict, tau: float) -> dict[str, np.ndarr
           "f1": 100.0 * np.array([f1[q] for q in qids])}
 
 
+def null_odds_auc(null_odds: np.ndarray, unanswerable: np.ndarray) -> float:
+  """How well the null odds rank questions: the chance that an unanswerable question gets
+  higher odds than an answerable one (ties count half); 0.5 = no better than chance."""
+  from scipy.stats import rankdata  # average ranks for ties
+  ranks = rankdata(np.asarray(null_odds, float))
+  pos = np.asarray(unanswerable, bool)
+  n1, n0 = pos.sum(), (~pos).sum()
+  return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
 def compare(dataset: dict, runs: dict[str, dict], results: dict[str, dict]) -> dict:
   """Per model: EM / F1 at τ=0 and at its searched τ with standard errors over the dev
-  questions; between the two (same questions): the paired difference and its standard
+  questions, F1 on the answerable (HasAns) and unanswerable (NoAns) ones, and the null
+  odds' AUC; between the two (same questions): the paired difference and its standard
   error; and the all-null baseline."""
   from bert_jax.tasks import squad_eval
   qas = list(squad_eval.iter_questions(dataset))
   n = len(qas)
+  unanswerable = np.array([not squad_eval.gold_answers(q, "2.0")[0] for q in qas])
   out = {"dev_questions": n,
          "all_null_f1": 100.0 * sum(not squad_eval.gold_answers(q, "2.0")[0] for q in qas) / n,
          "models": {}}
@@ -228,7 +261,11 @@ def compare(dataset: dict, runs: dict[str, dict], results: dict[str, dict]) -> d
       s = per_question(dataset, answers, t)
       scores[(name, label)] = s
       row[label] = {"tau": t, **{f"{m}": float(s[m].mean()) for m in ("exact", "f1")},
-                    **{f"{m}_se": float(s[m].std(ddof=1) / np.sqrt(n)) for m in ("exact", "f1")}}
+                    **{f"{m}_se": float(s[m].std(ddof=1) / np.sqrt(n)) for m in ("exact", "f1")},
+                    "has_ans_f1": float(s["f1"][~unanswerable].mean()),
+                    "no_ans_f1": float(s["f1"][unanswerable].mean())}
+    row["null_odds_auc"] = null_odds_auc(
+        [answers[q["id"]]["null_odds"] for q in qas], unanswerable)
     out["models"][name] = row
   names = list(runs)
   if len(names) == 2:
@@ -271,7 +308,7 @@ def main(argv):
               "dev_questions": FLAGS.eval_examples or "all",
               "max_seq_length": FLAGS.max_seq_length, "doc_stride": FLAGS.doc_stride,
               "batch_size": FLAGS.batch_size, "lr": FLAGS.lr, "epochs": FLAGS.epochs,
-              "seed": FLAGS.seed}
+              "seed": FLAGS.seed, "unanswerable_share": FLAGS.unanswerable_share}
   print(f"\nSQuAD v2.0: {settings}")
   print(f"{'':24s} {'EM':>7s} {'F1':>7s} {'best EM':>8s} {'best F1':>8s} {'best τ':>7s} "
         f"{'steps':>6s} {'train s':>8s} {'ex/s':>6s}")
@@ -293,7 +330,9 @@ def main(argv):
     for name, m in c["models"].items():
       print(f"{name:24s} F1 τ=0 {m['tau0']['f1']:.2f} ± {m['tau0']['f1_se']:.2f}, "
             f"best τ={m['best_tau']['tau']:.2f}: {m['best_tau']['f1']:.2f} ± "
-            f"{m['best_tau']['f1_se']:.2f} (standard errors over dev questions)")
+            f"{m['best_tau']['f1_se']:.2f} (standard errors over dev questions); HasAns / "
+            f"NoAns F1 at best τ {m['best_tau']['has_ans_f1']:.2f} / "
+            f"{m['best_tau']['no_ans_f1']:.2f}; null odds AUC {m['null_odds_auc']:.3f}")
     for label in ("tau0", "best_tau"):
       d = c.get(f"f1_difference_{label}")
       if d:

@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(_HERE))
 
 from peers import minilm_dir  # noqa: E402
+from seeds import mean_se  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "/tmp/bert_jax_transfer", "Where every stage writes.")
@@ -279,13 +280,6 @@ def stage_finetune(w: pathlib.Path) -> None:
 # ---------------------------------------------------------------------------------------
 # 4. the table
 # ---------------------------------------------------------------------------------------
-
-def mean_se(xs: list[float]) -> tuple[float, float]:
-  m = sum(xs) / len(xs)
-  if len(xs) < 2:
-    return m, float("nan")
-  return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
-
 
 def previous_study() -> dict | None:
   """--previous_json, refused unless its scores came from the same fine-tuning recipe."""

@@ -20,6 +20,7 @@ counted in `ReadStats` / `FeatureStats` with the question ids.
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import json
 from typing import Any, Sequence
@@ -345,3 +346,42 @@ def featurize(examples: Sequence[SquadExample], tokenizer, max_seq_length: int =
          for k, v in rows.items()}
   return out, stats
 
+
+def add_unanswerable(dataset: dict, share: float, seed: int = 0) -> tuple[dict, int]:
+  """SQuAD v2.0 JSON with questions made unanswerable added until `share` have no answer.
+
+  Each added question is an answerable one, asked of a different paragraph of its own
+  article (same topic, so the question stays plausible) whose context holds none of its
+  gold answer texts; it gets a new id (`<id>_neg`), `is_impossible` and no answers. The
+  picks are deterministic in `seed`. Returns (new dataset, questions added).
+  """
+  out = copy.deepcopy(dataset)
+  qas = [(a, p, qa) for a, art in enumerate(out["data"])
+         for p, par in enumerate(art["paragraphs"]) for qa in par["qas"]]
+  n, unans = len(qas), sum(bool(qa.get("is_impossible")) for _, _, qa in qas)
+  if not 0.0 < share < 1.0:
+    raise ValueError(f"unanswerable_share={share}: use a share in (0, 1), e.g. 0.334 (the "
+                     "official train-v2.0 file's)")
+  want = int(np.ceil((share * n - unans) / (1.0 - share)))
+  rng = np.random.default_rng(seed)
+  added = 0
+  for i in rng.permutation(n):
+    if added >= want:
+      break
+    a, p, qa = qas[i]
+    pars = out["data"][a]["paragraphs"]
+    if qa.get("is_impossible") or len(pars) < 2:
+      continue
+    golds = [g["text"].lower() for g in qa.get("answers") or [] if g.get("text")]
+    other = [j for j in rng.permutation(len(pars)) if j != p]
+    j = next((j for j in other[:10]
+              if not any(g in pars[j]["context"].lower() for g in golds)), None)
+    if j is None:
+      continue
+    pars[j]["qas"].append({"id": f"{qa['id']}_neg", "question": qa["question"],
+                           "answers": [], "is_impossible": True})
+    added += 1
+  if added < want:
+    raise ValueError(f"could add only {added} of {want} unanswerable questions: the articles "
+                     "have too few paragraphs without the answers; ask for a smaller share")
+  return out, added
