@@ -165,6 +165,7 @@ def run_one(seed: int, impl: str) -> dict:
   r = (run_ours(config, os.path.join(FLAGS.workdir, f"seed{seed}", "ours")) if impl == "ours"
        else run_hf(config))
   r["seed"] = seed
+  r["command"] = "python benchmarks/commonsense_qa.py " + " ".join(sys.argv[1:])
   with open(path + ".tmp", "w", encoding="utf-8") as f:
     json.dump(r, f, indent=2)
   os.replace(path + ".tmp", path)
@@ -205,7 +206,9 @@ def main(argv):
     else:
       print(f"{impl:45s} final {100 * s['final_mean']:.1f} ± "
             f"{100 * s['final_se_over_seeds']:.1f} (seeds {s['seeds']})")
-  record = {"command": "python benchmarks/commonsense_qa.py " + " ".join(sys.argv[1:]),
+  # The commands that ran the seeds (one per side when the sides ran apart), then this one.
+  record = {"command": [*dict.fromkeys(r["command"] for r in runs if "command" in r),
+                        "python benchmarks/commonsense_qa.py " + " ".join(sys.argv[1:])],
             "commit": commit(), "machine": cpu_name(),
             "versions": {"jax": jax.__version__, "torch": torch.__version__},
             "train_questions": FLAGS.train, "dev_questions": n_dev, "chance": 0.2,

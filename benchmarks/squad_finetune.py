@@ -294,6 +294,7 @@ def main(argv):
     if (name == OURS and FLAGS.skip_ours) or (name == HF and FLAGS.skip_hf):
       continue
     row = run(config, os.path.join(FLAGS.workdir, RUN_DIRS[name]))
+    row["command"] = "python benchmarks/squad_finetune.py " + " ".join(sys.argv[1:])
     with open(os.path.join(FLAGS.workdir, f"{RUN_DIRS[name]}_row.json"), "w",
               encoding="utf-8") as f:
       json.dump(row, f, indent=2)
@@ -318,8 +319,11 @@ def main(argv):
           f"{r['train_seconds']:8.1f} {r['examples_per_sec']:6.2f}")
   print("(train s: whole loop, ours including XLA compilation; ex/s: steady state, "
         "training windows per second)")
-  record = {"command": "python benchmarks/squad_finetune.py " + " ".join(sys.argv[1:]),
-            "settings": settings, "rows": rows}
+  from peers import commit, cpu_name
+  # Each side's own command (a side run alone records it in its row), then this one.
+  record = {"command": [*(r["command"] for r in rows.values() if "command" in r),
+                        "python benchmarks/squad_finetune.py " + " ".join(sys.argv[1:])],
+            "commit": commit(), "machine": cpu_name(), "settings": settings, "rows": rows}
   if rows:
     from bert_jax.tasks import squad_eval
     dataset = squad_eval.load_json(config.squad.dev_file, "dataset")["data"]

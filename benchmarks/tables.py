@@ -164,6 +164,8 @@ def gpu() -> str:
   return "\n".join(lines)
 
 
+# The 2,400-step study with (c) MiniLM added (its (a), (b), (b') scores are the 2,400-step
+# JSON's, reused: see the record's reused_from_previous_json).
 TRANSFER_BUDGETS = ("transfer_1000steps.json", "transfer_2400steps.json")
 
 
@@ -180,7 +182,9 @@ def transfer() -> str:
     tokens = steps * r["settings"]["pretrain_batch"] * r["settings"].get("seq_len", 128) / 1e6
     for i in r["settings"]["inits"]:
       if i != "random" and any(i in row for row in r["table"].values()):
-        cols.append((f"{names[i]}, {steps:,} steps ({tokens:.1f}M tokens)", r, i))
+        budget = ("the real pretrained model" if i == "minilm"
+                  else f"{steps:,} steps ({tokens:.1f}M tokens)")
+        cols.append((f"{names[i]}, {budget}", r, i))
   cell = lambda x: f"{x['mean']:.1f} ± {x['se']:.1f} (n={len(x['runs'])})"
   lines = ["| task (dev score x100) | (a) random | "
            + " | ".join(f"{h} | - (a)" for h, _, _ in cols) + " |",
@@ -235,7 +239,74 @@ def glue_finetune() -> str:
   return "\n".join(lines)
 
 
-TABLES = {"glue_finetune": glue_finetune, "data_prep": data_prep, "train_step": train_step,
+SQUAD_V2 = ("squad_v2_minilm.json", "squad_v2_minilm_unanswerable.json")
+
+
+def squad_v2() -> str:
+  """benchmarks/squad_finetune.py: dev EM/F1 of ours and HF PyTorch, per train slice."""
+  lines = ["| train slice | implementation | F1 (τ=0) | best F1 (τ) | above all-null | "
+           "HasAns / NoAns F1 at best τ | null odds AUC |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+  notes = []
+  for name in SQUAD_V2:
+    r = _load(name)
+    c, st = r["compare"], r["settings"]
+    share = st.get("unanswerable_share", 0.0)
+    data = (f"rebalanced to {100 * share:.1f}% unanswerable" if share
+            else "as shipped (7.4% unanswerable)")
+    for impl, m in c["models"].items():
+      t0, bt = m["tau0"], m["best_tau"]
+      split = (f"{bt['has_ans_f1']:.1f} / {bt['no_ans_f1']:.1f}" if "has_ans_f1" in bt
+               else "-")
+      auc = f"{m['null_odds_auc']:.3f}" if "null_odds_auc" in m else "-"
+      lines.append(f"| {data} | {impl} | {t0['f1']:.2f} ± {t0['f1_se']:.2f} | "
+                   f"{bt['f1']:.2f} ± {bt['f1_se']:.2f} ({bt['tau']:.2f}) | "
+                   f"{bt['f1'] - c['all_null_f1']:+.2f} | {split} | {auc} |")
+    d0, db = c["f1_difference_tau0"], c["f1_difference_best_tau"]
+    notes.append(f"{data}: ours - HF F1 {d0['mean']:+.2f} ± {d0['paired_se']:.2f} at τ=0, "
+                 f"{db['mean']:+.2f} ± {db['paired_se']:.2f} at each one's best τ (paired SE); "
+                 f"{st['epochs']:g} epochs, lr {st['lr']:g}, windows {st['max_seq_length']}/"
+                 f"{st['doc_stride']}, commit {r.get('commit', '')[:10]}")
+  lines += ["", f"All-null baseline F1 {c['all_null_f1']:.2f} on {c['dev_questions']} dev "
+                "questions; ± : standard error over the dev questions. " + "; ".join(notes) + "."]
+  return "\n".join(lines)
+
+
+COMMONSENSE_QA = "commonsense_qa_minilm.json"
+
+
+def commonsense_qa() -> str:
+  """benchmarks/commonsense_qa.py: dev accuracy per seed, ours vs HF PyTorch."""
+  r = _load(COMMONSENSE_QA)
+  s = r["summary"]
+  lines = ["| implementation | final dev accuracy per seed | mean ± SE over seeds | "
+           "best epoch, mean | train s per run |", "| --- | --- | --- | --- | --- |"]
+  impls = sorted((k for k in s if not k.startswith("difference")),
+                 key=lambda k: not k.startswith("bert_jax"))
+  for impl in impls:
+    x = s[impl]
+    per = " / ".join(f"{100 * a:.1f}" for a in x["final"])
+    lines.append(f"| {impl} | {per} | {100 * x['final_mean']:.1f} ± "
+                 f"{100 * x['final_se_over_seeds']:.1f} | {100 * x['best_mean']:.1f} | "
+                 f"{sum(x['train_seconds']) / len(x['train_seconds']):,.0f} |")
+  d = s.get("difference_final")
+  c = r["config"]
+  per_seed = " / ".join(f"{100 * x:+.1f}" for x in d["per_seed"]) if d else ""
+  lines += ["", (f"{d['of']}, final accuracy: {100 * d['mean']:+.1f} ± "
+                 f"{100 * d['se_over_seeds']:.1f} points ({per_seed} for seeds "
+                 f"{', '.join(map(str, d['seeds']))}: the same batches, paired). " if d else "")
+            + f"{r['train_questions']:,} questions to train, {r['dev_questions']} held out, "
+            f"chance {100 * r['chance']:.0f}%; batch {c['train']['batch_size']}, lr "
+            f"{c['train']['learning_rate']:g}, {c['finetune']['num_epochs']:g} epochs; one "
+            f"run's binomial SE ± {100 * s[impls[0]]['one_run_binomial_se']:.1f}; train s: "
+            f"each side's loop with its per-epoch evaluations (ours also compiles and "
+            f"checkpoints). "
+            f"Machine: {r['machine']}; commit {r['commit'][:10]}."]
+  return "\n".join(lines)
+
+
+TABLES = {"glue_finetune": glue_finetune, "squad_v2": squad_v2, "commonsense_qa": commonsense_qa,
+          "data_prep": data_prep, "train_step": train_step,
           "finetune_step": finetune_step,
           "train_step_intel": lambda: train_step("train_step_intel.json"),
           "finetune_step_intel": lambda: finetune_step("finetune_step_intel.json"),
