@@ -66,13 +66,14 @@ def make_config(init_checkpoint: str, workdir: str):
                  max_train_examples=FLAGS.train_examples,
                  max_eval_examples=FLAGS.eval_examples)
   if FLAGS.unanswerable_share:
+    if FLAGS.train_examples:
+      raise SystemExit("--unanswerable_share needs --train_examples=0 (the whole slice: "
+                       "the added questions are spread over it)")
     # The same rebalanced file for both sides (and for a rerun): written once per workdir.
     path = pathlib.Path(workdir) / f"train_unanswerable{FLAGS.unanswerable_share:g}.json"
     if not path.exists():
       with open(data / "train.json", encoding="utf-8") as f:
         train = json.load(f)
-      if FLAGS.train_examples:
-        raise SystemExit("--unanswerable_share needs --train_examples=0 (the whole slice)")
       from bert_jax.data.squad import add_unanswerable
       train, added = add_unanswerable(train, FLAGS.unanswerable_share, FLAGS.seed)
       path.parent.mkdir(parents=True, exist_ok=True)

@@ -166,7 +166,7 @@ def gpu() -> str:
 
 # The 2,400-step study with (c) MiniLM added (its (a), (b), (b') scores are the 2,400-step
 # JSON's, reused: see the record's reused_from_previous_json).
-TRANSFER_BUDGETS = ("transfer_1000steps.json", "transfer_2400steps.json")
+TRANSFER_BUDGETS = ("transfer_1000steps.json", "transfer_2400steps_minilm.json")
 
 
 def transfer() -> str:
