@@ -252,7 +252,7 @@ def compare(dataset: dict, runs: dict[str, dict], results: dict[str, dict]) -> d
   n = len(qas)
   unanswerable = np.array([not squad_eval.gold_answers(q, "2.0")[0] for q in qas])
   out = {"dev_questions": n,
-         "all_null_f1": 100.0 * sum(not squad_eval.gold_answers(q, "2.0")[0] for q in qas) / n,
+         "all_null_f1": 100.0 * float(unanswerable.mean()),
          "models": {}}
   scores = {}
   for name, answers in runs.items():
