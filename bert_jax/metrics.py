@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import tempfile
 from typing import Any, Sequence
 
-import jax
 import numpy as np
 
 from bert_jax import cleanup, paths
@@ -31,7 +31,7 @@ class MetricWriter:
   """
 
   def __init__(self, workdir: str, enabled: bool | None = None, resume_step: int | None = None):
-    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self.enabled = _process_index() == 0 if enabled is None else enabled
     self.path = paths.join(workdir, METRICS_FILE)
     self._remote = paths.is_remote(workdir)
     self._lines: list[str] = []
@@ -101,7 +101,8 @@ def _step_of(line: str) -> int | None:
 
 def to_py(v):
   """numpy / jax scalars and arrays -> Python numbers and lists (JSON-ready)."""
-  if isinstance(v, (np.generic, np.ndarray, jax.Array)):
+  jax = sys.modules.get("jax")  # a jax.Array exists only once jax is imported
+  if isinstance(v, (np.generic, np.ndarray)) or (jax is not None and isinstance(v, jax.Array)):
     v = np.asarray(v)
     return v.item() if v.size == 1 else v.tolist()
   return v
@@ -127,9 +128,16 @@ def progress_line(step: int, num_steps: int, m: dict, eta_s: float) -> str:
   return line
 
 
+def _process_index() -> int:
+  """jax.process_index(), without importing JAX where nothing else has (data preparation
+  and the input pipeline stay JAX-free: its import is a second of start-up per process)."""
+  jax = sys.modules.get("jax")
+  return jax.process_index() if jax is not None else 0
+
+
 def log(msg: str) -> None:
   """Prints on process 0 only (one line per run, not one per host)."""
-  if jax.process_index() == 0:
+  if _process_index() == 0:
     print(msg, flush=True)
 
 

@@ -176,3 +176,20 @@ def test_split_task_cli_and_merge(tmp_path):
     assert r.returncode == 0 and "--merge" in r.stdout, r.stderr[-2000:]
   r = subprocess.run(base + ["--merge"], capture_output=True, text=True, env=env, cwd=REPO)
   assert r.returncode == 0 and "in 3 shards" in r.stdout, r.stderr[-2000:]
+
+
+def test_preparation_does_not_import_jax(tmp_path):
+  """Data preparation runs on CPU-only machines by the hundred: JAX's import (a second of
+  start-up per process and worker) is not paid where nothing uses it."""
+  out = tmp_path / "shards"
+  code = ("import sys\n"
+          "import runpy\n"
+          f"sys.argv = ['x', '--input_file={TRAIN}', '--vocab_file={VOCAB}', "
+          f"'--output_dir={out}', '--dupe_factor=1', '--num_workers=1']\n"
+          "try:\n  runpy.run_module('bert_jax.tools.create_pretraining_data', "
+          "run_name='__main__')\n"
+          "except SystemExit as e:\n  assert not e.code, e.code\n"
+          "assert 'jax' not in sys.modules, 'jax was imported'\n")
+  r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert _shards(out) and (out / prep.METADATA_FILE).exists()

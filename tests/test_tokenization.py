@@ -79,6 +79,24 @@ def test_shared_corpus_lines_match_reference(pair, shared_data):
   _assert_same_ids(ours, ref, lines)
 
 
+def test_word_cache_is_bounded_and_exact(pair, monkeypatch):
+  """encode_batch serves repeated words from a cache that is emptied when full."""
+  ours, ref = pair
+  lines = (FIX / "sample_lines.txt").read_text(encoding="utf-8").splitlines()
+  monkeypatch.setattr(tokenization, "WORD_CACHE_SIZE", 300)
+  ours._pieces.clear()
+  got, sizes = [], []
+  for i in range(0, len(lines), 20):
+    got.append(ours.encode_batch(lines[i:i + 20]))
+    words = {w for t in lines[i:i + 20] for w in tokenization.basic_tokenize(t, ours.do_lower_case)}
+    sizes.append((len(ours._pieces), len(words)))
+  assert all(0 < n <= max(300, batch_words) for n, batch_words in sizes)
+  assert any(b[0] < a[0] for a, b in zip(sizes, sizes[1:]))  # it was emptied on the way
+  assert [ids for batch in got for ids in batch] == [
+      ref.encode(t, add_special_tokens=False) for t in lines]
+  ours._pieces.clear()
+
+
 def test_hard_case_behaviour_uncased(minilm_path):
   """What the reference does, spelled out on a few of the hard cases."""
   tok = tokenization.load_tokenizer(str(pathlib.Path(minilm_path) / "vocab.txt"))

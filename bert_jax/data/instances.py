@@ -66,16 +66,32 @@ class Instance:
 
 def random_truncate_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: int,
                       rng: random.Random) -> tuple[list[int], list[int]]:
-  """The original's truncation: drop from the longer side, front or back at random."""
-  a0, a1, b0, b1 = 0, len(tokens_a), 0, len(tokens_b)
-  while (a1 - a0) + (b1 - b0) > max_num_tokens:
-    truncate_a = (a1 - a0) > (b1 - b0)
-    front = rng.random() < 0.5  # the same draw as the original, on either side
-    if truncate_a:
-      a0, a1 = (a0 + 1, a1) if front else (a0, a1 - 1)
-    else:
-      b0, b1 = (b0 + 1, b1) if front else (b0, b1 - 1)
-  return tokens_a[a0:a1], tokens_b[b0:b1]
+  """The original's truncation: drop from the longer side, front or back at random.
+
+  The original removes one token per loop turn (B when the sides are level) with one
+  `rng.random()` draw each. The sides taken follow from the lengths alone: the longer side
+  until it is level (B one more), then A and B in turn. So the same draws are made in one
+  go and each side's front/back counts read from them: 10x fewer Python steps.
+  """
+  la, lb = len(tokens_a), len(tokens_b)
+  excess = la + lb - max_num_tokens
+  if excess <= 0:
+    return tokens_a, tokens_b
+  front = [rng.random() < 0.5 for _ in range(excess)]  # the same draws, in order
+  # Turns on the longer side first: A while la > lb; B while lb >= la, which ends one
+  # past level. Then they alternate, starting with B when A led and with A when B did.
+  if la > lb:
+    lead, lead_is_a = min(excess, la - lb), True
+  else:
+    lead, lead_is_a = min(excess, lb - la + 1), False
+  rest = front[lead:]
+  a_turns = front[:lead] if lead_is_a else []
+  b_turns = [] if lead_is_a else front[:lead]
+  a_turns = a_turns + (rest[1::2] if lead_is_a else rest[0::2])
+  b_turns = b_turns + (rest[0::2] if lead_is_a else rest[1::2])
+  a_front, b_front = sum(a_turns), sum(b_turns)
+  return (tokens_a[a_front:la - (len(a_turns) - a_front)],
+          tokens_b[b_front:lb - (len(b_turns) - b_front)])
 
 
 PAIRINGS = ("balanced", "google")
