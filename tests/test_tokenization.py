@@ -92,6 +92,11 @@ def test_word_cache_is_bounded_and_exact(pair, monkeypatch):
     sizes.append((len(ours._pieces), len(words)))
   assert all(0 < n <= max(300, batch_words) for n, batch_words in sizes)
   assert any(b[0] < a[0] for a, b in zip(sizes, sizes[1:]))  # it was emptied on the way
+  # Threads sharing the tokenizer while the cache is replaced under them get the same ids.
+  from concurrent.futures import ThreadPoolExecutor
+  with ThreadPoolExecutor(4) as pool:
+    again = list(pool.map(ours.encode_batch, [lines[i:i + 5] for i in range(0, len(lines), 5)]))
+  assert [ids for batch in again for ids in batch] == [ids for batch in got for ids in batch]
   assert [ids for batch in got for ids in batch] == [
       ref.encode(t, add_special_tokens=False) for t in lines]
   ours._pieces.clear()
