@@ -19,7 +19,7 @@ import platform
 
 import jax
 
-from bert_jax import paths, weights
+from bert_jax import paths
 
 AUTO = "auto"
 
@@ -44,7 +44,7 @@ def resolve(configured: str) -> str:
   """The directory `configured` names ("" when off), with the host subdirectory."""
   if not configured:
     return ""
-  base = paths.join(weights.cache_dir(), "xla") if configured == AUTO else \
+  base = paths.join(paths.cache_dir(), "xla") if configured == AUTO else \
       paths.expanduser(configured)
   return paths.join(base, host_fingerprint())
 

@@ -141,6 +141,13 @@ def expanduser(path: PathLike) -> str:
   return os.fspath(path) if is_remote(path) else os.path.expanduser(os.fspath(path))
 
 
+def cache_dir() -> str:
+  """bert_jax's local cache (extracted archives, staged shards, compiled programs):
+  $BERT_JAX_CACHE_DIR, else $XDG_CACHE_HOME/bert_jax, else ~/.cache/bert_jax."""
+  home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+  return os.environ.get("BERT_JAX_CACHE_DIR") or os.path.join(home, "bert_jax")
+
+
 def abspath(path: PathLike) -> str:
   """An absolute local path (so a saved path stays valid from another cwd); URIs unchanged."""
   return os.fspath(path) if is_remote(path) else os.path.abspath(os.fspath(path))

@@ -643,12 +643,6 @@ def _resolved_dir(spelling: str, directory: str, fmt: str, path: str = "",
   return Resolved(spelling, fmt, path or directory, vocab_in(directory), lower, source)
 
 
-def cache_dir() -> str:
-  """Where extracted archives are kept: $BERT_JAX_CACHE_DIR, else ~/.cache/bert_jax."""
-  home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")  # io: local-only (cache dir)
-  return os.environ.get("BERT_JAX_CACHE_DIR") or os.path.join(home, "bert_jax")  # io: local-only (cache dir)
-
-
 def extract_zip(path: str, target: str | None = None) -> str:
   """Extracts a checkpoint .zip (local or gs://) inside `target` (default: a cache
   directory keyed by the archive's path and size, reused when already there), refusing
@@ -657,7 +651,7 @@ def extract_zip(path: str, target: str | None = None) -> str:
     st = paths.as_path(path).stat()
     key = hashlib.sha256(f"{path}:{st.length}:{st.mtime}".encode()).hexdigest()[:16]
     stem = paths.as_path(path).name[:-len(".zip")]
-    target = os.path.join(cache_dir(), "zips", f"{stem}-{key}")  # io: local-only (cache dir)
+    target = os.path.join(paths.cache_dir(), "zips", f"{stem}-{key}")  # io: local-only (cache dir)
   target = os.path.realpath(target)  # io: local-only (extraction happens locally)
   done = os.path.join(target, ".extracted")  # io: local-only (cache marker)
   if not os.path.isfile(done):  # io: local-only (cache marker)

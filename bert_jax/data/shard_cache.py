@@ -32,9 +32,7 @@ def cache_root(configured: str = "") -> str:
   """The directory that holds staged shards (config value, env, or ~/.cache)."""
   if configured:
     return paths.expanduser(configured)
-  base = os.environ.get("BERT_JAX_CACHE_DIR") or paths.join(paths.expanduser("~"), ".cache",
-                                                            "bert_jax")
-  return paths.join(base, "shards")
+  return paths.join(paths.cache_dir(), "shards")
 
 
 def stage(shards: Sequence[str], metadata: dict | None, cache_dir: str = "",

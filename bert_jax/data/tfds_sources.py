@@ -256,8 +256,7 @@ def expand_corpus(input_file: str, data_dir: str = "", cache_root: str = "") -> 
       out.append(item)
       continue
     if not cache_root:
-      from bert_jax import weights  # pylint: disable=g-import-not-at-top
-      cache_root = weights.cache_dir()
+      cache_root = paths.cache_dir()
     key = hashlib.sha256(f"{item}|{data_dir}".encode()).hexdigest()[:12]
     target = paths.join(cache_root, "tfds_corpora", f"{name_of(item).replace('/', '_')}-{key}")
     done = paths.join(target, "DONE")
