@@ -170,11 +170,24 @@ TRANSFER_BUDGETS = ("transfer_1000steps.json", "transfer_2400steps_minilm.json")
 
 
 def transfer() -> str:
+  """The BERT-Mini (L4 H256) studies, one column group per pre-training budget."""
+  return _transfer_table(TRANSFER_BUDGETS)
+
+
+# The BERT-Tiny (L2 H128) study: its own (a), as its architecture differs.
+TRANSFER_TINY = ("transfer_tiny_4800steps.json",)
+
+
+def transfer_tiny() -> str:
+  return _transfer_table(TRANSFER_TINY)
+
+
+def _transfer_table(files) -> str:
   """GLUE dev scores: (a) random initialisation, then per pre-training budget (one study
   JSON each) every other initialisation and its difference from (a); mean +- SE."""
   names = {"ours": "(b) ours, MLM + NSP", "ours_mlm_only": "(b') ours, MLM only",
            "minilm": "(c) MiniLM"}
-  studies = [_load(f) for f in TRANSFER_BUDGETS if (HERE / "results" / f).exists()]
+  studies = [_load(f) for f in files if (HERE / "results" / f).exists()]
   cols = []  # (header, study, init)
   for r in studies:
     steps = r["settings"]["pretrain_steps"]
