@@ -179,6 +179,7 @@ TRANSFER_TINY = ("transfer_tiny_4800steps.json",)
 
 
 def transfer_tiny() -> str:
+  """The BERT-Tiny (L2 H128) study: (a) and (b) of its own architecture."""
   return _transfer_table(TRANSFER_TINY)
 
 
@@ -324,7 +325,8 @@ TABLES = {"glue_finetune": glue_finetune, "squad_v2": squad_v2, "commonsense_qa"
           "train_step_intel": lambda: train_step("train_step_intel.json"),
           "finetune_step_intel": lambda: finetune_step("finetune_step_intel.json"),
           "profile_step_intel": lambda: profile_step("profile_step_intel.json"),
-          "gpu": gpu, "transfer": transfer, "profile_step": profile_step}
+          "gpu": gpu, "transfer": transfer, "transfer_tiny": transfer_tiny,
+          "profile_step": profile_step}
 
 
 def render(text: str) -> str:
