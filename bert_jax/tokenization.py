@@ -217,13 +217,14 @@ class WordPieceTokenizer:
     """
     words = [basic_tokenize(t, self.do_lower_case) for t in texts]
     cache = self._pieces
-    new = {w for ws in words for w in ws}.difference(cache)
+    seen = {w for ws in words for w in ws}
+    new = seen.difference(cache)
     if new:
       if len(cache) + len(new) > WORD_CACHE_SIZE:
         # A fresh dict rather than clear(): a thread still mapping with the old one
         # (threads may share a tokenizer) finds every word it counted on.
         self._pieces = cache = {}
-        new = {w for ws in words for w in ws}
+        new = seen
       new = list(new)
       for word, enc in zip(new, self._tok.encode_batch(new, add_special_tokens=False)):
         cache[word] = enc.ids

@@ -66,7 +66,6 @@ class ShardSource:
 
   def __init__(self, files: Sequence[str], metadata: dict | None):
     from array_record.python.array_record_module import ArrayRecordReader
-    self._reader_class = ArrayRecordReader
     self.paths = list(files)
     self.metadata = metadata
     counts = []
@@ -83,9 +82,10 @@ class ShardSource:
 
   def _reader(self, shard: int):
     if self._readers[shard] is None:
+      from array_record.python.array_record_module import ArrayRecordReader
       with self._lock:
         if self._readers[shard] is None:
-          self._readers[shard] = self._reader_class(
+          self._readers[shard] = ArrayRecordReader(
               self.paths[shard], "readahead_buffer_size:0", file_reader_buffer_size=32768)
     return self._readers[shard]
 
