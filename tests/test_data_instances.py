@@ -223,6 +223,42 @@ def test_records_roundtrip_and_batch_decoding(documents, tokenizer):
     assert batch["next_sentence_labels"][r] == int(inst.is_random_next)
   with pytest.raises(ValueError, match="max_seq_length"):
     I.decode_batch(records[:1], 8)
+  # The whole-batch decoding equals record-by-record decoding, also when a record of
+  # int32 ids (a vocabulary over 65,536) sends the batch down the per-record path.
+  for recs in (records, records[:3] + [I.encode_instance(big)] + records[3:6], []):
+    fast, each = I.decode_batch(recs, 48), I._decode_each(recs, 48)
+    assert fast.keys() == each.keys()
+    assert all(np.array_equal(fast[k], each[k]) and fast[k].dtype == each[k].dtype
+               for k in fast)
+  old = bytearray(records[0])
+  old[0] = 0  # another record format version
+  with pytest.raises(ValueError, match="version 0"):
+    I.decode_batch([records[1], bytes(old)], 48)
+
+
+def test_span_instances_write_the_records_of_their_tokens(documents, tokenizer):
+  """Pairing keeps A and B as spans of the window's id array; their records equal those of
+  the same instances holding their tokens, and lists of sentences pair as the window does."""
+  window = I.WindowTokens.from_documents(documents[:6], cls_id=tokenizer.cls_id,
+                                         sep_id=tokenizer.sep_id)
+  assert window.tokens.dtype == np.uint16
+  insts = _build(window, tokenizer, 3, "balanced")
+  assert insts == [] or all(i._spans is not None for i in insts)
+  as_lists = _build(documents[:6], tokenizer, 3, "balanced")
+  assert len(insts) == len(as_lists) > 20
+  for a, b in zip(insts, as_lists):
+    held = I.Instance(a.tokens, a.num_a, a.is_random_next, a.a_doc, a.a_start, a.a_end,
+                      a.b_doc, a.b_start, a.b_end)
+    assert I.encode_instance(a) == I.encode_instance(held) == I.encode_instance(b)
+    assert a.num_tokens == len(a.tokens) and a.segment_ids.sum() == len(a.tokens) - a.num_a
+
+
+class _ListTokenizer:
+  """A tokenizer with encode_batch only (as SentencePiece's): the generic flattening path."""
+
+  def __init__(self, tokenizer):
+    self.encode_batch, self.cls_id, self.sep_id = (tokenizer.encode_batch, tokenizer.cls_id,
+                                                   tokenizer.sep_id)
 
 
 def test_window_instances_counts_and_is_deterministic(tokenizer):
@@ -241,3 +277,6 @@ def test_window_instances_counts_and_is_deterministic(tokenizer):
   other, _ = I.window_instances(docs, 100, 1, tokenizer, opts)  # another window, other draws
   assert [i.tokens.tolist() for i in insts] != [i.tokens.tolist() for i in other]
   assert collections.Counter(i.is_random_next for i in insts)[True] > 0
+  generic, generic_counts = I.window_instances(docs, 100, 0, _ListTokenizer(tokenizer), opts)
+  assert generic_counts == counts
+  assert [I.encode_instance(i) for i in generic] == [I.encode_instance(i) for i in insts]

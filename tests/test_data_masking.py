@@ -129,6 +129,75 @@ def test_whole_word_masking_never_masks_part_of_a_word(tokenizer, batch):
   assert words_with_pieces > 100  # multi-piece words do get masked, whole
 
 
+def _mask_row_by_row(ids, lengths, keys, spec):
+  """mask_batch's rule written out per example and per draw (the vectorised version must
+  give the same masks: existing runs resume with the masks they had)."""
+  b, seq_len = ids.shape
+  p = spec.max_predictions_per_seq
+  out = {"input_ids": ids.astype(np.int32), "masked_lm_positions": np.zeros((b, p), np.int32),
+         "masked_lm_ids": np.zeros((b, p), np.int32),
+         "masked_lm_weights": np.zeros((b, p), np.float32)}
+  for r in range(b):
+    row_key = keys[r:r + 1]
+    u = lambda stream: masking._uniform(row_key, seq_len, stream)[0]  # pylint: disable=unnecessary-lambda-assignment
+    cand = [j for j in range(lengths[r])
+            if ids[r, j] not in (spec.cls_id, spec.sep_id, spec.pad_id)]
+    words = []  # lists of positions
+    for j in cand:
+      if words and spec.word_start is not None and not spec.word_start[ids[r, j]] and \
+          words[-1][-1] == j - 1:
+        words[-1].append(j)
+      else:
+        words.append([j])
+    order_u = u(masking._ORDER)
+    words.sort(key=lambda w: (order_u[w[0]], w[0]))
+    k = int(masking.num_to_predict(lengths[r:r + 1], spec)[0])
+    chosen = []
+    for w in words:
+      if len(chosen) + len(w) <= k:
+        chosen += w
+      if len(chosen) >= k:
+        break
+    mask_u, keep_u = u(masking._MASK_OR_NOT), u(masking._KEEP_OR_RANDOM)
+    random_ids = masking._bits(row_key, seq_len, masking._RANDOM_ID)[0] % np.uint64(
+        spec.vocab_size)
+    for slot, j in enumerate(sorted(chosen)):
+      original = ids[r, j]
+      out["input_ids"][r, j] = (spec.mask_id if mask_u[j] < 0.8 else
+                                original if keep_u[j] < 0.5 else int(random_ids[j]))
+      out["masked_lm_positions"][r, slot] = j
+      out["masked_lm_ids"][r, slot] = original
+      out["masked_lm_weights"][r, slot] = 1.0
+  return out
+
+
+@pytest.mark.parametrize("wwm,max_predictions", [(False, 20), (True, 20), (False, 3),
+                                                  (False, 200)])
+def test_mask_batch_equals_the_rule_row_by_row(tokenizer, batch, wwm, max_predictions):
+  spec = _spec(tokenizer, wwm, max_predictions)
+  ids, lengths = batch["input_ids"][:300], batch["lengths"][:300]
+  keys = masking.example_keys(11, np.arange(300))
+  got = masking.mask_batch(ids, lengths, keys, spec)
+  want = _mask_row_by_row(ids, lengths, keys, spec)
+  for name in want:
+    assert got[name].dtype == want[name].dtype, name
+    assert np.array_equal(got[name], want[name]), name
+
+
+def test_first_k_breaks_ties_as_a_stable_sort():
+  """Equal random keys (about 2^-40 per row): the lowest positions win, as a stable argsort."""
+  rng = np.random.default_rng(0)
+  keys = rng.integers(0, 4, size=(500, 30)).astype(np.float64) / 4  # many ties
+  start = rng.random((500, 30)) < 0.7
+  keys = np.where(start, keys, 2.0)
+  k = rng.integers(1, 8, size=500)
+  got = masking._first_k(keys, start, k, 8)
+  rank = np.empty_like(keys, dtype=np.int64)
+  order = np.argsort(keys, axis=1, kind="stable")
+  rank[np.arange(500)[:, None], order] = np.arange(30)
+  assert np.array_equal(got, start & (rank < k[:, None]))
+
+
 @pytest.mark.parametrize("wwm", [False, True])
 def test_same_distribution_as_the_original(tokenizer, wwm):
   """Per-position masking frequency and 80/10/10 of ours vs the reference, 4000 draws each."""

@@ -12,6 +12,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
@@ -37,6 +38,10 @@ def pair(request, minilm_path):
 
 def _assert_same_ids(ours, ref, texts):
   got = ours.encode_batch(texts)
+  # encode_flat (what data preparation uses) holds the same ids, one array for all texts.
+  flat, bounds = ours.encode_flat(texts)
+  assert flat.dtype == np.int32 and bounds.tolist()[0] == 0 and len(bounds) == len(texts) + 1
+  assert [flat[bounds[i]:bounds[i + 1]].tolist() for i in range(len(texts))] == got
   bad = []
   for text, ids in zip(texts, got):
     want = ref.encode(text, add_special_tokens=False)
@@ -84,12 +89,12 @@ def test_word_cache_is_bounded_and_exact(pair, monkeypatch):
   ours, ref = pair
   lines = (FIX / "sample_lines.txt").read_text(encoding="utf-8").splitlines()
   monkeypatch.setattr(tokenization, "WORD_CACHE_SIZE", 300)
-  ours._pieces.clear()
+  ours.clear_word_cache()
   got, sizes = [], []
   for i in range(0, len(lines), 20):
     got.append(ours.encode_batch(lines[i:i + 20]))
     words = {w for t in lines[i:i + 20] for w in tokenization.basic_tokenize(t, ours.do_lower_case)}
-    sizes.append((len(ours._pieces), len(words)))
+    sizes.append((ours.word_cache_size, len(words)))
   assert all(0 < n <= max(300, batch_words) for n, batch_words in sizes)
   assert any(b[0] < a[0] for a, b in zip(sizes, sizes[1:]))  # it was emptied on the way
   # Threads sharing the tokenizer while the cache is replaced under them get the same ids.
@@ -99,7 +104,7 @@ def test_word_cache_is_bounded_and_exact(pair, monkeypatch):
   assert [ids for batch in again for ids in batch] == [ids for batch in got for ids in batch]
   assert [ids for batch in got for ids in batch] == [
       ref.encode(t, add_special_tokens=False) for t in lines]
-  ours._pieces.clear()
+  ours.clear_word_cache()
 
 
 def test_hard_case_behaviour_uncased(minilm_path):

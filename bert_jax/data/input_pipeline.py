@@ -86,7 +86,7 @@ class ShardSource:
       with self._lock:
         if self._readers[shard] is None:
           self._readers[shard] = ArrayRecordReader(
-              self.paths[shard], "readahead_buffer_size:0", file_reader_buffer_size=32768)
+              self.paths[shard], "readahead_buffer_size:0", file_reader_buffer_size=4096)
     return self._readers[shard]
 
   def read(self, indices: Sequence[int]) -> list[bytes]:

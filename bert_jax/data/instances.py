@@ -35,6 +35,7 @@ sentence ranges of A and B) so tests and benchmarks can check every pair.
 from __future__ import annotations
 
 import dataclasses
+from itertools import chain
 import random
 import struct
 from typing import Sequence
@@ -42,73 +43,162 @@ from typing import Sequence
 import numpy as np
 
 
-@dataclasses.dataclass
 class Instance:
-  """One sentence pair: `[CLS] A [SEP] B [SEP]` token ids, unmasked."""
-  tokens: np.ndarray  # int32 [n]
-  num_a: int  # len(A) + 2: tokens[:num_a] have segment id 0, the rest 1.
-  is_random_next: bool  # next_sentence_labels: 1 = NotNext (random B), 0 = IsNext.
-  # Provenance: A is (a piece of) sentences [a_start, a_end) of document a_doc, B of
-  # sentences [b_start, b_end) of document b_doc (document ids count from 0 over the input).
-  a_doc: int = -1
-  a_start: int = 0
-  a_end: int = 0
-  b_doc: int = -1
-  b_start: int = 0
-  b_end: int = 0
+  """One sentence pair: `[CLS] A [SEP] B [SEP]` token ids, unmasked.
+
+  Pairing makes instances as spans of its window's flat token array (`from_spans`): the
+  ids are copied only when `tokens` is asked for, and `encode_instance` writes a record
+  straight from the spans.
+  """
+  __slots__ = ("_tokens", "num_a", "is_random_next", "a_doc", "a_start", "a_end",
+               "b_doc", "b_start", "b_end", "_spans")
+
+  def __init__(self, tokens: np.ndarray, num_a: int, is_random_next: bool,
+               a_doc: int = -1, a_start: int = 0, a_end: int = 0,
+               b_doc: int = -1, b_start: int = 0, b_end: int = 0):
+    self._tokens = tokens  # int32 [n]
+    self.num_a = num_a  # len(A) + 2: tokens[:num_a] have segment id 0, the rest 1.
+    self.is_random_next = is_random_next  # next_sentence_labels: 1 = NotNext, 0 = IsNext.
+    # Provenance: A is (a piece of) sentences [a_start, a_end) of document a_doc, B of
+    # sentences [b_start, b_end) of document b_doc (document ids count from 0 over the input).
+    self.a_doc, self.a_start, self.a_end = a_doc, a_start, a_end
+    self.b_doc, self.b_start, self.b_end = b_doc, b_start, b_end
+    self._spans = None  # (window tokens, cls_id, sep_id, a_lo, a_hi, b_lo, b_hi)
+
+  @classmethod
+  def from_spans(cls, window: "WindowTokens", a: tuple[int, int], b: tuple[int, int],
+                 is_random_next: bool, provenance: tuple[int, ...]) -> "Instance":
+    """A = window.tokens[a[0]:a[1]], B = window.tokens[b[0]:b[1]]."""
+    inst = cls(None, a[1] - a[0] + 2, is_random_next, *provenance)
+    inst._spans = (window, a[0], a[1], b[0], b[1])
+    return inst
+
+  @property
+  def tokens(self) -> np.ndarray:
+    if self._tokens is None:
+      w, a_lo, a_hi, b_lo, b_hi = self._spans
+      t = w.tokens
+      self._tokens = np.concatenate([[w.cls_id], t[a_lo:a_hi], [w.sep_id], t[b_lo:b_hi],
+                                     [w.sep_id]]).astype(np.int32)
+    return self._tokens
+
+  @property
+  def num_tokens(self) -> int:
+    if self._tokens is None:
+      _, a_lo, a_hi, b_lo, b_hi = self._spans
+      return a_hi - a_lo + b_hi - b_lo + 3
+    return len(self._tokens)
 
   @property
   def segment_ids(self) -> np.ndarray:
-    seg = np.zeros(len(self.tokens), np.int32)
+    seg = np.zeros(self.num_tokens, np.int32)
     seg[self.num_a:] = 1
     return seg
 
+  def __repr__(self) -> str:
+    return (f"Instance(tokens={self.tokens.tolist()}, num_a={self.num_a}, "
+            f"is_random_next={self.is_random_next}, a=doc {self.a_doc} "
+            f"[{self.a_start}, {self.a_end}), b=doc {self.b_doc} [{self.b_start}, {self.b_end}))")
 
-def random_truncate_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: int,
-                      rng: random.Random) -> tuple[list[int], list[int]]:
-  """The original's truncation: drop from the longer side, front or back at random.
 
-  The original removes one token per loop turn (B when the sides are level) with one
-  `rng.random()` draw each. The sides taken follow from the lengths alone: the longer side
-  until it is level (B one more), then A and B in turn. So the same draws are made in one
-  comprehension and each side's front/back counts read from them (a third less CPU than
-  the loop).
+@dataclasses.dataclass
+class WindowTokens:
+  """A window's documents as one flat id array: sentence i of document d is
+  tokens[offsets[d][i]:offsets[d][i + 1]] (offsets: Python ints, one list per document)."""
+  tokens: np.ndarray  # uint16 (vocabularies up to 65,536 ids) or int32
+  offsets: list[list[int]]
+  cls_id: int
+  sep_id: int
+
+  @classmethod
+  def from_documents(cls, documents: Sequence[Sequence[Sequence[int]]], *, cls_id: int,
+                     sep_id: int) -> "WindowTokens":
+    """Documents as lists of sentences of ids -> one flat array."""
+    offsets, total = [], 0
+    for doc in documents:
+      off = [total]
+      for sentence in doc:
+        total += len(sentence)
+        off.append(total)
+      offsets.append(off)
+    flat = np.fromiter(chain.from_iterable(chain.from_iterable(documents)), np.int64,
+                       count=total)
+    return cls(_compact(flat), offsets, cls_id, sep_id)
+
+  def __len__(self) -> int:
+    return len(self.offsets)  # documents
+
+
+def _compact(ids: np.ndarray) -> np.ndarray:
+  """uint16 when every id (and so the record format) fits, else int32."""
+  small = ids.size == 0 or (int(ids.min()) >= 0 and int(ids.max()) < 65536)
+  return ids.astype(np.uint16 if small else np.int32)
+
+
+def truncation_counts(la: int, lb: int, max_num_tokens: int,
+                      rng: random.Random) -> tuple[int, int, int, int]:
+  """The original's truncate_seq_pair as counts: (A front, A back, B front, B back) tokens
+  removed so that la + lb <= max_num_tokens.
+
+  The original removes one token per loop turn from the longer side (B when the sides are
+  level), front or back by one `rng.random()` draw each. The sides taken follow from the
+  lengths alone: the longer side until it is level (B one more), then A and B in turn.
+  So the same draws are made in one comprehension and each side's counts read from them.
   """
-  la, lb = len(tokens_a), len(tokens_b)
   excess = la + lb - max_num_tokens
   if excess <= 0:
-    return tokens_a, tokens_b
-  front = [rng.random() < 0.5 for _ in range(excess)]  # the same draws, in order
+    return 0, 0, 0, 0
+  draw = rng.random
+  front = [draw() < 0.5 for _ in range(excess)]  # the same draws, in order
   # Turns on the longer side first: A while la > lb; B while lb >= la, which ends one
   # past level. Then they alternate, starting with B when A led and with A when B did.
   if la > lb:
-    lead, lead_is_a = min(excess, la - lb), True
+    lead = min(excess, la - lb)
+    a_turns = front[:lead] + front[lead + 1::2]
+    b_turns = front[lead::2]
   else:
-    lead, lead_is_a = min(excess, lb - la + 1), False
-  rest = front[lead:]
-  a_turns = front[:lead] if lead_is_a else []
-  b_turns = [] if lead_is_a else front[:lead]
-  a_turns = a_turns + (rest[1::2] if lead_is_a else rest[0::2])
-  b_turns = b_turns + (rest[0::2] if lead_is_a else rest[1::2])
+    lead = min(excess, lb - la + 1)
+    a_turns = front[lead::2]
+    b_turns = front[:lead] + front[lead + 1::2]
   a_front, b_front = sum(a_turns), sum(b_turns)
-  return (tokens_a[a_front:la - (len(a_turns) - a_front)],
-          tokens_b[b_front:lb - (len(b_turns) - b_front)])
+  return a_front, len(a_turns) - a_front, b_front, len(b_turns) - b_front
+
+
+def random_truncate_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: int,
+                         rng: random.Random) -> tuple[list[int], list[int]]:
+  """The original's truncation on token lists (see `truncation_counts`)."""
+  la, lb = len(tokens_a), len(tokens_b)
+  a_front, a_back, b_front, b_back = truncation_counts(la, lb, max_num_tokens, rng)
+  return tokens_a[a_front:la - a_back], tokens_b[b_front:lb - b_back]
 
 
 PAIRINGS = ("balanced", "google")
 
 
 def create_instances_from_document(
-    all_documents: Sequence[Sequence[Sequence[int]]], document_index: int,
+    all_documents: Sequence[Sequence[Sequence[int]]] | WindowTokens, document_index: int,
     max_seq_length: int, short_seq_prob: float, rng: random.Random, *,
     cls_id: int, sep_id: int, doc_ids: Sequence[int] | None = None,
     pairing: str = "google") -> list[Instance]:
-  """Sentence pairs of one document; documents are lists of sentences of token ids."""
-  document = all_documents[document_index]
-  doc_id = lambda i: doc_ids[i] if doc_ids is not None else i  # pylint: disable=unnecessary-lambda-assignment
-  balanced = pairing == "balanced"
+  """Sentence pairs of one document; documents are lists of sentences of token ids (or a
+  `WindowTokens`, which is what `create_instances` passes: no ids are copied)."""
   if pairing not in PAIRINGS:
     raise ValueError(f"pairing={pairing!r}: use one of {PAIRINGS}.")
+  window = all_documents
+  if not isinstance(window, WindowTokens):
+    window = WindowTokens.from_documents(all_documents, cls_id=cls_id, sep_id=sep_id)
+  return _pair_document(window, document_index, max_seq_length, short_seq_prob, rng,
+                        doc_ids, pairing == "balanced")
+
+
+def _pair_document(window: WindowTokens, document_index: int, max_seq_length: int,
+                   short_seq_prob: float, rng: random.Random, doc_ids: Sequence[int] | None,
+                   balanced: bool) -> list[Instance]:
+  """The pairing loop over sentence boundaries: A and B are spans of the window's ids."""
+  all_offsets = window.offsets
+  off = all_offsets[document_index]
+  n = len(off) - 1  # sentences in the document
+  doc_id = (lambda i: doc_ids[i]) if doc_ids is not None else (lambda i: i)  # pylint: disable=unnecessary-lambda-assignment
   # Account for [CLS], [SEP], [SEP].
   max_num_tokens = max_seq_length - 3
 
@@ -123,97 +213,93 @@ def create_instances_from_document(
   first_chunk = True
 
   instances = []
-  current_chunk: list[Sequence[int]] = []
+  chunk_size = 0  # sentences in the current chunk
   current_length = 0
-  chunk_start = 0  # index in `document` of current_chunk[0]
+  chunk_start = 0  # index in the document of the chunk's first sentence
   i = 0
-  while i < len(document):
-    segment = document[i]
-    if not current_chunk:
+  while i < n:
+    if not chunk_size:
       chunk_start = i
       if balanced and not first_chunk:
         target_seq_length = draw_target()  # balanced: once per chunk
       first_chunk = False
-    current_chunk.append(segment)
-    current_length += len(segment)
-    last = i == len(document) - 1
+    chunk_size += 1
+    current_length += off[i + 1] - off[i]
+    last = i == n - 1
     if balanced:
-      close = last or (current_length >= target_seq_length and len(current_chunk) >= 2
-                       and i != len(document) - 2)
-      if last and len(current_chunk) < 2:
+      close = last or (current_length >= target_seq_length and chunk_size >= 2
+                       and i != n - 2)
+      if last and chunk_size < 2:
         break  # a lone last sentence: dropped rather than forced NotNext
     else:
       close = last or current_length >= target_seq_length
     if close:
-      if current_chunk:
-        # `a_end` is how many segments from `current_chunk` go into A.
-        a_end = 1
-        if len(current_chunk) >= 2:
-          a_end = rng.randint(1, len(current_chunk) - 1)
-        tokens_a: list[int] = []
-        for j in range(a_end):
-          tokens_a.extend(current_chunk[j])
-
-        tokens_b: list[int] = []
-        if len(current_chunk) == 1 or rng.random() < 0.5:
-          is_random_next = True
-          target_b_length = target_seq_length - len(tokens_a)
-          # The original stops after 10 draws; see the module docstring.
-          random_document_index = document_index
-          tries = 0
-          while random_document_index == document_index and (
-              tries < 10 or len(all_documents) > 1):
-            random_document_index = rng.randint(0, len(all_documents) - 1)
-            tries += 1
-          random_document = all_documents[random_document_index]
-          random_start = rng.randint(0, len(random_document) - 1)
-          j = random_start
-          for j in range(random_start, len(random_document)):
-            tokens_b.extend(random_document[j])
-            if len(tokens_b) >= target_b_length:
-              break
-          b_doc, b_start, b_end = doc_id(random_document_index), random_start, j + 1
-          # The segments of the chunk not used for A are "put back".
-          num_unused_segments = len(current_chunk) - a_end
-          i -= num_unused_segments
-        else:
-          is_random_next = False
-          for j in range(a_end, len(current_chunk)):
-            tokens_b.extend(current_chunk[j])
-          b_doc, b_start, b_end = (doc_id(document_index), chunk_start + a_end,
-                                   chunk_start + len(current_chunk))
-        tokens_a, tokens_b = random_truncate_pair(tokens_a, tokens_b, max_num_tokens, rng)
-        assert tokens_a and tokens_b, "sentences must not be empty"
-        tokens = np.array([cls_id, *tokens_a, sep_id, *tokens_b, sep_id], np.int32)
-        instances.append(Instance(
-            tokens=tokens, num_a=len(tokens_a) + 2, is_random_next=is_random_next,
-            a_doc=doc_id(document_index), a_start=chunk_start, a_end=chunk_start + a_end,
-            b_doc=b_doc, b_start=b_start, b_end=b_end))
-      current_chunk = []
+      # `a_end` is how many sentences of the chunk go into A.
+      a_end = 1
+      if chunk_size >= 2:
+        a_end = rng.randint(1, chunk_size - 1)
+      a_lo, a_hi = off[chunk_start], off[chunk_start + a_end]
+      if chunk_size == 1 or rng.random() < 0.5:
+        is_random_next = True
+        target_b_length = target_seq_length - (a_hi - a_lo)
+        # The original stops after 10 draws; see the module docstring.
+        random_document_index = document_index
+        tries = 0
+        while random_document_index == document_index and (
+            tries < 10 or len(all_offsets) > 1):
+          random_document_index = rng.randint(0, len(all_offsets) - 1)
+          tries += 1
+        r_off = all_offsets[random_document_index]
+        random_start = rng.randint(0, len(r_off) - 2)
+        b_lo = r_off[random_start]
+        # Sentences from random_start until B reaches its target (or the document ends).
+        j = random_start
+        while j < len(r_off) - 2 and r_off[j + 1] - b_lo < target_b_length:
+          j += 1
+        b_hi = r_off[j + 1]
+        provenance_b = (doc_id(random_document_index), random_start, j + 1)
+        # The sentences of the chunk not used for A are "put back".
+        i -= chunk_size - a_end
+      else:
+        is_random_next = False
+        b_lo, b_hi = a_hi, off[chunk_start + chunk_size]
+        provenance_b = (doc_id(document_index), chunk_start + a_end, chunk_start + chunk_size)
+      a_front, a_back, b_front, b_back = truncation_counts(a_hi - a_lo, b_hi - b_lo,
+                                                           max_num_tokens, rng)
+      a_lo, a_hi, b_lo, b_hi = a_lo + a_front, a_hi - a_back, b_lo + b_front, b_hi - b_back
+      assert a_hi > a_lo and b_hi > b_lo, "sentences must not be empty"
+      instances.append(Instance.from_spans(
+          window, (a_lo, a_hi), (b_lo, b_hi), is_random_next,
+          (doc_id(document_index), chunk_start, chunk_start + a_end, *provenance_b)))
+      chunk_size = 0
       current_length = 0
     i += 1
   return instances
 
 
-def create_instances(documents: Sequence[Sequence[Sequence[int]]], doc_ids: Sequence[int],
-                     *, max_seq_length: int, short_seq_prob: float, dupe_factor: int,
-                     rng: random.Random, cls_id: int, sep_id: int,
+def create_instances(documents: Sequence[Sequence[Sequence[int]]] | WindowTokens,
+                     doc_ids: Sequence[int], *, max_seq_length: int, short_seq_prob: float,
+                     dupe_factor: int, rng: random.Random, cls_id: int, sep_id: int,
                      pairing: str = "google") -> list[Instance]:
   """The original's `create_training_instances` over one window of tokenized documents.
 
   Shuffles the documents, runs `dupe_factor` passes of `create_instances_from_document`
   over all of them, then shuffles the instances, all with `rng`, as the original does.
   """
-  order = list(range(len(documents)))
+  if pairing not in PAIRINGS:
+    raise ValueError(f"pairing={pairing!r}: use one of {PAIRINGS}.")
+  window = documents
+  if not isinstance(window, WindowTokens):
+    window = WindowTokens.from_documents(documents, cls_id=cls_id, sep_id=sep_id)
+  order = list(range(len(window.offsets)))
   rng.shuffle(order)  # = rng.shuffle(all_documents): same draws for the same length.
-  docs = [documents[k] for k in order]
+  shuffled = WindowTokens(window.tokens, [window.offsets[k] for k in order], cls_id, sep_id)
   ids = [doc_ids[k] for k in order]
   instances: list[Instance] = []
   for _ in range(dupe_factor):
-    for document_index in range(len(docs)):
-      instances.extend(create_instances_from_document(
-          docs, document_index, max_seq_length, short_seq_prob, rng,
-          cls_id=cls_id, sep_id=sep_id, doc_ids=ids, pairing=pairing))
+    for document_index in range(len(order)):
+      instances.extend(_pair_document(shuffled, document_index, max_seq_length,
+                                      short_seq_prob, rng, ids, pairing == "balanced"))
   rng.shuffle(instances)
   return instances
 
@@ -241,34 +327,49 @@ def window_instances(documents: Sequence[Sequence[str]], first_doc_id: int, wind
   fewer than 2 sentences is skipped and counted. Returns (instances, counts).
   """
   flat = [s for doc in documents for s in doc]
-  encoded = tokenizer.encode_batch(flat) if flat else []
+  ids, bounds = encode_flat(tokenizer, flat)
   max_num_tokens = options.max_seq_length - 3
   counts = {"documents": 0, "tokens": 0, "sentences": 0, "long_sentences": 0,
             "one_sentence_documents": 0, "isolated_documents": 0}
-  docs: list[list[list[int]]] = []
-  ids: list[int] = []
+  offsets: list[list[int]] = []
+  doc_ids: list[int] = []
   k = 0
   for d, doc in enumerate(documents):
-    sentences = [s for s in encoded[k:k + len(doc)] if s]
+    # A sentence that tokenizes to nothing has a start equal to its end: dropping repeated
+    # boundaries drops it.
+    off = np.unique(bounds[k:k + len(doc) + 1])
     k += len(doc)
-    if len(sentences) < 2:
+    if len(off) < 3:
       counts["one_sentence_documents"] += 1
       continue
-    docs.append(sentences)
-    ids.append(first_doc_id + d)
-    counts["sentences"] += len(sentences)
-    counts["tokens"] += sum(len(s) for s in sentences)
-    counts["long_sentences"] += sum(len(s) > max_num_tokens for s in sentences)
-  if len(docs) < 2:  # nothing to pair with: every pair would be forced NotNext-from-self.
-    counts["isolated_documents"] += len(docs)
+    offsets.append(off.tolist())
+    doc_ids.append(first_doc_id + d)
+    counts["sentences"] += len(off) - 1
+    counts["tokens"] += int(off[-1] - off[0])
+    counts["long_sentences"] += int((np.diff(off) > max_num_tokens).sum())
+  if len(offsets) < 2:  # nothing to pair with: every pair would be forced NotNext-from-self.
+    counts["isolated_documents"] += len(offsets)
     return [], counts
-  counts["documents"] = len(docs)
+  counts["documents"] = len(offsets)
+  window = WindowTokens(_compact(ids), offsets, tokenizer.cls_id, tokenizer.sep_id)
   insts = create_instances(
-      docs, ids, max_seq_length=options.max_seq_length,
+      window, doc_ids, max_seq_length=options.max_seq_length,
       short_seq_prob=options.short_seq_prob, dupe_factor=options.dupe_factor,
       rng=window_rng(options.random_seed, window_index), cls_id=tokenizer.cls_id,
       sep_id=tokenizer.sep_id, pairing=options.pairing)
   return insts, counts
+
+
+def encode_flat(tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+  """(ids, bounds): the ids of all texts in one array, text i = ids[bounds[i]:bounds[i+1]].
+  The tokenizer's own `encode_flat` where it has one (no Python list per text)."""
+  if hasattr(tokenizer, "encode_flat"):
+    return tokenizer.encode_flat(texts)
+  encoded = tokenizer.encode_batch(list(texts)) if texts else []
+  bounds = np.zeros(len(encoded) + 1, np.int64)
+  np.cumsum([len(e) for e in encoded], out=bounds[1:])
+  ids = np.fromiter(chain.from_iterable(encoded), np.int64, count=int(bounds[-1]))
+  return ids, bounds
 
 
 # --------------------------------------------------------------------------------------
@@ -279,15 +380,28 @@ _VERSION = 1
 _FLAG_RANDOM_NEXT = 1
 _FLAG_UINT16 = 2
 _HEADER = struct.Struct("<BBHqiiqii")  # version, flags, num_a, a_doc, a_start, a_end, b_...
+_NATIVE_U16 = struct.Struct("=H")  # one id as numpy's uint16 tobytes() writes it
 
 
 def encode_instance(inst: Instance) -> bytes:
   """Instance -> bytes (one shard record)."""
-  small = bool(inst.tokens.size == 0 or int(inst.tokens.max()) < 65536)
+  spans = inst._spans  # pylint: disable=protected-access
+  if spans is not None and spans[0].tokens.dtype == np.uint16 and max(
+      spans[0].cls_id, spans[0].sep_id) < 65536:
+    window, a_lo, a_hi, b_lo, b_hi = spans
+    t = window.tokens
+    cls, sep = _NATIVE_U16.pack(window.cls_id), _NATIVE_U16.pack(window.sep_id)
+    return b"".join((_header(inst, True), cls, t[a_lo:a_hi].tobytes(), sep,
+                     t[b_lo:b_hi].tobytes(), sep))
+  tokens = inst.tokens
+  small = bool(tokens.size == 0 or int(tokens.max()) < 65536)
+  return _header(inst, small) + tokens.astype(np.uint16 if small else np.int32).tobytes()
+
+
+def _header(inst: Instance, small: bool) -> bytes:
   flags = (_FLAG_RANDOM_NEXT if inst.is_random_next else 0) | (_FLAG_UINT16 if small else 0)
-  header = _HEADER.pack(_VERSION, flags, inst.num_a, inst.a_doc, inst.a_start, inst.a_end,
-                        inst.b_doc, inst.b_start, inst.b_end)
-  return header + inst.tokens.astype(np.uint16 if small else np.int32).tobytes()
+  return _HEADER.pack(_VERSION, flags, inst.num_a, inst.a_doc, inst.a_start, inst.a_end,
+                      inst.b_doc, inst.b_start, inst.b_end)
 
 
 def decode_instance(record: bytes) -> Instance:
@@ -304,7 +418,41 @@ def decode_instance(record: bytes) -> Instance:
 
 
 def decode_batch(records: Sequence[bytes], max_seq_length: int) -> dict[str, np.ndarray]:
-  """Records -> padded `input_ids`, `attention_mask`, `token_type_ids`, `next_sentence_labels`."""
+  """Records -> padded `input_ids`, `attention_mask`, `token_type_ids`, `next_sentence_labels`.
+
+  Records of uint16 ids (every vocabulary up to 65,536 tokens) are decoded together from
+  one joined buffer; a batch holding another kind of record is decoded one by one.
+  """
+  b = len(records)
+  sizes = np.fromiter(map(len, records), np.int64, count=b)
+  if b == 0 or sizes.min() < _HEADER.size:
+    return _decode_each(records, max_seq_length)
+  buffer = np.frombuffer(b"".join(records), np.uint8)
+  starts = np.concatenate([[0], np.cumsum(sizes[:-1])])
+  version, flags = buffer[starts], buffer[starts + 1]
+  if (version != _VERSION).any() or (flags & _FLAG_UINT16 == 0).any() or (sizes % 2).any():
+    return _decode_each(records, max_seq_length)
+  lengths = (sizes - _HEADER.size) // 2
+  if lengths.max() > max_seq_length:
+    raise _too_long(int(lengths.max()), max_seq_length)
+  num_a = buffer[starts + 2].astype(np.int32) | (buffer[starts + 3].astype(np.int32) << 8)
+  # Every record and header has an even size, so each record's ids are aligned uint16s.
+  ids16 = buffer.view(np.uint16)
+  pos = np.arange(max_seq_length)[None, :]
+  valid = pos < lengths[:, None]
+  at = np.where(valid, (starts[:, None] + _HEADER.size) // 2 + pos, 0)
+  input_ids = np.where(valid, ids16[at], 0).astype(np.int32)
+  return _padded(input_ids, lengths.astype(np.int32), num_a,
+                 (flags & _FLAG_RANDOM_NEXT).astype(np.int32))
+
+
+def _too_long(n: int, max_seq_length: int) -> ValueError:
+  return ValueError(f"a shard record has {n} tokens > max_seq_length={max_seq_length}: the "
+                    "shards were written for a longer --max_seq_length; set "
+                    "config.data.max_seq_length to match.")
+
+
+def _decode_each(records: Sequence[bytes], max_seq_length: int) -> dict[str, np.ndarray]:
   b = len(records)
   input_ids = np.zeros((b, max_seq_length), np.int32)
   lengths = np.zeros(b, np.int32)
@@ -317,14 +465,16 @@ def decode_batch(records: Sequence[bytes], max_seq_length: int) -> dict[str, np.
     tokens = np.frombuffer(record, np.uint16 if flags & _FLAG_UINT16 else np.int32,
                            offset=_HEADER.size)
     if len(tokens) > max_seq_length:
-      raise ValueError(f"a shard record has {len(tokens)} tokens > max_seq_length="
-                       f"{max_seq_length}: the shards were written for a longer "
-                       "--max_seq_length; set config.data.max_seq_length to match.")
+      raise _too_long(len(tokens), max_seq_length)
     input_ids[r, :len(tokens)] = tokens
     lengths[r] = len(tokens)
     num_a[r] = na
     labels[r] = flags & _FLAG_RANDOM_NEXT
-  pos = np.arange(max_seq_length)[None, :]
+  return _padded(input_ids, lengths, num_a, labels)
+
+
+def _padded(input_ids, lengths, num_a, labels) -> dict[str, np.ndarray]:
+  pos = np.arange(input_ids.shape[1])[None, :]
   attention_mask = (pos < lengths[:, None]).astype(np.int32)
   token_type_ids = ((pos >= num_a[:, None]) & (attention_mask > 0)).astype(np.int32)
   return {"input_ids": input_ids, "attention_mask": attention_mask,

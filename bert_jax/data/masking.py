@@ -58,6 +58,16 @@ def _uniform(keys: np.ndarray, length: int, stream: int) -> np.ndarray:
   return (_bits(keys, length, stream) >> _U64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
+def _bits_at(keys: np.ndarray, positions: np.ndarray, stream: int) -> np.ndarray:
+  """`_bits` at one position per key: uint64 [n] for (keys[i], positions[i], stream)."""
+  counters = (np.asarray(positions).astype(_U64) << _U64(2)) | _U64(stream)
+  return splitmix64(keys + splitmix64(counters))
+
+
+def _uniform_at(keys: np.ndarray, positions: np.ndarray, stream: int) -> np.ndarray:
+  return (_bits_at(keys, positions, stream) >> _U64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
 @dataclasses.dataclass(frozen=True)
 class MaskingSpec:
   """What masking needs to know about the vocabulary and the recipe."""
@@ -124,13 +134,10 @@ def mask_batch(input_ids: np.ndarray, lengths: np.ndarray, keys: np.ndarray,
   # Random order of the candidate words: sort their start positions by a random key.
   with np.errstate(over="ignore"):
     order_key = np.where(start, _uniform(keys, seq_len, _ORDER), 2.0)
-  order = np.argsort(order_key, axis=1, kind="stable")
-  chosen_start = np.zeros_like(start)
-  if spec.word_start is None:  # every word is one token: the first k in random order.
-    rank = np.empty_like(order)
-    rank[rows, order] = pos
-    chosen_start = start & (rank < k[:, None])
+  if spec.word_start is None:  # every word is one token: the k first in random order.
+    chosen = _first_k(order_key, start, k, num_preds)
   else:
+    order = np.argsort(order_key, axis=1, kind="stable")
     # Word sizes at their start positions: distance to the next start or non-candidate.
     boundary = start | ~cand
     nxt = np.where(boundary, pos, seq_len)
@@ -147,29 +154,49 @@ def mask_batch(input_ids: np.ndarray, lengths: np.ndarray, keys: np.ndarray,
       count += np.where(take, s, 0)
       if (count >= k).all():
         break
+    chosen_start = np.zeros_like(start)
     chosen_start[rows, order] = taken
-  # A token is chosen when the start of its word is.
-  word_of = np.maximum.accumulate(np.where(start, pos, 0), axis=1)
-  chosen = cand & np.take_along_axis(chosen_start, word_of, axis=1)
+    # A token is chosen when the start of its word is.
+    word_of = np.maximum.accumulate(np.where(start, pos, 0), axis=1)
+    chosen = cand & np.take_along_axis(chosen_start, word_of, axis=1)
 
+  # The chosen tokens (at most num_preds per row), row by row in increasing position:
+  # their slot in the row's predictions is how many chosen tokens precede them.
+  r, p = np.nonzero(chosen)
+  slot = np.cumsum(chosen, axis=1, dtype=np.int32)[r, p] - 1
+  original = ids[r, p]
+  # Each chosen token's draws: the streams of `_bits` at its (key, position) alone.
   with np.errstate(over="ignore"):
-    to_mask = _uniform(keys, seq_len, _MASK_OR_NOT) < 0.8
-    keep = _uniform(keys, seq_len, _KEEP_OR_RANDOM) < 0.5
-    random_ids = (_bits(keys, seq_len, _RANDOM_ID) % _U64(spec.vocab_size)).astype(np.int32)
-  masked = np.where(to_mask, spec.mask_id, np.where(keep, ids, random_ids))
-  out_ids = np.where(chosen, masked, ids).astype(np.int32)
+    token_keys = keys[r]
+    to_mask = _uniform_at(token_keys, p, _MASK_OR_NOT) < 0.8
+    keep = _uniform_at(token_keys, p, _KEEP_OR_RANDOM) < 0.5
+    random_ids = (_bits_at(token_keys, p, _RANDOM_ID) % _U64(spec.vocab_size)).astype(np.int32)
+  out_ids = ids.astype(np.int32)  # a copy
+  out_ids[r, p] = np.where(to_mask, spec.mask_id, np.where(keep, original, random_ids))
+  positions = np.zeros((b, num_preds), np.int32)
+  label_ids = np.zeros((b, num_preds), np.int32)
+  weights = np.zeros((b, num_preds), np.float32)
+  positions[r, slot] = p
+  label_ids[r, slot] = original
+  weights[r, slot] = 1.0
+  return {"input_ids": out_ids, "masked_lm_positions": positions,
+          "masked_lm_ids": label_ids, "masked_lm_weights": weights}
 
-  # Chosen positions in increasing order, padded with 0 / weight 0.
-  first = np.argsort(~chosen, axis=1, kind="stable")[:, :num_preds]
-  valid = np.take_along_axis(chosen, first, axis=1)
-  if first.shape[1] < num_preds:
-    pad = num_preds - first.shape[1]
-    first = np.pad(first, ((0, 0), (0, pad)))
-    valid = np.pad(valid, ((0, 0), (0, pad)))
-  return {
-      "input_ids": out_ids,
-      "masked_lm_positions": np.where(valid, first, 0).astype(np.int32),
-      "masked_lm_ids": np.where(valid, np.take_along_axis(ids, first, axis=1), 0).astype(
-          np.int32),
-      "masked_lm_weights": valid.astype(np.float32),
-  }
+
+def _first_k(order_key: np.ndarray, start: np.ndarray, k: np.ndarray,
+             num_preds: int) -> np.ndarray:
+  """bool [b, S]: per row the k[row] candidates with the smallest keys, i.e. ranks < k of
+  a stable argsort of `order_key`, found by a partial sort (k <= num_preds is small)."""
+  b, seq_len = order_key.shape
+  kk = min(num_preds, seq_len)
+  smallest = np.partition(order_key, kk - 1, axis=1)[:, :kk] if kk < seq_len else order_key
+  smallest = np.sort(smallest, axis=1)
+  threshold = smallest[np.arange(b), np.minimum(k, kk) - 1]
+  chosen = start & (order_key <= threshold[:, None])
+  tied = np.flatnonzero(chosen.sum(axis=1) > k)  # equal keys at the threshold (~2^-40)
+  for row in tied:  # the stable argsort's choice: the lowest positions among equals
+    order = np.argsort(order_key[row], kind="stable")
+    chosen[row] = False
+    chosen[row, order[:k[row]]] = True
+    chosen[row] &= start[row]
+  return chosen

@@ -116,10 +116,11 @@ def _clear_output(output_dir: str) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(options: Options) -> None:
+def _init_worker(options: Options, tokenizer=None) -> None:
+  """A worker's state: the options and a tokenizer (the driver's own when in-process)."""
   from bert_jax.tokenization import load_tokenizer
   _WORKER["options"] = options
-  _WORKER["tokenizer"] = load_tokenizer(options.vocab_file, options.do_lower_case)
+  _WORKER["tokenizer"] = tokenizer or load_tokenizer(options.vocab_file, options.do_lower_case)
 
 
 def write_shard(path: str, records: Sequence[bytes]) -> dict[str, Any]:
@@ -160,7 +161,7 @@ def _process_window(window_index: int, first_doc_id: int,
                        [instances_lib.encode_instance(i) for i in insts])
   counts.update(window=window_index, shard=name if insts else None, instances=len(insts),
                 random_next=sum(i.is_random_next for i in insts),
-                short=sum(len(i.tokens) < options.pairs.max_seq_length for i in insts),
+                short=sum(i.num_tokens < options.pairs.max_seq_length for i in insts),
                 **info)
   return counts
 
@@ -248,7 +249,7 @@ def run(input_file: str | Sequence[str], vocab_file: str, output_dir: str, *,
              in corpus.iter_windows(files, stats, documents_per_window, input_format)
              if w % num_tasks == task_index)
   if num_workers == 1:
-    _init_worker(options)
+    _init_worker(options, tokenizer)
     for w, first, docs in windows:
       collect(_process_window(w, first, docs))
   else:

@@ -30,8 +30,8 @@ def pair_statistics(insts: Iterable[instances_lib.Instance], max_seq_length: int
   lengths = []
   for inst in insts:
     n += 1
-    lengths.append(len(inst.tokens))
-    short += len(inst.tokens) < max_seq_length
+    lengths.append(inst.num_tokens)
+    short += inst.num_tokens < max_seq_length
     if inst.is_random_next:
       not_next += 1
       other_doc += inst.b_doc != inst.a_doc
