@@ -105,14 +105,27 @@ def test_truncation_equals_reference_loop():
   """random_truncate_pair (all draws at once) = the original's one-token loop: the same
   tokens kept and the same draws consumed, over 20,000 random length pairs."""
   r = random.Random(0)
-  for _ in range(20_000):
+  for n in range(20_000):
     la, lb, limit, seed = r.randint(1, 300), r.randint(1, 300), r.randint(2, 200), r.random()
+    if n % 1000 == 0:  # a sentence longer than 4,096 tokens over the limit: drawn one by one
+      la = r.randint(4300, 9000)
     a, b = list(range(la)), list(range(1000, 1000 + lb))
     ref_rng, our_rng = random.Random(seed), random.Random(seed)
     want_a, want_b = list(a), list(b)
     ref_truncate_seq_pair(want_a, want_b, limit, ref_rng)
     assert I.random_truncate_pair(a, b, limit, our_rng) == (want_a, want_b), (la, lb, limit)
     assert our_rng.random() == ref_rng.random()
+
+
+def test_randint_is_pythons():
+  """The pairing's randint takes the same draws and gives the same numbers as Python's."""
+  ours, ref = random.Random(3), random.Random(3)
+  r = random.Random(0)
+  for _ in range(20_000):
+    a = r.randint(0, 5)
+    b = a + r.choice([0, 1, 2, 7, 124, 10**6, 2**40])
+    assert I.randint(ours, a, b) == ref.randint(a, b)
+  assert ours.random() == ref.random()
 
 
 @pytest.fixture(scope="module")

@@ -107,6 +107,18 @@ def test_word_cache_is_bounded_and_exact(pair, monkeypatch):
   ours.clear_word_cache()
 
 
+def test_new_words_go_to_rust_in_one_call_or_word_by_word(pair):
+  """New words are split by one Rust call on the words joined by spaces; a word holding a
+  character Rust's whitespace split cuts at (none that basic tokenization lets through)
+  sends the call down the one-Encoding-per-word path, with the same pieces."""
+  ours, _ = pair
+  for words in (["hello", "unaffable", "x" * 150, "[MASK]"], ["a\u2028b", "hello"]):
+    flat, counts = ours._word_pieces(words)
+    per_word = [e.ids for e in ours._tok.encode_batch(words, add_special_tokens=False)]
+    assert counts.tolist() == [len(p) for p in per_word]
+    assert flat.tolist() == [i for p in per_word for i in p]
+
+
 def test_hard_case_behaviour_uncased(minilm_path):
   """What the reference does, spelled out on a few of the hard cases."""
   tok = tokenization.load_tokenizer(str(pathlib.Path(minilm_path) / "vocab.txt"))

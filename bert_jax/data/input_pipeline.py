@@ -42,6 +42,7 @@ from bert_jax.data import instances as instances_lib
 from bert_jax.data import masking
 from bert_jax.data import permutation
 
+RECORD_BLOCK = 16  # batches whose record indices are computed in one call
 FEATURES = ("input_ids", "attention_mask", "token_type_ids", "masked_lm_positions",
             "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
 STATE_VERSION = 1
@@ -313,6 +314,10 @@ class BatchStream:
     self.shuffle = shuffle
     self.dynamic_masking = dynamic_masking
     self.num_records = len(source)
+    # Record indices of upcoming batches, computed RECORD_BLOCK batches at a time (the
+    # permutation costs mostly per call): position -> this host's record indices.
+    self._upcoming: dict[int, np.ndarray] = {}
+    self._upcoming_lock = threading.Lock()
 
   def record_indices(self, positions: np.ndarray) -> np.ndarray:
     """Global stream positions -> record indices (a new permutation every epoch)."""
@@ -326,11 +331,29 @@ class BatchStream:
                                           seed=(self.seed + int(e)) % 2**32)
     return out
 
+  def _rows(self, position: int) -> np.ndarray:
+    """Stream positions of this host's rows of the global batch at `position`."""
+    return position + self.process_index * self.local_batch_size + np.arange(
+        self.local_batch_size, dtype=np.int64)
+
+  def _batch_records(self, position: int) -> np.ndarray:
+    with self._upcoming_lock:
+      rec = self._upcoming.pop(position, None)
+    if rec is None:
+      starts = [position + j * self.global_batch_size for j in range(RECORD_BLOCK)]
+      block = np.split(self.record_indices(np.concatenate([self._rows(p) for p in starts])),
+                       RECORD_BLOCK)
+      rec = block[0]
+      with self._upcoming_lock:
+        if len(self._upcoming) > 4 * RECORD_BLOCK:  # jumps around (resume, eval): forget
+          self._upcoming.clear()
+        self._upcoming.update(zip(starts[1:], block[1:]))
+    return rec
+
   def batch_at(self, position: int) -> dict[str, np.ndarray]:
     """This host's rows of the global batch that starts at stream `position`."""
-    g = position + self.process_index * self.local_batch_size + np.arange(
-        self.local_batch_size, dtype=np.int64)
-    rec = self.record_indices(g)
+    g = self._rows(position)
+    rec = self._batch_records(position)
     batch = instances_lib.decode_batch(self.source.read(rec), self.max_seq_length)
     keys = masking.example_keys(self.seed, g if self.dynamic_masking else rec)
     masked = masking.mask_batch(batch["input_ids"], batch["lengths"], keys, self.spec)

@@ -34,7 +34,9 @@ sentence ranges of A and B) so tests and benchmarks can check every pair.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 from itertools import chain
 import random
 import struct
@@ -143,25 +145,45 @@ def truncation_counts(la: int, lb: int, max_num_tokens: int,
   The original removes one token per loop turn from the longer side (B when the sides are
   level), front or back by one `rng.random()` draw each. The sides taken follow from the
   lengths alone: the longer side until it is level (B one more), then A and B in turn.
-  So the same draws are made in one comprehension and each side's counts read from them.
+  `rng.random() < 0.5` is "the first of its two 32-bit Mersenne Twister words is below
+  2^31", so the draws are made by one `getrandbits` of the same words (bit 64i + 31 is draw
+  i's answer) and each side's fronts counted with a mask of its turns.
   """
   excess = la + lb - max_num_tokens
   if excess <= 0:
     return 0, 0, 0, 0
-  draw = rng.random
-  front = [draw() < 0.5 for _ in range(excess)]  # the same draws, in order
-  # Turns on the longer side first: A while la > lb; B while lb >= la, which ends one
-  # past level. Then they alternate, starting with B when A led and with A when B did.
-  if la > lb:
+  if la > lb:  # the leading side's turns: [0, lead), then every other one after it
     lead = min(excess, la - lb)
-    a_turns = front[:lead] + front[lead + 1::2]
-    b_turns = front[lead::2]
   else:
     lead = min(excess, lb - la + 1)
-    a_turns = front[lead::2]
-    b_turns = front[:lead] + front[lead + 1::2]
-  a_front, b_front = sum(a_turns), sum(b_turns)
-  return a_front, len(a_turns) - a_front, b_front, len(b_turns) - b_front
+  lead_turns, other_turns = lead + (excess - lead) // 2, (excess - lead + 1) // 2
+  if excess <= _MAX_MASKED_DRAWS:
+    bits = rng.getrandbits(64 * excess)
+    lead_mask = _first_draws(_EVERY_DRAW, lead) | (
+        _first_draws(_EVEN_DRAWS, excess - lead - 1) << (64 * (lead + 1)))
+    other_mask = _first_draws(_EVEN_DRAWS, excess - lead) << (64 * lead)
+    # A set bit is a draw >= 0.5: a token from the back.
+    lead_front = lead_turns - (bits & lead_mask).bit_count()
+    other_front = other_turns - (bits & other_mask).bit_count()
+  else:  # a very long sentence: draw by draw
+    draw = rng.random
+    front = [draw() < 0.5 for _ in range(excess)]
+    lead_front = sum(front[:lead]) + sum(front[lead + 1::2])
+    other_front = sum(front[lead::2])
+  if la > lb:
+    return lead_front, lead_turns - lead_front, other_front, other_turns - other_front
+  return other_front, other_turns - other_front, lead_front, lead_turns - lead_front
+
+
+_MAX_MASKED_DRAWS = 4096
+# Bit 64i + 31 (draw i's answer in getrandbits(64 * n)) for every draw, and every even one.
+_EVERY_DRAW = int.from_bytes(b"\0\0\0\x80\0\0\0\0" * _MAX_MASKED_DRAWS, "little")
+_EVEN_DRAWS = int.from_bytes((b"\0\0\0\x80" + b"\0" * 12) * (_MAX_MASKED_DRAWS // 2), "little")
+
+
+def _first_draws(mask: int, n: int) -> int:
+  """`mask` limited to draws [0, n)."""
+  return mask & ((1 << (64 * n)) - 1) if n > 0 else 0
 
 
 def random_truncate_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: int,
@@ -170,6 +192,12 @@ def random_truncate_pair(tokens_a: list[int], tokens_b: list[int], max_num_token
   la, lb = len(tokens_a), len(tokens_b)
   a_front, a_back, b_front, b_back = truncation_counts(la, lb, max_num_tokens, rng)
   return tokens_a[a_front:la - a_back], tokens_b[b_front:lb - b_back]
+
+
+def randint(rng: random.Random, a: int, b: int) -> int:
+  """`rng.randint(a, b)`: the same draw and result (CPython's randrange is a +
+  _randbelow(b - a + 1) for these arguments; tests check it), minus two calls' checks."""
+  return a + rng._randbelow(b - a + 1)  # pylint: disable=protected-access
 
 
 PAIRINGS = ("balanced", "google")
@@ -206,7 +234,7 @@ def _pair_document(window: WindowTokens, document_index: int, max_seq_length: in
     # Usually fill the whole sequence; sometimes (short_seq_prob) use a shorter one to
     # reduce the mismatch between pre-training and fine-tuning. A target, not a limit.
     if rng.random() < short_seq_prob:
-      return rng.randint(2, max_num_tokens)
+      return randint(rng, 2, max_num_tokens)
     return max_num_tokens
 
   target_seq_length = draw_target()  # google: once per document
@@ -237,7 +265,7 @@ def _pair_document(window: WindowTokens, document_index: int, max_seq_length: in
       # `a_end` is how many sentences of the chunk go into A.
       a_end = 1
       if chunk_size >= 2:
-        a_end = rng.randint(1, chunk_size - 1)
+        a_end = randint(rng, 1, chunk_size - 1)
       a_lo, a_hi = off[chunk_start], off[chunk_start + a_end]
       if chunk_size == 1 or rng.random() < 0.5:
         is_random_next = True
@@ -247,10 +275,10 @@ def _pair_document(window: WindowTokens, document_index: int, max_seq_length: in
         tries = 0
         while random_document_index == document_index and (
             tries < 10 or len(all_offsets) > 1):
-          random_document_index = rng.randint(0, len(all_offsets) - 1)
+          random_document_index = randint(rng, 0, len(all_offsets) - 1)
           tries += 1
         r_off = all_offsets[random_document_index]
-        random_start = rng.randint(0, len(r_off) - 2)
+        random_start = randint(rng, 0, len(r_off) - 2)
         b_lo = r_off[random_start]
         # Sentences from random_start until B reaches its target (or the document ends).
         j = random_start
@@ -326,6 +354,24 @@ def window_instances(documents: Sequence[Sequence[str]], first_doc_id: int, wind
   Sentences that tokenize to nothing are dropped (as the original); a document left with
   fewer than 2 sentences is skipped and counted. Returns (instances, counts).
   """
+  with _gc_paused():
+    return _window_instances(documents, first_doc_id, window_index, tokenizer, options)
+
+
+@contextlib.contextmanager
+def _gc_paused():
+  """Python's cycle collector off while a window's millions of word lists and instances are
+  made (none holds a cycle): its full passes over them cost a quarter of tokenization."""
+  enabled = gc.isenabled()
+  gc.disable()
+  try:
+    yield
+  finally:
+    if enabled:
+      gc.enable()
+
+
+def _window_instances(documents, first_doc_id, window_index, tokenizer, options):
   flat = [s for doc in documents for s in doc]
   ids, bounds = encode_flat(tokenizer, flat)
   max_num_tokens = options.max_seq_length - 3
@@ -436,12 +482,14 @@ def decode_batch(records: Sequence[bytes], max_seq_length: int) -> dict[str, np.
   if lengths.max() > max_seq_length:
     raise _too_long(int(lengths.max()), max_seq_length)
   num_a = buffer[starts + 2].astype(np.int32) | (buffer[starts + 3].astype(np.int32) << 8)
-  # Every record and header has an even size, so each record's ids are aligned uint16s.
+  # Every record and header has an even size, so each record's ids are aligned uint16s:
+  # all of them in order are the buffer's uint16s outside the headers, and they fill the
+  # rows' first `lengths` places in row-major order.
   ids16 = buffer.view(np.uint16)
-  pos = np.arange(max_seq_length)[None, :]
-  valid = pos < lengths[:, None]
-  at = np.where(valid, (starts[:, None] + _HEADER.size) // 2 + pos, 0)
-  input_ids = np.where(valid, ids16[at], 0).astype(np.int32)
+  is_id = np.ones(len(ids16), bool)
+  is_id[(starts[:, None] // 2 + np.arange(_HEADER.size // 2)).reshape(-1)] = False
+  input_ids = np.zeros((b, max_seq_length), np.int32)
+  input_ids[np.arange(max_seq_length)[None, :] < lengths[:, None]] = ids16[is_id]
   return _padded(input_ids, lengths.astype(np.int32), num_a,
                  (flags & _FLAG_RANDOM_NEXT).astype(np.int32))
 

@@ -32,6 +32,8 @@ _M2 = _U64(0x94D049BB133111EB)
 
 # Independent random streams per position.
 _ORDER, _MASK_OR_NOT, _KEEP_OR_RANDOM, _RANDOM_ID = 0, 1, 2, 3
+# splitmix64((position << 2) | stream) for positions 0, 1, ... (grown when needed).
+_COUNTER_HASH = [np.zeros(0, _U64) for _ in range(4)]
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -60,8 +62,13 @@ def _uniform(keys: np.ndarray, length: int, stream: int) -> np.ndarray:
 
 def _bits_at(keys: np.ndarray, positions: np.ndarray, stream: int) -> np.ndarray:
   """`_bits` at one position per key: uint64 [n] for (keys[i], positions[i], stream)."""
-  counters = (np.asarray(positions).astype(_U64) << _U64(2)) | _U64(stream)
-  return splitmix64(keys + splitmix64(counters))
+  positions = np.asarray(positions)
+  length = int(positions.max(initial=0)) + 1
+  table = _COUNTER_HASH[stream]  # the per-position half of the hash, kept
+  if length > len(table):  # (a local reference: another thread may swap in a shorter one)
+    table = splitmix64((np.arange(max(length, 512), dtype=_U64) << _U64(2)) | _U64(stream))
+    _COUNTER_HASH[stream] = table
+  return splitmix64(keys + table[positions])
 
 
 def _uniform_at(keys: np.ndarray, positions: np.ndarray, stream: int) -> np.ndarray:
@@ -131,9 +138,10 @@ def mask_batch(input_ids: np.ndarray, lengths: np.ndarray, keys: np.ndarray,
     start = cand & (spec.word_start[ids] | ~prev_cand)
   k = num_to_predict(lengths, spec)
 
-  # Random order of the candidate words: sort their start positions by a random key.
+  # Random order of the candidate words: sort their start positions by a random key (the
+  # 53 bits of `_uniform`, as integers: the same order; non-candidates last).
   with np.errstate(over="ignore"):
-    order_key = np.where(start, _uniform(keys, seq_len, _ORDER), 2.0)
+    order_key = np.where(start, _bits(keys, seq_len, _ORDER) >> _U64(11), _U64(1 << 53))
   if spec.word_start is None:  # every word is one token: the k first in random order.
     chosen = _first_k(order_key, start, k, num_preds)
   else:
@@ -162,9 +170,11 @@ def mask_batch(input_ids: np.ndarray, lengths: np.ndarray, keys: np.ndarray,
 
   # The chosen tokens (at most num_preds per row), row by row in increasing position:
   # their slot in the row's predictions is how many chosen tokens precede them.
-  r, p = np.nonzero(chosen)
-  slot = np.cumsum(chosen, axis=1, dtype=np.int32)[r, p] - 1
-  original = ids[r, p]
+  flat = np.flatnonzero(chosen)
+  r, p = np.divmod(flat, seq_len)
+  per_row = np.bincount(r, minlength=b)
+  slot = np.arange(len(flat)) - (np.cumsum(per_row) - per_row)[r]
+  original = ids.reshape(-1)[flat]
   # Each chosen token's draws: the streams of `_bits` at its (key, position) alone.
   with np.errstate(over="ignore"):
     token_keys = keys[r]
@@ -172,7 +182,8 @@ def mask_batch(input_ids: np.ndarray, lengths: np.ndarray, keys: np.ndarray,
     keep = _uniform_at(token_keys, p, _KEEP_OR_RANDOM) < 0.5
     random_ids = (_bits_at(token_keys, p, _RANDOM_ID) % _U64(spec.vocab_size)).astype(np.int32)
   out_ids = ids.astype(np.int32)  # a copy
-  out_ids[r, p] = np.where(to_mask, spec.mask_id, np.where(keep, original, random_ids))
+  out_ids.reshape(-1)[flat] = np.where(to_mask, spec.mask_id,
+                                       np.where(keep, original, random_ids))
   positions = np.zeros((b, num_preds), np.int32)
   label_ids = np.zeros((b, num_preds), np.int32)
   weights = np.zeros((b, num_preds), np.float32)
@@ -193,7 +204,7 @@ def _first_k(order_key: np.ndarray, start: np.ndarray, k: np.ndarray,
   smallest = np.sort(smallest, axis=1)
   threshold = smallest[np.arange(b), np.minimum(k, kk) - 1]
   chosen = start & (order_key <= threshold[:, None])
-  tied = np.flatnonzero(chosen.sum(axis=1) > k)  # equal keys at the threshold (~2^-40)
+  tied = np.flatnonzero(np.count_nonzero(chosen, axis=1) > k)  # equal keys (~2^-40)
   for row in tied:  # the stable argsort's choice: the lowest positions among equals
     order = np.argsort(order_key[row], kind="stable")
     chosen[row] = False
