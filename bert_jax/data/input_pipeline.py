@@ -135,8 +135,8 @@ def _text_source(files: list[str], tokenizer, options: instances_lib.PairOptions
     records: list[bytes] = []
     counts: dict[str, int] = {}
     for w, first, docs in corpus.iter_windows(files, stats, documents_per_window):
-      insts, c = instances_lib.window_instances(docs, first, w, tokenizer, options)
-      records.extend(instances_lib.encode_instance(i) for i in insts)
+      pairs, c = instances_lib.window_instances(docs, first, w, tokenizer, options)
+      records.extend(pairs.records())
       for k, v in c.items():
         counts[k] = counts.get(k, 0) + v
     logging.info("paired %d text file(s) in memory: %d instances, %s", len(files),

@@ -34,6 +34,7 @@ sentence ranges of A and B) so tests and benchmarks can check every pair.
 """
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import dataclasses
 import gc
@@ -215,14 +216,17 @@ def create_instances_from_document(
   window = all_documents
   if not isinstance(window, WindowTokens):
     window = WindowTokens.from_documents(all_documents, cls_id=cls_id, sep_id=sep_id)
-  return _pair_document(window, document_index, max_seq_length, short_seq_prob, rng,
-                        doc_ids, pairing == "balanced")
+  rows: list[tuple[int, ...]] = []
+  _pair_document(window, document_index, max_seq_length, short_seq_prob, rng, doc_ids,
+                 pairing == "balanced", rows)
+  return list(Pairs(window, rows))
 
 
 def _pair_document(window: WindowTokens, document_index: int, max_seq_length: int,
                    short_seq_prob: float, rng: random.Random, doc_ids: Sequence[int] | None,
-                   balanced: bool) -> list[Instance]:
-  """The pairing loop over sentence boundaries: A and B are spans of the window's ids."""
+                   balanced: bool, out: list[tuple[int, ...]]) -> None:
+  """The pairing loop over sentence boundaries: A and B are spans of the window's ids;
+  appends one `Pairs` row per pair to `out`."""
   all_offsets = window.offsets
   off = all_offsets[document_index]
   n = len(off) - 1  # sentences in the document
@@ -240,7 +244,6 @@ def _pair_document(window: WindowTokens, document_index: int, max_seq_length: in
   target_seq_length = draw_target()  # google: once per document
   first_chunk = True
 
-  instances = []
   chunk_size = 0  # sentences in the current chunk
   current_length = 0
   chunk_start = 0  # index in the document of the chunk's first sentence
@@ -296,40 +299,96 @@ def _pair_document(window: WindowTokens, document_index: int, max_seq_length: in
                                                            max_num_tokens, rng)
       a_lo, a_hi, b_lo, b_hi = a_lo + a_front, a_hi - a_back, b_lo + b_front, b_hi - b_back
       assert a_hi > a_lo and b_hi > b_lo, "sentences must not be empty"
-      instances.append(Instance.from_spans(
-          window, (a_lo, a_hi), (b_lo, b_hi), is_random_next,
-          (doc_id(document_index), chunk_start, chunk_start + a_end, *provenance_b)))
+      out.append((a_lo, a_hi, b_lo, b_hi, is_random_next, doc_id(document_index),
+                  chunk_start, chunk_start + a_end, *provenance_b))
       chunk_size = 0
       current_length = 0
     i += 1
-  return instances
 
 
 def create_instances(documents: Sequence[Sequence[Sequence[int]]] | WindowTokens,
                      doc_ids: Sequence[int], *, max_seq_length: int, short_seq_prob: float,
                      dupe_factor: int, rng: random.Random, cls_id: int, sep_id: int,
                      pairing: str = "google") -> list[Instance]:
-  """The original's `create_training_instances` over one window of tokenized documents.
-
-  Shuffles the documents, runs `dupe_factor` passes of `create_instances_from_document`
-  over all of them, then shuffles the instances, all with `rng`, as the original does.
-  """
-  if pairing not in PAIRINGS:
-    raise ValueError(f"pairing={pairing!r}: use one of {PAIRINGS}.")
+  """The original's `create_training_instances` over one window of tokenized documents
+  (lists of sentences of ids, or a `WindowTokens`); see `pair_window`."""
   window = documents
   if not isinstance(window, WindowTokens):
     window = WindowTokens.from_documents(documents, cls_id=cls_id, sep_id=sep_id)
+  return list(pair_window(window, doc_ids, max_seq_length=max_seq_length,
+                          short_seq_prob=short_seq_prob, dupe_factor=dupe_factor, rng=rng,
+                          pairing=pairing))
+
+
+def pair_window(window: WindowTokens, doc_ids: Sequence[int], *, max_seq_length: int,
+                short_seq_prob: float, dupe_factor: int, rng: random.Random,
+                pairing: str = "google") -> "Pairs":
+  """Shuffles the documents, runs `dupe_factor` passes of `create_instances_from_document`
+  over all of them, then shuffles the pairs, all with `rng`, as the original's
+  `create_training_instances` does."""
+  if pairing not in PAIRINGS:
+    raise ValueError(f"pairing={pairing!r}: use one of {PAIRINGS}.")
   order = list(range(len(window.offsets)))
   rng.shuffle(order)  # = rng.shuffle(all_documents): same draws for the same length.
-  shuffled = WindowTokens(window.tokens, [window.offsets[k] for k in order], cls_id, sep_id)
+  shuffled = WindowTokens(window.tokens, [window.offsets[k] for k in order], window.cls_id,
+                          window.sep_id)
   ids = [doc_ids[k] for k in order]
-  instances: list[Instance] = []
+  rows: list[tuple[int, ...]] = []
   for _ in range(dupe_factor):
     for document_index in range(len(order)):
-      instances.extend(_pair_document(shuffled, document_index, max_seq_length,
-                                      short_seq_prob, rng, ids, pairing == "balanced"))
-  rng.shuffle(instances)
-  return instances
+      _pair_document(shuffled, document_index, max_seq_length, short_seq_prob, rng, ids,
+                     pairing == "balanced", rows)
+  rng.shuffle(rows)  # the same draws as shuffling a list of instances of that length
+  return Pairs(window, rows)
+
+
+class Pairs(collections.abc.Sequence):
+  """A window's pairs as one table (row i: A and B spans, NSP label, provenance), a
+  sequence of `Instance`s made on access; `records()` encodes them all at once."""
+
+  def __init__(self, window: WindowTokens, rows: Sequence[tuple[int, ...]]):
+    self.window = window
+    # a_lo, a_hi, b_lo, b_hi, is_random_next, a_doc, a_start, a_end, b_doc, b_start, b_end
+    self.rows = np.array(rows, np.int64).reshape(-1, 11)
+
+  def __len__(self) -> int:
+    return len(self.rows)
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return [self[k] for k in range(*i.indices(len(self)))]
+    a_lo, a_hi, b_lo, b_hi, nsp, *provenance = self.rows[i].tolist()
+    return Instance.from_spans(self.window, (a_lo, a_hi), (b_lo, b_hi), bool(nsp),
+                               tuple(provenance))
+
+  @property
+  def is_random_next(self) -> np.ndarray:
+    return self.rows[:, 4].astype(bool)
+
+  @property
+  def num_tokens(self) -> np.ndarray:
+    r = self.rows
+    return r[:, 1] - r[:, 0] + r[:, 3] - r[:, 2] + 3
+
+  def records(self) -> list[bytes]:
+    """Every pair's shard record (as `encode_instance`): the headers packed as one numpy
+    structured array, the ids sliced from the window's array."""
+    w = self.window
+    if not len(self) or w.tokens.dtype != np.uint16 or max(w.cls_id, w.sep_id) >= 65536:
+      return [encode_instance(inst) for inst in self]
+    r = self.rows
+    header = np.zeros(len(r), _HEADER_DTYPE)
+    header["version"] = _VERSION
+    header["flags"] = _FLAG_UINT16 | np.where(r[:, 4] > 0, _FLAG_RANDOM_NEXT, 0)
+    header["num_a"] = r[:, 1] - r[:, 0] + 2
+    for k, name in enumerate(("a_doc", "a_start", "a_end", "b_doc", "b_start", "b_end")):
+      header[name] = r[:, 5 + k]
+    headers, size = header.tobytes(), _HEADER.size
+    t, cls, sep = w.tokens, _NATIVE_U16.pack(w.cls_id), _NATIVE_U16.pack(w.sep_id)
+    join = b"".join
+    return [join((headers[size * i:size * (i + 1)], cls, t[a_lo:a_hi].tobytes(), sep,
+                  t[b_lo:b_hi].tobytes(), sep))
+            for i, (a_lo, a_hi, b_lo, b_hi) in enumerate(r[:, :4].tolist())]
 
 
 def window_rng(random_seed: int, window_index: int) -> random.Random:
@@ -348,7 +407,7 @@ class PairOptions:
 
 
 def window_instances(documents: Sequence[Sequence[str]], first_doc_id: int, window_index: int,
-                     tokenizer, options: PairOptions) -> tuple[list[Instance], dict[str, int]]:
+                     tokenizer, options: PairOptions) -> tuple[Pairs, dict[str, int]]:
   """Tokenizes one window of documents (sentence strings) and builds its instances.
 
   Sentences that tokenize to nothing are dropped (as the original); a document left with
@@ -395,15 +454,15 @@ def _window_instances(documents, first_doc_id, window_index, tokenizer, options)
     counts["long_sentences"] += int((np.diff(off) > max_num_tokens).sum())
   if len(offsets) < 2:  # nothing to pair with: every pair would be forced NotNext-from-self.
     counts["isolated_documents"] += len(offsets)
-    return [], counts
+    return Pairs(WindowTokens(np.zeros(0, np.uint16), [], tokenizer.cls_id,
+                              tokenizer.sep_id), []), counts
   counts["documents"] = len(offsets)
   window = WindowTokens(_compact(ids), offsets, tokenizer.cls_id, tokenizer.sep_id)
-  insts = create_instances(
+  pairs = pair_window(
       window, doc_ids, max_seq_length=options.max_seq_length,
       short_seq_prob=options.short_seq_prob, dupe_factor=options.dupe_factor,
-      rng=window_rng(options.random_seed, window_index), cls_id=tokenizer.cls_id,
-      sep_id=tokenizer.sep_id, pairing=options.pairing)
-  return insts, counts
+      rng=window_rng(options.random_seed, window_index), pairing=options.pairing)
+  return pairs, counts
 
 
 def encode_flat(tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -427,6 +486,10 @@ _FLAG_RANDOM_NEXT = 1
 _FLAG_UINT16 = 2
 _HEADER = struct.Struct("<BBHqiiqii")  # version, flags, num_a, a_doc, a_start, a_end, b_...
 _NATIVE_U16 = struct.Struct("=H")  # one id as numpy's uint16 tobytes() writes it
+_HEADER_DTYPE = np.dtype([("version", "u1"), ("flags", "u1"), ("num_a", "<u2"),
+                          ("a_doc", "<i8"), ("a_start", "<i4"), ("a_end", "<i4"),
+                          ("b_doc", "<i8"), ("b_start", "<i4"), ("b_end", "<i4")])
+assert _HEADER_DTYPE.itemsize == _HEADER.size
 
 
 def encode_instance(inst: Instance) -> bytes:
