@@ -243,3 +243,13 @@ def test_shard_source_reads_any_indices_across_shards(shard_dir):
   assert src.read(order) == [every[i] for i in order]
   with pytest.raises(IndexError, match="out of range"):
     src.read([len(every)])
+  # More shards than may be open at once (a small `ulimit -n`): the least recently used
+  # idle readers are closed and reopened as needed, by any number of threads.
+  from concurrent.futures import ThreadPoolExecutor
+  few = ip.ShardSource(files, None, max_open=1)
+  assert few.read(order) == [every[i] for i in order] and few.open_readers == 1
+  chunks = np.array_split(order, 12)
+  with ThreadPoolExecutor(4) as pool:
+    got = list(pool.map(few.read, chunks))
+  assert [r for part in got for r in part] == [every[i] for i in order]
+  assert few.open_readers <= 1 and not few._in_use
