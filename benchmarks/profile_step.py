@@ -3,6 +3,8 @@
   python benchmarks/profile_step.py [--tasks=classification,qa,multiple_choice] \
       [--impls=bert_jax,hf-torch] [--size=base|minilm|tiny] [--steps=4] [--json=out.json] \
       [--batch=B --seq=S]  # another shape, e.g. GLUE's: --size=minilm --batch=32 --seq=80
+  python benchmarks/profile_step.py --ablations ...  # bert_jax's step without dropout,
+      # with tanh GELU or ReLU (one process each, no perf): what those parts cost
 
 Each (task, implementation) runs alone in a child process: it builds the step exactly as
 `benchmarks/finetune_step.py` does (same shapes, recipe and random batch), runs two
@@ -102,7 +104,8 @@ def set_shape(task: str, batch: int, seq: int) -> tuple[int, int, int, str]:
   return fs.TASKS[task]
 
 
-def child(task: str, impl: str, size: str, steps: int, batch: int = 0, seq: int = 0) -> None:
+def child(task: str, impl: str, size: str, steps: int, batch: int = 0, seq: int = 0,
+          model_overrides: str = "") -> None:
   """Builds the step, warms up, says READY, waits for a line on stdin, runs `steps` timed
   steps and prints their JSON (wall seconds each, CPU seconds per step)."""
   import finetune_step as fs
@@ -111,6 +114,9 @@ def child(task: str, impl: str, size: str, steps: int, batch: int = 0, seq: int 
   c = fs.make_config(size == "tiny", fs.TASKS[task][2])
   c.model.num_layers, c.model.hidden_size = layers, hidden
   c.model.num_heads, c.model.intermediate_size = heads, inter
+  for item in filter(None, model_overrides.split(",")):  # e.g. hidden_act=relu
+    key, value = item.split("=")
+    c.model[key] = type(c.model[key])(value)
   batch = fs.synthetic_batch(task)
   run = fs.ours(task, c, batch)[0] if impl == "bert_jax" else fs.torch_peer(task, c, batch)[0]
   run()
@@ -172,6 +178,43 @@ def profile(task: str, impl: str, size: str, steps: int, batch: int = 0, seq: in
                           for p, d, s in rows[:25]]}
 
 
+# What the step's non-matmul work is made of: the same step with one part changed.
+ABLATIONS = (("the fine-tuning recipe", ""),
+             ("no dropout (hidden and attention)", "dropout_rate=0,attention_dropout_rate=0"),
+             ("no attention-probability dropout", "attention_dropout_rate=0"),
+             ("tanh GELU instead of erf", "hidden_act=gelu_tanh"),
+             ("ReLU instead of GELU", "hidden_act=relu"),
+             ("the fine-tuning recipe, again", ""))
+
+
+def ablate(task: str, size: str, steps: int, batch: int, seq: int) -> list[dict]:
+  """bert_jax's step under each of ABLATIONS, one child process each (no perf)."""
+  rows = []
+  for name, overrides in ABLATIONS:
+    p = subprocess.Popen([sys.executable, os.path.abspath(__file__),
+                          f"--child=bert_jax_ablation:{task}", f"--size={size}",
+                          f"--steps={steps}", f"--batch={batch}", f"--seq={seq}",
+                          f"--model_overrides={overrides}"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True,
+                         env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    try:
+      for line in p.stdout:
+        if line.strip() == "READY":
+          break
+      p.stdin.write("go\n")
+      p.stdin.flush()
+      result = json.loads(p.stdout.readline())
+    finally:
+      p.wait()
+    times = sorted(result["times_s"])
+    rows.append({"variant": name, "model_overrides": overrides,
+                 "step_s": times[len(times) // 2], "times_s": result["times_s"],
+                 "cpu_s_per_step": result["cpu_s_per_step"]})
+    print(f"{name:40s} {rows[-1]['step_s'] * 1e3:6.0f} ms, {result['cpu_s_per_step']:.2f} "
+          "CPU s per step", flush=True)
+  return rows
+
+
 def peak_matmul_per_core() -> float:
   """Fastest 2048^3 float32 matmul of XLA:CPU, in FLOP/s per core (a child process)."""
   code = ("import sys; sys.path.insert(0, %r); import train_step; "
@@ -190,11 +233,30 @@ def main(argv=None) -> None:
   ap.add_argument("--batch", type=int, default=0, help="batch instead of the task's own")
   ap.add_argument("--seq", type=int, default=0, help="sequence length instead of the task's")
   ap.add_argument("--json", default="")
+  ap.add_argument("--ablations", action="store_true",
+                  help="time bert_jax's step with dropout / GELU variants (no perf)")
   ap.add_argument("--child", default="", help=argparse.SUPPRESS)
+  ap.add_argument("--model_overrides", default="", help=argparse.SUPPRESS)
   a = ap.parse_args(argv)
   if a.child:
     task, impl = a.child.split(":")
-    return child(task, impl, a.size, a.steps, a.batch, a.seq)
+    if task == "bert_jax_ablation":
+      task, impl = impl, "bert_jax"
+    return child(task, impl, a.size, a.steps, a.batch, a.seq, a.model_overrides)
+  if a.ablations:
+    import finetune_step as fs
+    task = a.tasks.split(",")[0]
+    desc = set_shape(task, a.batch, a.seq)[3]
+    rows = ablate(task, a.size, a.steps, a.batch, a.seq)
+    if a.json:
+      with open(a.json, "w") as f:
+        json.dump({"command": "python benchmarks/profile_step.py " + " ".join(
+            argv or sys.argv[1:]), "commit": peers.commit(), "shape": desc,
+                   "size": a.size, "steps": a.steps,
+                   "machine": {**fs.machine(), "load_average": os.getloadavg()},
+                   "rows": rows}, f, indent=2)
+      print(f"wrote {a.json}")
+    return None
   if shutil.which("perf") is None:
     raise SystemExit("profile_step.py needs Linux perf: apt-get install linux-perf")
   import finetune_step as fs

@@ -119,6 +119,21 @@ def finetune_step(name: str = "finetune_step.json") -> str:
   return "\n".join(lines)
 
 
+def profile_step_ablations() -> str:
+  r = _load("profile_step_ablations.json")
+  lines = ["| variant (bert_jax step, " + r["shape"] + f", {r['size']}) | median step ms | "
+           "CPU s / step | every step, ms |", "| --- | --- | --- | --- |"]
+  for x in r["rows"]:
+    steps = " ".join(f"{1000 * t:,.0f}" for t in x["times_s"])
+    lines.append(f"| {x['variant']} | {1000 * x['step_s']:,.0f} | {x['cpu_s_per_step']:.2f} | "
+                 f"{steps} |")
+  m = r["machine"]
+  lines += ["", f"One process per row, {r['steps']} timed steps after two warm-up steps. "
+            f"Machine: {m['cores']} cores ({m['cpu']}); commit {r.get('commit', '?')[:10]}; "
+            f"command `{r['command']}`."]
+  return "\n".join(lines)
+
+
 def profile_step(name: str = "profile_step.json") -> str:
   """CPU seconds per fine-tuning step by category (perf), ours and HF PyTorch per shape."""
   r = _load(name)
@@ -328,7 +343,7 @@ TABLES = {"glue_finetune": glue_finetune, "squad_v2": squad_v2, "commonsense_qa"
           "finetune_step_intel": lambda: finetune_step("finetune_step_intel.json"),
           "profile_step_intel": lambda: profile_step("profile_step_intel.json"),
           "gpu": gpu, "transfer": transfer, "transfer_tiny": transfer_tiny,
-          "profile_step": profile_step}
+          "profile_step": profile_step, "profile_step_ablations": profile_step_ablations}
 
 
 def render(text: str) -> str:
