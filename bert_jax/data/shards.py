@@ -43,8 +43,8 @@ FORMAT = "bert_jax.pretraining_pairs.v1"
 # group_size:1 = one record per chunk: what Grain's random access wants (it warns otherwise).
 # uncompressed: a chunk of one ~270-byte record barely compresses (WikiText-2 x10: 17.0 MiB
 # raw, 15.4 with snappy or with the default compressor at 4x snappy's write CPU), and every
-# training read would pay the decompression (12% of a random read's CPU). Shards written
-# with a compressor read the same.
+# training read would pay the decompression (a quarter of a random read's CPU: 2.6 vs
+# 1.9 µs per record). Shards written with a compressor read the same.
 WRITER_OPTIONS = "group_size:1,uncompressed"
 
 
