@@ -250,8 +250,9 @@ def test_records_roundtrip_and_batch_decoding(documents, tokenizer):
 
 
 def test_span_instances_write_the_records_of_their_tokens(documents, tokenizer):
-  """Pairing keeps A and B as spans of the window's id array; their records equal those of
-  the same instances holding their tokens, and lists of sentences pair as the window does."""
+  """Pairing keeps A and B as spans of the window's id array; the records Pairs.records()
+  writes from the spans equal those of the same instances holding their tokens, and lists
+  of sentences pair as the window does."""
   window = I.WindowTokens.from_documents(documents[:6], cls_id=tokenizer.cls_id,
                                          sep_id=tokenizer.sep_id)
   assert window.tokens.dtype == np.uint16
@@ -259,11 +260,15 @@ def test_span_instances_write_the_records_of_their_tokens(documents, tokenizer):
   assert insts == [] or all(i._spans is not None for i in insts)
   as_lists = _build(documents[:6], tokenizer, 3, "balanced")
   assert len(insts) == len(as_lists) > 20
+  held = []
   for a, b in zip(insts, as_lists):
-    held = I.Instance(a.tokens, a.num_a, a.is_random_next, a.a_doc, a.a_start, a.a_end,
-                      a.b_doc, a.b_start, a.b_end)
-    assert I.encode_instance(a) == I.encode_instance(held) == I.encode_instance(b)
+    held.append(I.Instance(a.tokens, a.num_a, a.is_random_next, a.a_doc, a.a_start, a.a_end,
+                           a.b_doc, a.b_start, a.b_end))
+    assert I.encode_instance(a) == I.encode_instance(held[-1]) == I.encode_instance(b)
     assert a.num_tokens == len(a.tokens) and a.segment_ids.sum() == len(a.tokens) - a.num_a
+  pairs = I.pair_window(window, list(range(6)), max_seq_length=128, short_seq_prob=0.1,
+                        dupe_factor=1, rng=random.Random(3), pairing="balanced")
+  assert pairs.records() == [I.encode_instance(h) for h in held]
 
 
 class _ListTokenizer:

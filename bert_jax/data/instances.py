@@ -50,8 +50,7 @@ class Instance:
   """One sentence pair: `[CLS] A [SEP] B [SEP]` token ids, unmasked.
 
   Pairing makes instances as spans of its window's flat token array (`from_spans`): the
-  ids are copied only when `tokens` is asked for, and `encode_instance` writes a record
-  straight from the spans.
+  ids are copied only when `tokens` is asked for.
   """
   __slots__ = ("_tokens", "num_a", "is_random_next", "a_doc", "a_start", "a_end",
                "b_doc", "b_start", "b_end", "_spans")
@@ -66,7 +65,7 @@ class Instance:
     # sentences [b_start, b_end) of document b_doc (document ids count from 0 over the input).
     self.a_doc, self.a_start, self.a_end = a_doc, a_start, a_end
     self.b_doc, self.b_start, self.b_end = b_doc, b_start, b_end
-    self._spans = None  # (window tokens, cls_id, sep_id, a_lo, a_hi, b_lo, b_hi)
+    self._spans = None  # (window, a_lo, a_hi, b_lo, b_hi): see from_spans
 
   @classmethod
   def from_spans(cls, window: "WindowTokens", a: tuple[int, int], b: tuple[int, int],
@@ -112,6 +111,14 @@ class WindowTokens:
   offsets: list[list[int]]
   cls_id: int
   sep_id: int
+
+  @classmethod
+  def of(cls, documents: "Sequence[Sequence[Sequence[int]]] | WindowTokens", *, cls_id: int,
+         sep_id: int) -> "WindowTokens":
+    """`documents` itself if it is one, else `from_documents`."""
+    if isinstance(documents, WindowTokens):
+      return documents
+    return cls.from_documents(documents, cls_id=cls_id, sep_id=sep_id)
 
   @classmethod
   def from_documents(cls, documents: Sequence[Sequence[Sequence[int]]], *, cls_id: int,
@@ -213,9 +220,7 @@ def create_instances_from_document(
   `WindowTokens`, which is what `create_instances` passes: no ids are copied)."""
   if pairing not in PAIRINGS:
     raise ValueError(f"pairing={pairing!r}: use one of {PAIRINGS}.")
-  window = all_documents
-  if not isinstance(window, WindowTokens):
-    window = WindowTokens.from_documents(all_documents, cls_id=cls_id, sep_id=sep_id)
+  window = WindowTokens.of(all_documents, cls_id=cls_id, sep_id=sep_id)
   rows: list[tuple[int, ...]] = []
   _pair_document(window, document_index, max_seq_length, short_seq_prob, rng, doc_ids,
                  pairing == "balanced", rows)
@@ -312,9 +317,7 @@ def create_instances(documents: Sequence[Sequence[Sequence[int]]] | WindowTokens
                      pairing: str = "google") -> list[Instance]:
   """The original's `create_training_instances` over one window of tokenized documents
   (lists of sentences of ids, or a `WindowTokens`); see `pair_window`."""
-  window = documents
-  if not isinstance(window, WindowTokens):
-    window = WindowTokens.from_documents(documents, cls_id=cls_id, sep_id=sep_id)
+  window = WindowTokens.of(documents, cls_id=cls_id, sep_id=sep_id)
   return list(pair_window(window, doc_ids, max_seq_length=max_seq_length,
                           short_seq_prob=short_seq_prob, dupe_factor=dupe_factor, rng=rng,
                           pairing=pairing))
@@ -493,24 +496,13 @@ assert _HEADER_DTYPE.itemsize == _HEADER.size
 
 
 def encode_instance(inst: Instance) -> bytes:
-  """Instance -> bytes (one shard record)."""
-  spans = inst._spans  # pylint: disable=protected-access
-  if spans is not None and spans[0].tokens.dtype == np.uint16 and max(
-      spans[0].cls_id, spans[0].sep_id) < 65536:
-    window, a_lo, a_hi, b_lo, b_hi = spans
-    t = window.tokens
-    cls, sep = _NATIVE_U16.pack(window.cls_id), _NATIVE_U16.pack(window.sep_id)
-    return b"".join((_header(inst, True), cls, t[a_lo:a_hi].tobytes(), sep,
-                     t[b_lo:b_hi].tobytes(), sep))
+  """Instance -> bytes (one shard record); `Pairs.records` writes a window's at once."""
   tokens = inst.tokens
   small = bool(tokens.size == 0 or int(tokens.max()) < 65536)
-  return _header(inst, small) + tokens.astype(np.uint16 if small else np.int32).tobytes()
-
-
-def _header(inst: Instance, small: bool) -> bytes:
   flags = (_FLAG_RANDOM_NEXT if inst.is_random_next else 0) | (_FLAG_UINT16 if small else 0)
-  return _HEADER.pack(_VERSION, flags, inst.num_a, inst.a_doc, inst.a_start, inst.a_end,
-                      inst.b_doc, inst.b_start, inst.b_end)
+  header = _HEADER.pack(_VERSION, flags, inst.num_a, inst.a_doc, inst.a_start, inst.a_end,
+                        inst.b_doc, inst.b_start, inst.b_end)
+  return header + tokens.astype(np.uint16 if small else np.int32).tobytes()
 
 
 def decode_instance(record: bytes) -> Instance:

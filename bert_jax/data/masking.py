@@ -32,7 +32,7 @@ _M2 = _U64(0x94D049BB133111EB)
 
 # Independent random streams per position.
 _ORDER, _MASK_OR_NOT, _KEEP_OR_RANDOM, _RANDOM_ID = 0, 1, 2, 3
-# splitmix64((position << 2) | stream) for positions 0, 1, ... (grown when needed).
+# Per stream: splitmix64((position << 2) | stream) for positions 0, 1, ... (_counter_hash).
 _COUNTER_HASH = [np.zeros(0, _U64) for _ in range(4)]
 
 
@@ -50,29 +50,38 @@ def example_keys(seed: int, indices: np.ndarray | Sequence[int]) -> np.ndarray:
     return splitmix64(splitmix64(_U64(seed % 2**64)) ^ np.asarray(indices, np.int64).astype(_U64))
 
 
+def _counter_hash(stream: int, length: int) -> np.ndarray:
+  """splitmix64((position << 2) | stream) for positions [0, >= length): the per-position
+  half of every draw, computed once per stream and kept."""
+  table = _COUNTER_HASH[stream]  # (a local reference: another thread may swap in a shorter one)
+  if length > len(table):
+    table = splitmix64((np.arange(max(length, 512), dtype=_U64) << _U64(2)) | _U64(stream))
+    _COUNTER_HASH[stream] = table
+  return table
+
+
 def _bits(keys: np.ndarray, length: int, stream: int) -> np.ndarray:
   """uint64 [b, length] random bits for (key, position, stream)."""
-  counters = (np.arange(length, dtype=_U64) << _U64(2)) | _U64(stream)
-  return splitmix64(keys[:, None] + splitmix64(counters)[None, :])
-
-
-def _uniform(keys: np.ndarray, length: int, stream: int) -> np.ndarray:
-  return (_bits(keys, length, stream) >> _U64(11)).astype(np.float64) * (1.0 / (1 << 53))
+  return splitmix64(keys[:, None] + _counter_hash(stream, length)[None, :length])
 
 
 def _bits_at(keys: np.ndarray, positions: np.ndarray, stream: int) -> np.ndarray:
   """`_bits` at one position per key: uint64 [n] for (keys[i], positions[i], stream)."""
   positions = np.asarray(positions)
-  length = int(positions.max(initial=0)) + 1
-  table = _COUNTER_HASH[stream]  # the per-position half of the hash, kept
-  if length > len(table):  # (a local reference: another thread may swap in a shorter one)
-    table = splitmix64((np.arange(max(length, 512), dtype=_U64) << _U64(2)) | _U64(stream))
-    _COUNTER_HASH[stream] = table
-  return splitmix64(keys + table[positions])
+  return splitmix64(keys + _counter_hash(stream, int(positions.max(initial=0)) + 1)[positions])
+
+
+def _unit(bits: np.ndarray) -> np.ndarray:
+  """Random bits -> float64 uniform in [0, 1) from their top 53 bits."""
+  return (bits >> _U64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def _uniform(keys: np.ndarray, length: int, stream: int) -> np.ndarray:
+  return _unit(_bits(keys, length, stream))
 
 
 def _uniform_at(keys: np.ndarray, positions: np.ndarray, stream: int) -> np.ndarray:
-  return (_bits_at(keys, positions, stream) >> _U64(11)).astype(np.float64) * (1.0 / (1 << 53))
+  return _unit(_bits_at(keys, positions, stream))
 
 
 @dataclasses.dataclass(frozen=True)
